@@ -1,0 +1,101 @@
+package orchestrator
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// DecisionKind is what was decided for a (mapping, ref) of a delivery.
+type DecisionKind string
+
+// Decision kinds.
+const (
+	DecisionQueued    DecisionKind = "queued"    // a new run was created and enqueued
+	DecisionDuplicate DecisionKind = "duplicate" // the same (mapping, repo, ref, revision) already has a run
+	DecisionIgnored   DecisionKind = "ignored"   // nothing to do, for the reason given
+)
+
+// Decision is the outcome for one mapping and one ref of a delivery. A decision that concerns the whole delivery
+// (a scope or repo type that never triggers, a dataset no mapping wants) has no mapping and no ref.
+type Decision struct {
+	MappingID   int64        `json:"-"`
+	MappingName string       `json:"mapping,omitempty"`
+	Ref         string       `json:"ref,omitempty"`
+	OldSha      string       `json:"-"`
+	NewSha      string       `json:"revision,omitempty"`
+	Decision    DecisionKind `json:"decision"`
+	Reason      string       `json:"reason,omitempty"`
+	RunID       int64        `json:"run_id,omitempty"`
+
+	maxAttempts int
+}
+
+var shaRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+// ValidSha reports whether s is a full commit id: 40 lowercase hexadecimal characters.
+func ValidSha(s string) bool { return shaRE.MatchString(s) }
+
+// Decide returns the decisions for a delivery against the enabled mappings: DecisionQueued for every (mapping,
+// ref) that should train, DecisionIgnored with a reason for everything else. It does not know about earlier
+// runs; the store turns a queued decision into a duplicate when the run already exists. Decide is pure.
+func Decide(d *Delivery, mappings []Mapping) []Decision {
+	ignore := func(format string, args ...any) []Decision {
+		return []Decision{{Decision: DecisionIgnored, Reason: fmt.Sprintf(format, args...)}}
+	}
+	if !d.IsContentUpdate() {
+		return ignore("event %s is not a content update (only repo.content triggers runs)", d.Event())
+	}
+	if d.RepoType != "dataset" {
+		return ignore("%s repo, not a dataset", d.RepoType)
+	}
+	if len(d.Refs) == 0 {
+		return ignore("no updatedRefs in the delivery")
+	}
+
+	var matched []*Mapping
+	for i := range mappings {
+		if mappings[i].Enabled && mappings[i].MatchesDataset(d.RepoName) {
+			matched = append(matched, &mappings[i])
+		}
+	}
+	if len(matched) == 0 {
+		return ignore("no enabled mapping for dataset %s", d.RepoName)
+	}
+
+	decisions := make([]Decision, 0, len(matched)*len(d.Refs))
+	for _, m := range matched {
+		for _, r := range d.Refs {
+			dec := Decision{
+				MappingID: m.ID, MappingName: m.Name, Ref: r.Ref, OldSha: r.OldSha, NewSha: r.NewSha,
+				Decision: DecisionIgnored, maxAttempts: m.MaxAttempts,
+			}
+			switch {
+			case !m.WatchesRef(r.Ref):
+				dec.Reason = unwatchedReason(m, r.Ref)
+			case r.NewSha == "":
+				dec.Reason = "ref deleted"
+			case !ValidSha(r.NewSha):
+				dec.Reason = "malformed newSha: not 40 lowercase hexadecimal characters"
+				dec.NewSha = ""
+			default:
+				dec.Decision = DecisionQueued
+			}
+			if !ValidSha(dec.OldSha) {
+				dec.OldSha = ""
+			}
+			decisions = append(decisions, dec)
+		}
+	}
+	return decisions
+}
+
+func unwatchedReason(m *Mapping, ref string) string {
+	switch {
+	case strings.HasPrefix(ref, "refs/pr/"):
+		return "pull-request ref " + ref
+	case strings.HasPrefix(ref, "refs/convert/"):
+		return "bot ref " + ref
+	}
+	return fmt.Sprintf("ref %s is not watched (refs: %s)", ref, strings.Join(m.Refs, ", "))
+}

@@ -1,0 +1,154 @@
+package orchestrator
+
+import (
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Defaults and limits of a mapping's settings.
+const (
+	// TimeoutDefault is how long a run's command may take when the mapping does not say.
+	TimeoutDefault = 6 * time.Hour
+	// TimeoutMax is the longest timeout a mapping may set.
+	TimeoutMax = 7 * 24 * time.Hour
+	// MaxAttemptsDefault is how many times a failing command is tried when the mapping does not say: once, and
+	// one retry for a transient fault such as a preempted machine.
+	MaxAttemptsDefault = 2
+	// MaxAttemptsMax is the most attempts a mapping may ask for.
+	MaxAttemptsMax = 100
+)
+
+// RefsDefault is the list of refs a mapping watches when it names none.
+var RefsDefault = []string{"refs/heads/main"}
+
+// Mapping sources.
+const (
+	SourceFile = "file" // declared in the YAML configuration file
+	SourceAPI  = "api"  // created through the API
+)
+
+// Mapping says which training command runs when a dataset gets new commits on one of the watched refs.
+type Mapping struct {
+	ID          int64             `json:"id"`
+	Name        string            `json:"name"`
+	Dataset     string            `json:"dataset"`
+	Refs        []string          `json:"refs"`
+	Command     []string          `json:"command"`
+	Workdir     string            `json:"workdir,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	Timeout     time.Duration     `json:"-"`
+	MaxAttempts int               `json:"max_attempts"`
+	Source      string            `json:"source"`
+	Enabled     bool              `json:"enabled"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+}
+
+var (
+	mappingNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`)
+	envNameRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// ReservedEnv lists the environment variables the orchestrator sets for every run; a mapping's env may not
+// override them.
+var ReservedEnv = []string{
+	"DATASET_REPO", "DATASET_REF", "DATASET_REVISION", "DATASET_OLD_REVISION",
+	"RUN_ID", "RUN_ATTEMPT", "MAPPING_NAME",
+}
+
+// WithDefaults returns a copy of m with zero settings replaced by their defaults.
+func (m Mapping) WithDefaults() Mapping {
+	if len(m.Refs) == 0 {
+		m.Refs = slices.Clone(RefsDefault)
+	}
+	if m.Timeout == 0 {
+		m.Timeout = TimeoutDefault
+	}
+	if m.MaxAttempts == 0 {
+		m.MaxAttempts = MaxAttemptsDefault
+	}
+	if m.Source == "" {
+		m.Source = SourceFile
+	}
+	return m
+}
+
+// Validate checks m, which should have its defaults applied, and returns an *Error with CodeInvalid naming the
+// first problem found.
+func (m *Mapping) Validate() error {
+	invalid := func(format string, args ...any) error {
+		return Errorf(CodeInvalid, format, args...)
+	}
+	if !mappingNameRE.MatchString(m.Name) {
+		return invalid("name %q must be 1 to 100 letters, digits, '-' or '_'", m.Name)
+	}
+	if m.Dataset == "" {
+		return invalid("dataset must not be empty")
+	}
+	if err := validGlob(m.Dataset); err != nil {
+		return invalid("dataset %q is not a valid pattern: %v", m.Dataset, err)
+	}
+	for _, ref := range m.Refs {
+		if !strings.HasPrefix(ref, "refs/") {
+			return invalid("ref %q must start with refs/ (for example refs/heads/main)", ref)
+		}
+		if err := validGlob(ref); err != nil {
+			return invalid("ref %q is not a valid pattern: %v", ref, err)
+		}
+	}
+	if len(m.Command) == 0 || m.Command[0] == "" {
+		return invalid("command must be a non-empty list whose first element is the program to run")
+	}
+	for i, arg := range m.Command {
+		if strings.ContainsRune(arg, 0) {
+			return invalid("command[%d] contains a NUL character", i)
+		}
+	}
+	for k, v := range m.Env {
+		if !envNameRE.MatchString(k) {
+			return invalid("env name %q must be letters, digits and '_', not starting with a digit", k)
+		}
+		if slices.Contains(ReservedEnv, k) {
+			return invalid("env name %q is set by the orchestrator for every run and cannot be overridden", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return invalid("env %s contains a NUL character", k)
+		}
+	}
+	if m.Timeout <= 0 || m.Timeout > TimeoutMax {
+		return invalid("timeout %s must be above 0 and at most %s", m.Timeout, TimeoutMax)
+	}
+	if m.MaxAttempts < 1 || m.MaxAttempts > MaxAttemptsMax {
+		return invalid("max_attempts %d must be between 1 and %d", m.MaxAttempts, MaxAttemptsMax)
+	}
+	return nil
+}
+
+// validGlob reports whether pattern is a well-formed path.Match pattern.
+func validGlob(pattern string) error {
+	_, err := path.Match(pattern, "")
+	return err
+}
+
+// MatchesDataset reports whether the repo name matches the mapping's dataset pattern. The pattern is a
+// path.Match glob, so '*' does not cross a '/': "acme/*" matches every dataset of acme.
+func (m *Mapping) MatchesDataset(repoName string) bool {
+	ok, _ := path.Match(m.Dataset, repoName)
+	return ok
+}
+
+// WatchesRef reports whether ref matches one of the mapping's ref patterns.
+func (m *Mapping) WatchesRef(ref string) bool {
+	for _, pattern := range m.Refs {
+		if ok, _ := path.Match(pattern, ref); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// TimeoutString returns the timeout in Go duration syntax, e.g. "2h0m0s".
+func (m *Mapping) TimeoutString() string { return m.Timeout.String() }

@@ -1,0 +1,73 @@
+package orchestrator
+
+import "time"
+
+// RunStatus is where a run stands.
+type RunStatus string
+
+// Run statuses.
+const (
+	RunQueued    RunStatus = "queued"    // waiting for a worker
+	RunRunning   RunStatus = "running"   // the command is executing
+	RunRetrying  RunStatus = "retrying"  // an attempt failed and another is scheduled
+	RunSucceeded RunStatus = "succeeded" // the command exited 0
+	RunFailed    RunStatus = "failed"    // the last attempt failed
+	RunCancelled RunStatus = "cancelled" // stopped by an operator
+)
+
+// Finished reports whether s is a final status.
+func (s RunStatus) Finished() bool {
+	return s == RunSucceeded || s == RunFailed || s == RunCancelled
+}
+
+// Run triggers.
+const (
+	TriggerWebhook = "webhook" // a delivery from the Hub
+)
+
+// Run is one triggered training of a mapping on a pinned dataset revision, with its current status.
+type Run struct {
+	ID          int64      `json:"id"`
+	MappingID   int64      `json:"-"`
+	Mapping     string     `json:"mapping"`
+	Dataset     string     `json:"dataset"`
+	RepoID      string     `json:"repo_id"`
+	Ref         string     `json:"ref"`
+	Revision    string     `json:"revision"`
+	OldRevision string     `json:"old_revision"`
+	Trigger     string     `json:"trigger"`
+	DeliveryID  *int64     `json:"delivery_id"`
+	RetryOf     *int64     `json:"retry_of"`
+	Status      RunStatus  `json:"status"`
+	Attempt     int        `json:"attempt"`
+	MaxAttempts int        `json:"max_attempts"`
+	ExitCode    *int       `json:"exit_code"`
+	Signal      string     `json:"signal"`
+	Error       string     `json:"error"`
+	JobID       *int64     `json:"job_id"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+}
+
+// ShortRevision returns the first 12 characters of the revision.
+func (r *Run) ShortRevision() string {
+	if len(r.Revision) > 12 {
+		return r.Revision[:12]
+	}
+	return r.Revision
+}
+
+// Attempt is one execution of a run's command.
+type Attempt struct {
+	Number     int        `json:"attempt"`
+	Argv       []string   `json:"argv"`
+	Status     RunStatus  `json:"status"`
+	ExitCode   *int       `json:"exit_code"`
+	Signal     string     `json:"signal"`
+	Error      string     `json:"error"`
+	LogBytes   int64      `json:"log_bytes"`
+	LogDropped int64      `json:"log_dropped"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+}

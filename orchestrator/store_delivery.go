@@ -1,0 +1,295 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DeliveryInsertParams is a delivery to record.
+type DeliveryInsertParams struct {
+	Delivery   *Delivery
+	Source     string // DeliverySourceWebhook when empty
+	RemoteAddr string
+}
+
+// DeliveryInsertResult is what recording a delivery did.
+type DeliveryInsertResult struct {
+	DeliveryID int64
+	ReceivedAt time.Time
+	RunIDs     []int64    // the runs created for this delivery, in decision order
+	Decisions  []Decision // one per (mapping, ref), or one for the whole delivery
+}
+
+type runKey struct {
+	mappingID int64
+	ref, sha  string
+}
+
+// DeliveryInsert records a delivery, its refs and a decision per (mapping, ref), and creates and enqueues a run
+// for every decision that triggers, all in one transaction: after it returns nil everything is durable, and
+// after an error nothing is. A (mapping, repo, ref, revision) that already has a webhook run is recorded as a
+// duplicate of it and enqueues nothing, which makes retried and replayed deliveries harmless, also when they
+// arrive at once. Every database error is CodeUnavailable: the sender should try again.
+func (s *Store) DeliveryInsert(ctx context.Context, p DeliveryInsertParams) (*DeliveryInsertResult, error) {
+	res, err := s.deliveryInsert(ctx, p)
+	if err != nil {
+		return nil, WrapError(CodeUnavailable, err, "database unavailable, try again")
+	}
+	return res, nil
+}
+
+func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*DeliveryInsertResult, error) {
+	d := p.Delivery
+	source := p.Source
+	if source == "" {
+		source = DeliverySourceWebhook
+	}
+
+	// 1. Decide against the enabled mappings. Reading them outside the transaction is fine: a mapping
+	// enabled a moment later would not have seen this delivery either.
+	var mappings []Mapping
+	if d.IsContentUpdate() && d.RepoType == "dataset" {
+		var err error
+		if mappings, err = s.MappingListEnabled(ctx); err != nil {
+			return nil, err
+		}
+	}
+	decisions := Decide(d, mappings)
+
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+
+	// 2. The delivery and its refs, in one statement.
+	refs, olds, news := make([]string, len(d.Refs)), make([]string, len(d.Refs)), make([]string, len(d.Refs))
+	for i, r := range d.Refs {
+		refs[i], olds[i], news[i] = r.Ref, r.OldSha, r.NewSha
+	}
+	res := &DeliveryInsertResult{Decisions: decisions}
+	err = tx.QueryRow(ctx, `
+		WITH d AS (
+			INSERT INTO deliveries (source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			RETURNING id, received_at
+		), r AS (
+			INSERT INTO delivery_refs (delivery_id, position, ref, old_sha, new_sha)
+			SELECT d.id, u.ord - 1, u.ref, NULLIF(u.old_sha, ''), NULLIF(u.new_sha, '')
+			FROM d, unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS u(ref, old_sha, new_sha, ord)
+		)
+		SELECT id, received_at FROM d`,
+		source, d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID, p.RemoteAddr, d.Raw,
+		refs, olds, news,
+	).Scan(&res.DeliveryID, &res.ReceivedAt)
+	if err != nil {
+		return nil, fmt.Errorf("insert delivery: %w", err)
+	}
+
+	// 3. Runs for the triggering decisions; a conflict on the dedup index means the run exists already.
+	runIDs, created, err := s.insertRuns(ctx, tx, d, res.DeliveryID, decisions)
+	if err != nil {
+		return nil, err
+	}
+	var jobs []RunJob
+	for i := range decisions {
+		dec := &decisions[i]
+		if dec.Decision != DecisionQueued {
+			continue
+		}
+		key := runKey{dec.MappingID, dec.Ref, dec.NewSha}
+		dec.RunID = runIDs[key]
+		if created[key] {
+			delete(created, key) // the same ref listed twice in one delivery is one run
+			res.RunIDs = append(res.RunIDs, dec.RunID)
+			jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.maxAttempts})
+		} else {
+			dec.Decision = DecisionDuplicate
+			dec.Reason = fmt.Sprintf("duplicate of run %d", dec.RunID)
+		}
+	}
+
+	// 4. The queue jobs, in the same transaction.
+	var jobIDs []int64
+	if len(jobs) > 0 {
+		if s.enqueue == nil {
+			return nil, errors.New("store has no enqueuer")
+		}
+		if jobIDs, err = s.enqueue(ctx, tx, jobs); err != nil {
+			return nil, fmt.Errorf("enqueue: %w", err)
+		}
+	}
+
+	// 5. Decisions, and the job id of each new run, in one round trip.
+	n := len(decisions)
+	mappingIDs, decRefs, shas, kinds, reasons, decRunIDs :=
+		make([]*int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]*int64, n)
+	for i, dec := range decisions {
+		if dec.MappingID != 0 {
+			mappingIDs[i] = &dec.MappingID
+		}
+		if dec.RunID != 0 {
+			decRunIDs[i] = &dec.RunID
+		}
+		decRefs[i], shas[i], kinds[i], reasons[i] = dec.Ref, dec.NewSha, string(dec.Decision), dec.Reason
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(`
+		INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
+		SELECT $1, u.mapping_id, u.ref, NULLIF(u.sha, ''), u.decision, u.reason, u.run_id
+		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+			AS u(mapping_id, ref, sha, decision, reason, run_id)`,
+		res.DeliveryID, mappingIDs, decRefs, shas, kinds, reasons, decRunIDs)
+	if len(jobIDs) > 0 {
+		batch.Queue(`UPDATE runs SET job_id = u.job_id FROM unnest($1::bigint[], $2::bigint[]) AS u(run_id, job_id)
+			WHERE runs.id = u.run_id`, res.RunIDs, jobIDs)
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("insert decisions: %w", err)
+	}
+
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	if res.RunIDs == nil {
+		res.RunIDs = []int64{}
+	}
+	return res, nil
+}
+
+// insertRuns creates the runs of the queued decisions that do not exist yet. It returns the run id of every
+// queued (mapping, ref, revision), and which of them it created.
+func (s *Store) insertRuns(ctx context.Context, tx pgx.Tx, d *Delivery, deliveryID int64, decisions []Decision) (map[runKey]int64, map[runKey]bool, error) {
+	var mappingIDs []int64
+	var refs, shas, olds []string
+	var maxAttempts []int32
+	for _, dec := range decisions {
+		if dec.Decision != DecisionQueued {
+			continue
+		}
+		mappingIDs = append(mappingIDs, dec.MappingID)
+		refs = append(refs, dec.Ref)
+		shas = append(shas, dec.NewSha)
+		olds = append(olds, dec.OldSha)
+		maxAttempts = append(maxAttempts, int32(dec.maxAttempts))
+	}
+	ids := make(map[runKey]int64, len(mappingIDs))
+	created := make(map[runKey]bool, len(mappingIDs))
+	if len(mappingIDs) == 0 {
+		return ids, created, nil
+	}
+
+	scanInto := func(rows pgx.Rows, isNew bool) error {
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var k runKey
+			if err := rows.Scan(&id, &k.mappingID, &k.ref, &k.sha); err != nil {
+				return err
+			}
+			ids[k] = id
+			created[k] = isNew
+		}
+		return rows.Err()
+	}
+
+	rows, err := tx.Query(ctx, `
+		INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts)
+		SELECT u.mapping_id, $1, $2, u.ref, u.revision, NULLIF(u.old_revision, ''), 'webhook', $3, 'queued', u.max_attempts
+		FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[])
+			AS u(mapping_id, ref, revision, old_revision, max_attempts)
+		ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = 'webhook' DO NOTHING
+		RETURNING id, mapping_id, ref, revision`,
+		d.RepoName, d.RepoID, deliveryID, mappingIDs, refs, shas, olds, maxAttempts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("insert runs: %w", err)
+	}
+	if err := scanInto(rows, true); err != nil {
+		return nil, nil, fmt.Errorf("insert runs: %w", err)
+	}
+	if len(ids) == len(mappingIDs) {
+		return ids, created, nil
+	}
+
+	rows, err = tx.Query(ctx, `
+		SELECT r.id, r.mapping_id, r.ref, r.revision
+		FROM runs r JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS u(mapping_id, ref, revision)
+			ON r.mapping_id = u.mapping_id AND r.ref = u.ref AND r.revision = u.revision
+		WHERE r.trigger = 'webhook' AND r.repo_id = $1`,
+		d.RepoID, mappingIDs, refs, shas)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find existing runs: %w", err)
+	}
+	existing := make(map[runKey]int64)
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var k runKey
+		if err := rows.Scan(&id, &k.mappingID, &k.ref, &k.sha); err != nil {
+			return nil, nil, fmt.Errorf("find existing runs: %w", err)
+		}
+		existing[k] = id
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("find existing runs: %w", err)
+	}
+	for k, id := range existing {
+		if _, ok := ids[k]; !ok {
+			ids[k] = id
+		}
+	}
+	return ids, created, nil
+}
+
+// DeliveryListParams selects deliveries, newest first.
+type DeliveryListParams struct {
+	Limit    int   // DeliveryListLimitDefault when 0
+	BeforeID int64 // only deliveries with a smaller id (keyset pagination); 0 for the newest
+}
+
+// Limits of DeliveryList.
+const (
+	DeliveryListLimitDefault = 50
+	DeliveryListLimitMax     = 500
+)
+
+// DeliveryList returns deliveries, newest first, with their refs and decisions.
+func (s *Store) DeliveryList(ctx context.Context, p DeliveryListParams) ([]DeliveryRecord, error) {
+	limit := clampLimit(p.Limit, DeliveryListLimitDefault, DeliveryListLimitMax)
+	rows, err := s.pool.Query(ctx, `
+		SELECT d.id, d.received_at, d.source, d.scope || '.' || d.action, d.repo_type, d.repo_name, d.repo_id,
+			d.webhook_id, d.remote_addr,
+			coalesce((SELECT json_agg(json_build_object('ref', r.ref, 'old_sha', r.old_sha, 'new_sha', r.new_sha)
+				ORDER BY r.position) FROM delivery_refs r WHERE r.delivery_id = d.id), '[]'),
+			coalesce((SELECT json_agg(json_build_object('mapping', m.name, 'ref', x.ref, 'revision', x.new_sha,
+				'decision', x.decision, 'reason', x.reason, 'run_id', x.run_id) ORDER BY x.id)
+				FROM decisions x LEFT JOIN mappings m ON m.id = x.mapping_id WHERE x.delivery_id = d.id), '[]')
+		FROM deliveries d
+		WHERE ($1 = 0 OR d.id < $1)
+		ORDER BY d.id DESC
+		LIMIT $2`, p.BeforeID, limit)
+	if err != nil {
+		return nil, dbError(err, "list deliveries")
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeliveryRecord, error) {
+		var r DeliveryRecord
+		err := row.Scan(&r.ID, &r.ReceivedAt, &r.Source, &r.Event, &r.RepoType, &r.RepoName, &r.RepoID,
+			&r.WebhookID, &r.RemoteAddr, &r.Refs, &r.Decisions)
+		return r, err
+	})
+	if err != nil {
+		return nil, dbError(err, "list deliveries")
+	}
+	return list, nil
+}
+
+func clampLimit(limit, def, max int) int {
+	if limit <= 0 {
+		return def
+	}
+	return min(limit, max)
+}

@@ -1,0 +1,282 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.revision, coalesce(r.old_revision, ''),
+	r.trigger, r.delivery_id, r.retry_of, r.status, r.attempt, r.max_attempts, r.exit_code, coalesce(r.signal, ''),
+	r.error, r.job_id, r.created_at, r.started_at, r.finished_at`
+
+func scanRun(row pgx.Row) (*Run, error) {
+	var r Run
+	err := row.Scan(&r.ID, &r.MappingID, &r.Mapping, &r.Dataset, &r.RepoID, &r.Ref, &r.Revision, &r.OldRevision,
+		&r.Trigger, &r.DeliveryID, &r.RetryOf, &r.Status, &r.Attempt, &r.MaxAttempts, &r.ExitCode, &r.Signal,
+		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// RunGetByID returns one run, or an error with CodeNotFound.
+func (s *Store) RunGetByID(ctx context.Context, id int64) (*Run, error) {
+	r, err := scanRun(s.pool.QueryRow(ctx,
+		`SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Errorf(CodeNotFound, "run %d not found", id)
+	}
+	if err != nil {
+		return nil, dbError(err, "get run")
+	}
+	return r, nil
+}
+
+// RunListParams selects runs, newest first. Empty filters match everything.
+type RunListParams struct {
+	Dataset  string
+	Mapping  string
+	Status   RunStatus
+	Limit    int   // RunListLimitDefault when 0
+	BeforeID int64 // only runs with a smaller id (keyset pagination); 0 for the newest
+}
+
+// Limits of RunList.
+const (
+	RunListLimitDefault = 50
+	RunListLimitMax     = 500
+)
+
+// PageSize returns the number of runs a full page of RunList holds for p.
+func (p RunListParams) PageSize() int {
+	return clampLimit(p.Limit, RunListLimitDefault, RunListLimitMax)
+}
+
+// RunList returns runs matching p, newest first.
+func (s *Store) RunList(ctx context.Context, p RunListParams) ([]Run, error) {
+	limit := p.PageSize()
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+runColumns+`
+		FROM runs r JOIN mappings m ON m.id = r.mapping_id
+		WHERE ($1 = '' OR r.dataset = $1) AND ($2 = '' OR m.name = $2) AND ($3 = '' OR r.status = $3)
+			AND ($4 = 0 OR r.id < $4)
+		ORDER BY r.id DESC
+		LIMIT $5`, p.Dataset, p.Mapping, string(p.Status), p.BeforeID, limit)
+	if err != nil {
+		return nil, dbError(err, "list runs")
+	}
+	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Run, error) {
+		r, err := scanRun(row)
+		if err != nil {
+			return Run{}, err
+		}
+		return *r, nil
+	})
+	if err != nil {
+		return nil, dbError(err, "list runs")
+	}
+	return runs, nil
+}
+
+// RunAttemptList returns the attempts of a run, first first.
+func (s *Store) RunAttemptList(ctx context.Context, runID int64) ([]Attempt, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT attempt, argv, status, exit_code, coalesce(signal, ''), error, log_bytes, log_dropped, started_at, finished_at
+		FROM run_attempts WHERE run_id = $1 ORDER BY attempt`, runID)
+	if err != nil {
+		return nil, dbError(err, "list attempts")
+	}
+	attempts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Attempt, error) {
+		var a Attempt
+		err := row.Scan(&a.Number, &a.Argv, &a.Status, &a.ExitCode, &a.Signal, &a.Error, &a.LogBytes,
+			&a.LogDropped, &a.StartedAt, &a.FinishedAt)
+		return a, err
+	})
+	if err != nil {
+		return nil, dbError(err, "list attempts")
+	}
+	return attempts, nil
+}
+
+// RunLogTail returns at most maxBytes of the end of an attempt's captured output (whole chunks, so it may be a
+// little less), and how many bytes of the output came before it and are not returned.
+func (s *Store) RunLogTail(ctx context.Context, runID int64, attempt int, maxBytes int) ([]byte, int64, error) {
+	var total int64
+	err := s.pool.QueryRow(ctx, `SELECT log_bytes FROM run_attempts WHERE run_id = $1 AND attempt = $2`,
+		runID, attempt).Scan(&total)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, dbError(err, "read log")
+	}
+	rows, err := s.pool.Query(ctx, `SELECT data FROM run_logs WHERE run_id = $1 AND attempt = $2 ORDER BY seq DESC`,
+		runID, attempt)
+	if err != nil {
+		return nil, 0, dbError(err, "read log")
+	}
+	defer rows.Close()
+	var chunks [][]byte
+	size := 0
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, 0, dbError(err, "read log")
+		}
+		if size+len(data) > maxBytes {
+			if size == 0 { // a single chunk larger than asked: keep its end
+				data = data[len(data)-maxBytes:]
+				chunks = append(chunks, data)
+				size += len(data)
+			}
+			break
+		}
+		chunks = append(chunks, data)
+		size += len(data)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, dbError(err, "read log")
+	}
+	rows.Close()
+	slices.Reverse(chunks)
+	out := make([]byte, 0, size)
+	for _, c := range chunks {
+		out = append(out, c...)
+	}
+	return out, total - int64(len(out)), nil
+}
+
+// RunForWork returns a run and its mapping, for a worker about to execute it.
+func (s *Store) RunForWork(ctx context.Context, runID int64) (*Run, *Mapping, error) {
+	run, err := s.RunGetByID(ctx, runID)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := scanMapping(s.pool.QueryRow(ctx, `SELECT `+mappingColumns+` FROM mappings WHERE id = $1`, run.MappingID))
+	if err != nil {
+		return nil, nil, dbError(err, "get mapping")
+	}
+	return run, m, nil
+}
+
+// RunAttemptStartParams starts an attempt of a run.
+type RunAttemptStartParams struct {
+	RunID   int64
+	Attempt int
+	Argv    []string
+}
+
+// AttemptInterrupted is the status of an attempt whose process stopped (shutdown or crash) before its command
+// finished; the run goes on with another execution.
+const AttemptInterrupted RunStatus = "interrupted"
+
+// RunAttemptStart marks the run running with the given attempt. It returns an error with CodeConflict when the
+// run is already finished (cancelled meanwhile, or completed by an earlier execution of the same job), in which
+// case the command must not run. An attempt left unfinished by a crashed process is closed as interrupted.
+func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return dbError(err, "begin attempt")
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+
+	var status RunStatus
+	if err := tx.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1 FOR UPDATE`, p.RunID).Scan(&status); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Errorf(CodeNotFound, "run %d not found", p.RunID)
+		}
+		return dbError(err, "lock run")
+	}
+	if status.Finished() {
+		return Errorf(CodeConflict, "run %d is already %s", p.RunID, status)
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue(`
+		UPDATE run_attempts SET status = 'interrupted', finished_at = now(),
+			error = 'interrupted: the orchestrator stopped while the command ran'
+		WHERE run_id = $1 AND finished_at IS NULL`, p.RunID)
+	batch.Queue(`DELETE FROM run_logs WHERE run_id = $1 AND attempt = $2`, p.RunID, p.Attempt)
+	batch.Queue(`
+		INSERT INTO run_attempts (run_id, attempt, argv, status) VALUES ($1, $2, $3, 'running')
+		ON CONFLICT (run_id, attempt) DO UPDATE SET argv = EXCLUDED.argv, status = 'running', exit_code = NULL,
+			signal = NULL, error = '', log_bytes = 0, log_dropped = 0, started_at = now(), finished_at = NULL`,
+		p.RunID, p.Attempt, p.Argv)
+	batch.Queue(`
+		UPDATE runs SET status = 'running', attempt = $2, started_at = coalesce(started_at, now()),
+			exit_code = NULL, signal = NULL, error = '', updated_at = now()
+		WHERE id = $1`, p.RunID, p.Attempt)
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return dbError(err, "start attempt")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return dbError(err, "commit attempt start")
+	}
+	return nil
+}
+
+// RunAttemptFinishParams records how an attempt ended and what the run's status becomes.
+type RunAttemptFinishParams struct {
+	RunID         int64
+	Attempt       int
+	AttemptStatus RunStatus // succeeded, failed, cancelled or interrupted
+	RunStatus     RunStatus // the run's new status: a final one, retrying, or queued after an interruption
+	ExitCode      *int
+	Signal        string
+	Error         string
+}
+
+// RunAttemptFinish closes an attempt and moves the run to its next status. A run that an operator finished
+// meanwhile keeps its status.
+func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) error {
+	batch := &pgx.Batch{}
+	batch.Queue(`
+		UPDATE run_attempts SET status = $3, exit_code = $4, signal = NULLIF($5, ''), error = $6, finished_at = now()
+		WHERE run_id = $1 AND attempt = $2`,
+		p.RunID, p.Attempt, string(p.AttemptStatus), p.ExitCode, p.Signal, p.Error)
+	batch.Queue(`
+		UPDATE runs SET status = $2, exit_code = $3, signal = NULLIF($4, ''), error = $5, updated_at = now(),
+			finished_at = CASE WHEN $6 THEN now() END
+		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')`,
+		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished())
+	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return dbError(err, "finish attempt")
+	}
+	return nil
+}
+
+// RunLogAppendParams appends a chunk of captured output to an attempt's log.
+type RunLogAppendParams struct {
+	RunID        int64
+	Attempt      int
+	Seq          int
+	Data         []byte
+	DropBelowSeq int   // chunks with a smaller seq are deleted, to keep the log bounded
+	LogBytes     int64 // bytes the command has written so far
+	LogDropped   int64 // bytes no longer kept
+}
+
+// RunLogAppend stores one chunk of output, deletes chunks that fell out of the kept window and updates the
+// attempt's byte counts, in one round trip.
+func (s *Store) RunLogAppend(ctx context.Context, p RunLogAppendParams) error {
+	batch := &pgx.Batch{}
+	if len(p.Data) > 0 {
+		batch.Queue(`INSERT INTO run_logs (run_id, attempt, seq, data) VALUES ($1, $2, $3, $4)`,
+			p.RunID, p.Attempt, p.Seq, p.Data)
+	}
+	if p.DropBelowSeq > 0 {
+		batch.Queue(`DELETE FROM run_logs WHERE run_id = $1 AND attempt = $2 AND seq < $3`,
+			p.RunID, p.Attempt, p.DropBelowSeq)
+	}
+	batch.Queue(`UPDATE run_attempts SET log_bytes = $3, log_dropped = $4 WHERE run_id = $1 AND attempt = $2`,
+		p.RunID, p.Attempt, p.LogBytes, p.LogDropped)
+	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return dbError(err, fmt.Sprintf("append log of run %d", p.RunID))
+	}
+	return nil
+}

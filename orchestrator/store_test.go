@@ -1,0 +1,294 @@
+package orchestrator_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/migrations"
+	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+)
+
+func TestMain(m *testing.M) { dbtest.Main(m) }
+
+type testBundle struct {
+	pool  *pgxpool.Pool
+	store *orchestrator.Store
+	river *river.Client[pgx.Tx]
+}
+
+// setup returns a store on a fresh, migrated schema, enqueuing through a real (not started) River client.
+func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
+	t.Helper()
+	ctx := context.Background()
+	url, _ := dbtest.NewSchema(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	require.NoError(t, migrations.Apply(ctx, pool, nil))
+
+	store := orchestrator.NewStore(pool)
+	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{})
+	require.NoError(t, err)
+	store.SetEnqueuer(jobs.Enqueuer(client))
+	if len(mappings) > 0 {
+		_, err := store.MappingSync(ctx, mappings)
+		require.NoError(t, err)
+	}
+	return &testBundle{pool: pool, store: store, river: client}
+}
+
+func mapping(name, dataset string, refs ...string) orchestrator.Mapping {
+	return orchestrator.Mapping{
+		Name: name, Dataset: dataset, Refs: refs, Command: []string{"true"}, Enabled: true,
+	}.WithDefaults()
+}
+
+func delivery(t testing.TB, fixture string) *orchestrator.Delivery {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "deliveries", fixture))
+	require.NoError(t, err)
+	d, err := orchestrator.ParseDelivery(data)
+	require.NoError(t, err)
+	return d
+}
+
+func count(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), sql, args...).Scan(&n))
+	return n
+}
+
+func TestDeliveryInsert(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("TriggersOneRunPinnedToNewSha", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{
+			Delivery: delivery(t, "dataset-multi-ref.json"), RemoteAddr: "203.0.113.9",
+		})
+		require.NoError(t, err)
+		require.Len(t, res.RunIDs, 1)
+		require.Len(t, res.Decisions, 4)
+
+		run, err := b.store.RunGetByID(ctx, res.RunIDs[0])
+		require.NoError(t, err)
+		require.Equal(t, "e1a3c5e7092b4d6f8a0c2e4b6d8f0a2c4e6b8d0f", run.Revision)
+		require.Equal(t, "8d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f", run.OldRevision)
+		require.Equal(t, "refs/heads/main", run.Ref)
+		require.Equal(t, orchestrator.RunQueued, run.Status)
+		require.Equal(t, orchestrator.TriggerWebhook, run.Trigger)
+		require.Equal(t, "tickets", run.Mapping)
+		require.Equal(t, 2, run.MaxAttempts)
+		require.NotNil(t, run.JobID)
+
+		var args []byte
+		var maxAttempts int
+		require.NoError(t, b.pool.QueryRow(ctx, `SELECT args, max_attempts FROM river_job WHERE id = $1`, *run.JobID).
+			Scan(&args, &maxAttempts))
+		require.JSONEq(t, fmt.Sprintf(`{"run_id": %d}`, run.ID), string(args))
+		require.Equal(t, 2, maxAttempts)
+
+		require.Equal(t, 4, count(t, b.pool, `SELECT count(*) FROM delivery_refs WHERE delivery_id = $1`, res.DeliveryID))
+		require.Equal(t, 4, count(t, b.pool, `SELECT count(*) FROM decisions WHERE delivery_id = $1`, res.DeliveryID))
+		var remote string
+		require.NoError(t, b.pool.QueryRow(ctx, `SELECT remote_addr FROM deliveries WHERE id = $1`, res.DeliveryID).Scan(&remote))
+		require.Equal(t, "203.0.113.9", remote)
+	})
+
+	t.Run("ReplayIsDuplicate", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		first, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, "dataset-main-push.json")})
+		require.NoError(t, err)
+		second, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, "dataset-main-push.json")})
+		require.NoError(t, err)
+
+		require.Len(t, first.RunIDs, 1)
+		require.Empty(t, second.RunIDs)
+		require.NotEqual(t, first.DeliveryID, second.DeliveryID, "every delivery is recorded")
+		require.Equal(t, orchestrator.DecisionDuplicate, second.Decisions[0].Decision)
+		require.Equal(t, first.RunIDs[0], second.Decisions[0].RunID)
+		require.Equal(t, fmt.Sprintf("duplicate of run %d", first.RunIDs[0]), second.Decisions[0].Reason)
+		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs`))
+		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM river_job`))
+	})
+
+	t.Run("ConcurrentSameDeliveryMakesOneRun", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"), mapping("all-acme", "acme/*"))
+		const senders = 16
+		var wg sync.WaitGroup
+		results := make([]*orchestrator.DeliveryInsertResult, senders)
+		errs := make([]error, senders)
+		for i := range senders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i], errs[i] = b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, "dataset-main-push.json")})
+			}()
+		}
+		wg.Wait()
+		created := 0
+		for i := range senders {
+			require.NoError(t, errs[i])
+			created += len(results[i].RunIDs)
+		}
+		require.Equal(t, 2, created, "one run per mapping, however many senders")
+		require.Equal(t, 2, count(t, b.pool, `SELECT count(*) FROM runs`))
+		require.Equal(t, 2, count(t, b.pool, `SELECT count(*) FROM river_job`))
+		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM deliveries`))
+		require.Equal(t, 2*senders-2, count(t, b.pool, `SELECT count(*) FROM decisions WHERE decision = 'duplicate'`))
+	})
+
+	t.Run("SameRefTwiceInOneDelivery", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		d, err := orchestrator.ParseDelivery([]byte(`{"event":{"scope":"repo.content","action":"update"},
+			"repo":{"type":"dataset","name":"acme/support-tickets","id":"66a1f0c2b9e4d3a1f2c3d4e5"},
+			"updatedRefs":[{"ref":"refs/heads/main","newSha":"3c8e0a1f5b7d9c2e4f6a8b0d1c3e5f7a9b2d4c6e"},
+				{"ref":"refs/heads/main","newSha":"3c8e0a1f5b7d9c2e4f6a8b0d1c3e5f7a9b2d4c6e"}]}`))
+		require.NoError(t, err)
+		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d})
+		require.NoError(t, err)
+		require.Len(t, res.RunIDs, 1)
+		require.Equal(t, orchestrator.DecisionQueued, res.Decisions[0].Decision)
+		require.Equal(t, orchestrator.DecisionDuplicate, res.Decisions[1].Decision)
+		require.Equal(t, res.RunIDs[0], res.Decisions[1].RunID)
+	})
+
+	t.Run("IgnoredDeliveryIsRecorded", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		for _, fixture := range []string{"model-content-update.json", "discussion-pr-opened.json", "repo-config-dois.json",
+			"dataset-pr-ref.json", "dataset-parquet-bot.json"} {
+			res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, fixture)})
+			require.NoError(t, err, fixture)
+			require.Empty(t, res.RunIDs, fixture)
+			require.Equal(t, orchestrator.DecisionIgnored, res.Decisions[0].Decision, fixture)
+		}
+		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM runs`))
+		require.Equal(t, 5, count(t, b.pool, `SELECT count(*) FROM deliveries`))
+
+		list, err := b.store.DeliveryList(ctx, orchestrator.DeliveryListParams{})
+		require.NoError(t, err)
+		require.Len(t, list, 5)
+		require.Equal(t, "repo.content.update", list[0].Event)
+		require.Equal(t, "bot ref refs/convert/parquet", list[0].Decisions[0].Reason)
+		require.Equal(t, "tickets", list[0].Decisions[0].MappingName)
+		require.Equal(t, []orchestrator.RefUpdate{{Ref: "refs/convert/parquet",
+			OldSha: "3c8e0a1f5b7d9c2e4f6a8b0d1c3e5f7a9b2d4c6e", NewSha: "e1a3c5e7092b4d6f8a0c2e4b6d8f0a2c4e6b8d0f"}}, list[0].Refs)
+		require.Equal(t, "model repo, not a dataset", list[4].Decisions[0].Reason)
+		require.Empty(t, list[4].Decisions[0].MappingName)
+
+		older, err := b.store.DeliveryList(ctx, orchestrator.DeliveryListParams{BeforeID: list[1].ID, Limit: 2})
+		require.NoError(t, err)
+		require.Equal(t, []int64{list[2].ID, list[3].ID}, []int64{older[0].ID, older[1].ID})
+	})
+
+	t.Run("DatabaseGoneIsUnavailable", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		b.pool.Close()
+		_, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, "dataset-main-push.json")})
+		require.Error(t, err)
+		require.Equal(t, orchestrator.CodeUnavailable, orchestrator.ErrorCode(err))
+	})
+}
+
+func TestMappingSync(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+
+	a, c := mapping("a", "acme/a"), mapping("c", "acme/c")
+	a.Timeout = 3 * time.Hour
+	a.Env = map[string]string{"K": "v"}
+	res, err := b.store.MappingSync(ctx, []orchestrator.Mapping{a, c})
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Upserted)
+	require.Empty(t, res.Disabled)
+
+	// A run for "c", so that disabling it must keep its history.
+	_, err = b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
+		Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/c", Raw: []byte(`{}`),
+		Refs: []orchestrator.RefUpdate{{Ref: "refs/heads/main", NewSha: "3c8e0a1f5b7d9c2e4f6a8b0d1c3e5f7a9b2d4c6e"}},
+	}})
+	require.NoError(t, err)
+
+	a.Dataset = "acme/a2"
+	res, err = b.store.MappingSync(ctx, []orchestrator.Mapping{a})
+	require.NoError(t, err)
+	require.Equal(t, []string{"c"}, res.Disabled)
+
+	list, err := b.store.MappingList(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	require.Equal(t, "acme/a2", list[0].Dataset)
+	require.Equal(t, 3*time.Hour, list[0].Timeout)
+	require.Equal(t, map[string]string{"K": "v"}, list[0].Env)
+	require.True(t, list[0].Enabled)
+	require.False(t, list[1].Enabled)
+	require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs`), "history of a disabled mapping stays")
+
+	enabled, err := b.store.MappingListEnabled(ctx)
+	require.NoError(t, err)
+	require.Len(t, enabled, 1)
+
+	longest, err := b.store.MappingMaxTimeout(ctx)
+	require.NoError(t, err)
+	require.Equal(t, orchestrator.TimeoutDefault, longest, "the disabled mapping's default 6h timeout is the longest")
+
+	// Declaring it again enables it again.
+	res, err = b.store.MappingSync(ctx, []orchestrator.Mapping{a, c})
+	require.NoError(t, err)
+	require.Empty(t, res.Disabled)
+	enabled, err = b.store.MappingListEnabled(ctx)
+	require.NoError(t, err)
+	require.Len(t, enabled, 2)
+}
+
+func TestRunList(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, mapping("tickets", "acme/support-tickets"), mapping("all", "acme/*", "refs/heads/*", "refs/tags/*"))
+	for _, fixture := range []string{"dataset-main-push.json", "dataset-multi-ref.json"} {
+		_, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, fixture)})
+		require.NoError(t, err)
+	}
+	all, err := b.store.RunList(ctx, orchestrator.RunListParams{})
+	require.NoError(t, err)
+	require.Len(t, all, 5) // main push: 2 mappings; multi-ref: tickets main, all main and tag
+	for i := 1; i < len(all); i++ {
+		require.Greater(t, all[i-1].ID, all[i].ID, "newest first")
+	}
+
+	byMapping, err := b.store.RunList(ctx, orchestrator.RunListParams{Mapping: "tickets"})
+	require.NoError(t, err)
+	require.Len(t, byMapping, 2)
+
+	page, err := b.store.RunList(ctx, orchestrator.RunListParams{Limit: 2, BeforeID: all[1].ID})
+	require.NoError(t, err)
+	require.Equal(t, []int64{all[2].ID, all[3].ID}, []int64{page[0].ID, page[1].ID})
+
+	none, err := b.store.RunList(ctx, orchestrator.RunListParams{Status: orchestrator.RunFailed})
+	require.NoError(t, err)
+	require.Empty(t, none)
+
+	_, err = b.store.RunGetByID(ctx, 999999)
+	require.Equal(t, orchestrator.CodeNotFound, orchestrator.ErrorCode(err))
+}
