@@ -1,0 +1,100 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// Defaults of the queue client.
+const (
+	// MaxWorkersDefault is how many commands one orchestrator process runs at once.
+	MaxWorkersDefault = 4
+	// FetchCooldownDefault is the least time between two fetches of new jobs. River's default (100 ms) would
+	// make the last run of a burst wait; 10 ms keeps pickup within milliseconds.
+	FetchCooldownDefault = 10 * time.Millisecond
+	// FetchPollIntervalDefault is how often the queue is polled when no insert notification arrives.
+	FetchPollIntervalDefault = 500 * time.Millisecond
+	// rescueMargin is added to the longest timeout (plus the kill grace) to get the stuck-job rescue delay.
+	rescueMargin = 10 * time.Minute
+)
+
+// ClientConfig configures the River client.
+type ClientConfig struct {
+	// MaxWorkers is how many commands run at once in this process. Defaults to MaxWorkersDefault.
+	MaxWorkers int
+	// LongestTimeout is the longest timeout of any mapping. River rescues a job that has been running for
+	// longer than LongestTimeout + KillGrace + 10 minutes (at least an hour), so that no run is rescued and
+	// started a second time while its command may still be running.
+	LongestTimeout time.Duration
+	// Worker configures the retrain worker.
+	Worker WorkerConfig
+	// Logger receives River's log lines.
+	Logger *slog.Logger
+}
+
+// RescueAfter returns the stuck-job rescue delay for c.
+func (c ClientConfig) RescueAfter() time.Duration {
+	grace := c.Worker.WithDefaults().KillGrace
+	return max(c.LongestTimeout+grace+rescueMargin, time.Hour)
+}
+
+// NewClient returns a River client that runs the retrain worker on the runs queue.
+func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) (*river.Client[pgx.Tx], error) {
+	if cfg.MaxWorkers <= 0 {
+		cfg.MaxWorkers = MaxWorkersDefault
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Worker.Logger == nil {
+		cfg.Worker.Logger = cfg.Logger
+	}
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, NewRetrainWorker(store, cfg.Worker)); err != nil {
+		return nil, fmt.Errorf("add retrain worker: %w", err)
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Queues:               map[string]river.QueueConfig{QueueRuns: {MaxWorkers: cfg.MaxWorkers}},
+		Workers:              workers,
+		JobTimeout:           -1,
+		RescueStuckJobsAfter: cfg.RescueAfter(),
+		FetchCooldown:        FetchCooldownDefault,
+		FetchPollInterval:    FetchPollIntervalDefault,
+		Logger:               cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create river client: %w", err)
+	}
+	return client, nil
+}
+
+// Enqueuer returns the function through which the store enqueues the jobs of new runs inside its transaction.
+func Enqueuer(client *river.Client[pgx.Tx]) orchestrator.EnqueueFunc {
+	return func(ctx context.Context, tx pgx.Tx, runs []orchestrator.RunJob) ([]int64, error) {
+		params := make([]river.InsertManyParams, len(runs))
+		for i, r := range runs {
+			params[i] = river.InsertManyParams{
+				Args:       RetrainArgs{RunID: r.RunID},
+				InsertOpts: &river.InsertOpts{Queue: QueueRuns, MaxAttempts: r.MaxAttempts},
+			}
+		}
+		results, err := client.InsertManyTx(ctx, tx, params)
+		if err != nil {
+			return nil, fmt.Errorf("insert jobs: %w", err)
+		}
+		ids := make([]int64, len(results))
+		for i, res := range results {
+			ids[i] = res.Job.ID
+		}
+		return ids, nil
+	}
+}

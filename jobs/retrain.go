@@ -1,0 +1,253 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// QueueRuns is the River queue that training runs go through.
+const QueueRuns = "runs"
+
+// RetrainArgs is the River job of one run. The run row holds everything else; the job only points at it, so
+// that the history outlives the queue's rows.
+type RetrainArgs struct {
+	RunID int64 `json:"run_id"`
+}
+
+// Kind implements river.JobArgs.
+func (RetrainArgs) Kind() string { return "retrain" }
+
+// InsertOpts puts the job on the runs queue.
+func (RetrainArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueRuns} }
+
+// WorkerConfig configures the RetrainWorker.
+type WorkerConfig struct {
+	// KillGrace is the time between SIGTERM and SIGKILL when a command is stopped. Defaults to KillGraceDefault.
+	KillGrace time.Duration
+	// LogLimit is how many bytes of the end of each attempt's output are kept. Defaults to LogLimitDefault.
+	LogLimit int
+	// LogFlushInterval is how often output is written to the database. Defaults to LogFlushIntervalDefault.
+	LogFlushInterval time.Duration
+	// BaseEnv is the environment every command starts from. Defaults to the orchestrator's own environment
+	// without its secrets (see ScrubbedEnv).
+	BaseEnv []string
+	// Logger receives the worker's log lines.
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of c with zero fields set to their defaults.
+func (c WorkerConfig) WithDefaults() WorkerConfig {
+	if c.KillGrace == 0 {
+		c.KillGrace = KillGraceDefault
+	}
+	if c.LogLimit == 0 {
+		c.LogLimit = LogLimitDefault
+	}
+	if c.LogFlushInterval == 0 {
+		c.LogFlushInterval = LogFlushIntervalDefault
+	}
+	if c.BaseEnv == nil {
+		c.BaseEnv = ScrubbedEnv(os.Environ())
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// SecretEnv lists the orchestrator's own secrets, which a training command never sees.
+var SecretEnv = []string{
+	"HUGGINGFACE_WEBHOOK_SECRET", "HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS", "ORCHESTRATOR_ADMIN_TOKEN", "DATABASE_URL",
+}
+
+// ScrubbedEnv returns env without the variables in SecretEnv.
+func ScrubbedEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(SecretEnv, name) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// RetrainWorker executes runs: it runs the mapping's command pinned to the run's revision and writes the
+// run's status back as it changes.
+type RetrainWorker struct {
+	river.WorkerDefaults[RetrainArgs]
+	store *orchestrator.Store
+	cfg   WorkerConfig
+}
+
+// NewRetrainWorker returns a worker that records into store.
+func NewRetrainWorker(store *orchestrator.Store, cfg WorkerConfig) *RetrainWorker {
+	return &RetrainWorker{store: store, cfg: cfg.WithDefaults()}
+}
+
+// Timeout disables River's own job timeout: the worker enforces the mapping's timeout itself, stopping the
+// command's process group with SIGTERM and then SIGKILL, which River's context cancellation alone would not do.
+func (w *RetrainWorker) Timeout(*river.Job[RetrainArgs]) time.Duration { return -1 }
+
+// Work runs one attempt of a run.
+func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) error {
+	logger := w.cfg.Logger.With("run_id", job.Args.RunID, "attempt", job.Attempt)
+	run, mapping, err := w.store.RunForWork(ctx, job.Args.RunID)
+	if err != nil {
+		if orchestrator.ErrorCode(err) == orchestrator.CodeNotFound {
+			return river.JobCancel(err)
+		}
+		return err
+	}
+	if run.Status.Finished() {
+		logger.InfoContext(ctx, "run already finished, nothing to do", "status", run.Status)
+		return nil
+	}
+
+	env := RunEnv(w.cfg.BaseEnv, mapping, run, job.Attempt)
+	argv, expandErr := ExpandArgv(mapping.Command, env)
+	if expandErr != nil {
+		argv = mapping.Command
+	}
+	if err := w.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{
+		RunID: run.ID, Attempt: job.Attempt, Argv: argv,
+	}); err != nil {
+		if orchestrator.ErrorCode(err) == orchestrator.CodeConflict {
+			logger.InfoContext(ctx, "run finished meanwhile, not starting", "reason", err)
+			return nil
+		}
+		return err
+	}
+
+	// Writes after the command ends must happen even when ctx was cancelled.
+	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	finish := orchestrator.RunAttemptFinishParams{RunID: run.ID, Attempt: job.Attempt}
+	lastAttempt := job.Attempt >= job.MaxAttempts
+
+	if expandErr != nil {
+		finish.AttemptStatus, finish.RunStatus, finish.Error = orchestrator.RunFailed, orchestrator.RunFailed, expandErr.Error()
+		if err := w.store.RunAttemptFinish(finishCtx, finish); err != nil {
+			return err
+		}
+		return river.JobCancel(expandErr) // a bad command does not get better with retries
+	}
+
+	logger.InfoContext(ctx, "starting command", "mapping", mapping.Name, "revision", run.Revision)
+	output := newLogWriter(w.store, logger, run.ID, job.Attempt, w.cfg.LogLimit, w.cfg.LogFlushInterval)
+	res := RunCommand(ctx, Command{
+		Argv: argv, Dir: mapping.Workdir, Env: env, Timeout: mapping.Timeout, KillGrace: w.cfg.KillGrace, Output: output,
+	})
+	output.Close()
+
+	if res.ExitCode >= 0 {
+		finish.ExitCode = &res.ExitCode
+	}
+	finish.Signal = res.Signal
+	var retErr error
+	switch {
+	case res.Succeeded():
+		finish.AttemptStatus, finish.RunStatus = orchestrator.RunSucceeded, orchestrator.RunSucceeded
+	case res.Cancelled && errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely):
+		finish.AttemptStatus, finish.RunStatus = orchestrator.RunCancelled, orchestrator.RunCancelled
+		finish.Error = "cancelled by an operator"
+		retErr = river.JobCancel(errors.New(finish.Error))
+	case res.Cancelled:
+		// The client is stopping: River puts the job back without spending the attempt when the worker
+		// returns the context's error, and the run goes back to queued.
+		finish.AttemptStatus, finish.RunStatus = orchestrator.AttemptInterrupted, orchestrator.RunQueued
+		finish.Error = "interrupted by shutdown; it will run again"
+		retErr = ctx.Err()
+	default:
+		finish.AttemptStatus, finish.Error = orchestrator.RunFailed, res.Describe()
+		finish.RunStatus = orchestrator.RunRetrying
+		if lastAttempt {
+			finish.RunStatus = orchestrator.RunFailed
+		}
+		retErr = errors.New(finish.Error)
+	}
+	logger.InfoContext(ctx, "command ended", "result", res.Describe(), "status", finish.RunStatus)
+	if err := w.store.RunAttemptFinish(finishCtx, finish); err != nil {
+		return fmt.Errorf("record result (%s): %w", res.Describe(), err)
+	}
+	return retErr
+}
+
+// RunEnv returns the environment of a run's command: base, then the mapping's env, then the run's own
+// variables, which always win.
+func RunEnv(base []string, m *orchestrator.Mapping, run *orchestrator.Run, attempt int) []string {
+	vars := map[string]string{}
+	var order []string
+	set := func(k, v string) {
+		if _, ok := vars[k]; !ok {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	for _, kv := range base {
+		k, v, _ := strings.Cut(kv, "=")
+		set(k, v)
+	}
+	keys := make([]string, 0, len(m.Env))
+	for k := range m.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		set(k, m.Env[k])
+	}
+	set("DATASET_REPO", run.Dataset)
+	set("DATASET_REF", run.Ref)
+	set("DATASET_REVISION", run.Revision)
+	set("DATASET_OLD_REVISION", run.OldRevision)
+	set("RUN_ID", strconv.FormatInt(run.ID, 10))
+	set("RUN_ATTEMPT", strconv.Itoa(attempt))
+	set("MAPPING_NAME", m.Name)
+
+	env := make([]string, 0, len(order))
+	for _, k := range order {
+		env = append(env, k+"="+vars[k])
+	}
+	return env
+}
+
+var braceVarRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// ExpandArgv replaces ${NAME} in each argument with NAME's value in env. Only the braced form is expanded: a
+// bare $ passes through, so a script given to `sh -c` keeps its own "$1". A ${NAME} that env does not define is
+// an error: a command never runs with a silently empty parameter.
+func ExpandArgv(argv []string, env []string) ([]string, error) {
+	vars := make(map[string]string, len(env))
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	out := make([]string, len(argv))
+	var missing []string
+	for i, arg := range argv {
+		out[i] = braceVarRE.ReplaceAllStringFunc(arg, func(m string) string {
+			name := m[2 : len(m)-1]
+			v, ok := vars[name]
+			if !ok {
+				missing = append(missing, fmt.Sprintf("argument %d uses ${%s}, which is not set", i, name))
+			}
+			return v
+		})
+	}
+	if len(missing) > 0 {
+		return nil, errors.New(strings.Join(missing, "; "))
+	}
+	return out, nil
+}
