@@ -1,0 +1,153 @@
+package web
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// logTailBytes is how much of the end of a run's log the run endpoints return.
+const logTailBytes = 64 << 10
+
+var runStatuses = []orchestrator.RunStatus{
+	orchestrator.RunQueued, orchestrator.RunRunning, orchestrator.RunRetrying,
+	orchestrator.RunSucceeded, orchestrator.RunFailed, orchestrator.RunCancelled,
+}
+
+// runListParams reads the filters and page of a run list from the query string.
+func runListParams(r *http.Request) (orchestrator.RunListParams, error) {
+	q := r.URL.Query()
+	p := orchestrator.RunListParams{Dataset: q.Get("dataset"), Mapping: q.Get("mapping")}
+	if st := q.Get("status"); st != "" {
+		p.Status = orchestrator.RunStatus(st)
+		valid := false
+		for _, s := range runStatuses {
+			valid = valid || s == p.Status
+		}
+		if !valid {
+			return p, orchestrator.Errorf(orchestrator.CodeInvalid,
+				"status %q is not one of queued, running, retrying, succeeded, failed, cancelled", st)
+		}
+	}
+	var err error
+	if p.Limit, err = intParam(q.Get("limit"), "limit"); err != nil {
+		return p, err
+	}
+	before, err := intParam(q.Get("before"), "before")
+	p.BeforeID = int64(before)
+	return p, err
+}
+
+func intParam(v, name string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, orchestrator.Errorf(orchestrator.CodeInvalid, "%s must be a non-negative whole number, not %q", name, v)
+	}
+	return n, nil
+}
+
+// handleAPIRunList answers GET /api/v1/runs.
+func (s *Server) handleAPIRunList(w http.ResponseWriter, r *http.Request) error {
+	p, err := runListParams(r)
+	if err != nil {
+		return err
+	}
+	runs, err := s.store.RunList(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	if runs == nil {
+		runs = []orchestrator.Run{}
+	}
+	resp := map[string]any{"runs": runs}
+	if len(runs) == p.PageSize() {
+		resp["next_before"] = runs[len(runs)-1].ID
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// runDetail is a run with its attempts and the end of its latest attempt's log.
+type runDetail struct {
+	orchestrator.Run
+	Attempts        []orchestrator.Attempt `json:"attempts"`
+	Log             string                 `json:"log"`
+	LogOmittedBytes int64                  `json:"log_omitted_bytes"`
+}
+
+func (s *Server) runDetail(r *http.Request) (*runDetail, error) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id <= 0 {
+		return nil, orchestrator.Errorf(orchestrator.CodeNotFound, "run %q not found", chi.URLParam(r, "id"))
+	}
+	run, err := s.store.RunGetByID(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	attempts, err := s.store.RunAttemptList(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	d := &runDetail{Run: *run, Attempts: attempts}
+	if d.Attempts == nil {
+		d.Attempts = []orchestrator.Attempt{}
+	}
+	if len(attempts) > 0 {
+		log, omitted, err := s.store.RunLogTail(r.Context(), id, attempts[len(attempts)-1].Number, logTailBytes)
+		if err != nil {
+			return nil, err
+		}
+		d.Log, d.LogOmittedBytes = string(log), omitted
+	}
+	return d, nil
+}
+
+// handleAPIRunShow answers GET /api/v1/runs/{id}.
+func (s *Server) handleAPIRunShow(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.runDetail(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// handleAPIDeliveryList answers GET /api/v1/deliveries.
+func (s *Server) handleAPIDeliveryList(w http.ResponseWriter, r *http.Request) error {
+	limit, err := intParam(r.URL.Query().Get("limit"), "limit")
+	if err != nil {
+		return err
+	}
+	before, err := intParam(r.URL.Query().Get("before"), "before")
+	if err != nil {
+		return err
+	}
+	list, err := s.store.DeliveryList(r.Context(), orchestrator.DeliveryListParams{Limit: limit, BeforeID: int64(before)})
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []orchestrator.DeliveryRecord{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deliveries": list})
+	return nil
+}
+
+// handleAPIMappingList answers GET /api/v1/mappings.
+func (s *Server) handleAPIMappingList(w http.ResponseWriter, r *http.Request) error {
+	mappings, err := s.store.MappingList(r.Context())
+	if err != nil {
+		return err
+	}
+	if mappings == nil {
+		mappings = []orchestrator.Mapping{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"mappings": mappings})
+	return nil
+}

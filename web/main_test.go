@@ -1,0 +1,106 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/migrations"
+	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/web"
+)
+
+func TestMain(m *testing.M) { dbtest.Main(m) }
+
+var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+const testSecret = "test_huggingface_webhook_secret_1234567890"
+
+type testBundle struct {
+	pool   *pgxpool.Pool
+	store  *orchestrator.Store
+	server *httptest.Server
+}
+
+// setup serves the web handler on a fresh, migrated schema with the given mappings.
+func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
+	t.Helper()
+	ctx := context.Background()
+	url, _ := dbtest.NewSchema(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	return setupWithPool(t, pool, mappings...)
+}
+
+func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Mapping) *testBundle {
+	t.Helper()
+	store := orchestrator.NewStore(pool)
+	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
+	require.NoError(t, err)
+	store.SetEnqueuer(jobs.Enqueuer(client))
+	if len(mappings) > 0 {
+		_, err := store.MappingSync(context.Background(), mappings)
+		require.NoError(t, err)
+	}
+	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: 64 << 10,
+		Logger: quietLogger})
+	require.NoError(t, err)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return &testBundle{pool: pool, store: store, server: ts}
+}
+
+func ticketsMapping() orchestrator.Mapping {
+	return orchestrator.Mapping{
+		Name: "tickets", Dataset: "acme/support-tickets", Command: []string{"true"}, Enabled: true,
+	}.WithDefaults()
+}
+
+func fixture(t testing.TB, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "deliveries", name))
+	require.NoError(t, err)
+	return string(data)
+}
+
+// request sends a request and returns the status, the headers and the body decoded as JSON (nil when the body
+// is not JSON).
+func (b *testBundle) request(t *testing.T, method, path, body string, header map[string]string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, b.server.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var v map[string]any
+	if json.Unmarshal(data, &v) != nil {
+		v = nil
+	}
+	return resp.StatusCode, resp.Header, v
+}
+
+func (b *testBundle) count(t *testing.T, sql string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(context.Background(), sql).Scan(&n))
+	return n
+}

@@ -1,0 +1,92 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// MaxBodyBytesDefault is the largest webhook body accepted.
+const MaxBodyBytesDefault = 1 << 20
+
+// Config configures a Server.
+type Config struct {
+	// Store keeps deliveries and runs. Required.
+	Store *orchestrator.Store
+	// WebhookSecret is the secret Hugging Face sends with every delivery. Required.
+	WebhookSecret string
+	// MaxBodyBytes is the largest webhook body accepted; larger ones get 413. Defaults to MaxBodyBytesDefault.
+	MaxBodyBytes int64
+	// Ready reports whether the service can take deliveries (database reachable, schema applied). Optional.
+	Ready func(ctx context.Context) error
+	// Logger receives request and error log lines. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.Store == nil {
+		return errors.New("web: a store is required")
+	}
+	if c.WebhookSecret == "" {
+		return errors.New("web: a webhook secret is required")
+	}
+	if c.MaxBodyBytes < 0 {
+		return errors.New("web: MaxBodyBytes must not be negative")
+	}
+	return nil
+}
+
+// Server serves the orchestrator's HTTP endpoints.
+type Server struct {
+	store     *orchestrator.Store
+	secret    []byte
+	maxBody   int64
+	ready     func(ctx context.Context) error
+	logger    *slog.Logger
+	templates map[string]*template.Template
+}
+
+// New returns a Server, parsing its templates; a template error fails here, at start-up.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = MaxBodyBytesDefault
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = cfg.Store.Ping
+	}
+	templates, err := parseTemplates()
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	return &Server{
+		store:     cfg.Store,
+		secret:    []byte(cfg.WebhookSecret),
+		maxBody:   cfg.MaxBodyBytes,
+		ready:     cfg.Ready,
+		logger:    cfg.Logger,
+		templates: templates,
+	}, nil
+}
+
+// handlerFunc is an HTTP handler that returns its error instead of writing it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle adapts h to http.HandlerFunc, sending any error it returns through writeError.
+func (s *Server) handle(h handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
