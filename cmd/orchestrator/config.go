@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/web"
+)
+
+// errUsage is returned when the flags were wrong; the flag package has already said why.
+var errUsage = errors.New("usage")
+
+// Defaults of the command line.
+const (
+	AddrDefault    = ":8080"
+	DataDirDefault = "./.orchestrator"
+)
+
+// Config is everything serve and migrate are configured with, from flags and environment variables.
+type Config struct {
+	Addr          string        // --addr, ORCHESTRATOR_ADDR
+	ConfigPath    string        // --config, ORCHESTRATOR_CONFIG
+	DataDir       string        // --data-dir, ORCHESTRATOR_DATA_DIR
+	DatabaseURL   string        // DATABASE_URL; empty starts the embedded PostgreSQL
+	WebhookSecret string        // HUGGINGFACE_WEBHOOK_SECRET
+	MaxBodyBytes  int64         // --max-body-bytes, ORCHESTRATOR_MAX_BODY_BYTES
+	MaxWorkers    int           // --max-workers, ORCHESTRATOR_MAX_WORKERS
+	KillGrace     time.Duration // --kill-grace, ORCHESTRATOR_KILL_GRACE
+	LogFormat     string        // --log-format, ORCHESTRATOR_LOG_FORMAT: text or json
+}
+
+// parseConfig reads flags, with environment variables as their defaults.
+func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
+	env := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	c := &Config{DatabaseURL: getenv("DATABASE_URL"), WebhookSecret: getenv("HUGGINGFACE_WEBHOOK_SECRET")}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Addr, "addr", env("ORCHESTRATOR_ADDR", AddrDefault), "address to listen on (ORCHESTRATOR_ADDR)")
+	fs.StringVar(&c.ConfigPath, "config", env("ORCHESTRATOR_CONFIG", ""), "YAML file of mappings (ORCHESTRATOR_CONFIG)")
+	fs.StringVar(&c.DataDir, "data-dir", env("ORCHESTRATOR_DATA_DIR", DataDirDefault),
+		"directory for the embedded PostgreSQL when DATABASE_URL is unset (ORCHESTRATOR_DATA_DIR)")
+	fs.StringVar(&c.LogFormat, "log-format", env("ORCHESTRATOR_LOG_FORMAT", "text"), "log format: text or json (ORCHESTRATOR_LOG_FORMAT)")
+
+	var maxBody, maxWorkers int64
+	var killGrace time.Duration
+	var err error
+	if maxBody, err = strconv.ParseInt(env("ORCHESTRATOR_MAX_BODY_BYTES", strconv.Itoa(web.MaxBodyBytesDefault)), 10, 64); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_MAX_BODY_BYTES: %w", err)
+	}
+	if maxWorkers, err = strconv.ParseInt(env("ORCHESTRATOR_MAX_WORKERS", strconv.Itoa(jobs.MaxWorkersDefault)), 10, 32); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_MAX_WORKERS: %w", err)
+	}
+	if killGrace, err = time.ParseDuration(env("ORCHESTRATOR_KILL_GRACE", jobs.KillGraceDefault.String())); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_KILL_GRACE: %w", err)
+	}
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", maxBody, "largest webhook body accepted (ORCHESTRATOR_MAX_BODY_BYTES)")
+	workers := fs.Int("max-workers", int(maxWorkers), "commands run at once by this process (ORCHESTRATOR_MAX_WORKERS)")
+	fs.DurationVar(&c.KillGrace, "kill-grace", killGrace, "time between SIGTERM and SIGKILL when a command is stopped (ORCHESTRATOR_KILL_GRACE)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errUsage
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	}
+	c.MaxWorkers = *workers
+	return c, c.validate()
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.MaxBodyBytes <= 0:
+		return errors.New("--max-body-bytes must be positive")
+	case c.MaxWorkers <= 0:
+		return errors.New("--max-workers must be positive")
+	case c.KillGrace <= 0:
+		return errors.New("--kill-grace must be positive")
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	case c.DatabaseURL == "" && c.DataDir == "":
+		return errors.New("--data-dir must not be empty when DATABASE_URL is unset")
+	}
+	return nil
+}
+
+// newLogger returns the process logger in the configured format.
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/migrations"
+	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
+	"github.com/retrainhq/orchestrator/web"
+)
+
+// Timeouts of the HTTP server: a slow client cannot hold a connection forever.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 60 * time.Second
+	idleTimeout       = 120 * time.Second
+	shutdownTimeout   = 30 * time.Second
+)
+
+// runServe runs the server until ctx is done, then shuts down gracefully.
+func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := parseConfig("serve", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.WebhookSecret == "" {
+		return errors.New("HUGGINGFACE_WEBHOOK_SECRET is not set: set it to the secret you entered in the " +
+			"webhook's settings on Hugging Face, for example: export HUGGINGFACE_WEBHOOK_SECRET=$(openssl rand -hex 32)")
+	}
+	m := &Main{Config: *cfg, Logger: newLogger(cfg.LogFormat, stderr)}
+	if err := m.Run(ctx); err != nil {
+		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = m.Close(closeCtx)
+		return err
+	}
+	m.Logger.Info("orchestrator ready", "addr", m.Addr())
+	<-ctx.Done()
+	m.Logger.Info("shutting down")
+	closeCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout+cfg.KillGrace)
+	defer cancel()
+	return m.Close(closeCtx)
+}
+
+// runMigrate applies the schema and exits.
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := parseConfig("migrate", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	m := &Main{Config: *cfg, Logger: newLogger(cfg.LogFormat, stderr)}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = m.Close(closeCtx)
+	}()
+	if err := m.openDatabase(ctx); err != nil {
+		return err
+	}
+	m.Logger.Info("schema is up to date")
+	return nil
+}
+
+// Main is the whole orchestrator in one process: the database (embedded or not), the store, the River client
+// and its workers, and the HTTP server. Tests start it in-process with Run and stop it with Close.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+
+	cluster  *pgcluster.Cluster
+	pool     *pgxpool.Pool
+	store    *orchestrator.Store
+	river    *river.Client[pgx.Tx]
+	server   *http.Server
+	listener net.Listener
+	served   chan error
+}
+
+// Run starts everything and returns once the server accepts connections.
+func (m *Main) Run(ctx context.Context) error {
+	if m.Logger == nil {
+		m.Logger = slog.Default()
+	}
+	if m.Config.WebhookSecret == "" {
+		return errors.New("no webhook secret configured")
+	}
+	if err := m.openDatabase(ctx); err != nil {
+		return err
+	}
+	m.store = orchestrator.NewStore(m.pool)
+
+	if m.Config.ConfigPath != "" {
+		mappings, err := orchestrator.LoadConfig(m.Config.ConfigPath)
+		if err != nil {
+			return err
+		}
+		res, err := m.store.MappingSync(ctx, mappings)
+		if err != nil {
+			return fmt.Errorf("sync mappings: %w", err)
+		}
+		m.Logger.Info("mappings loaded", "config", m.Config.ConfigPath, "mappings", res.Upserted, "disabled", res.Disabled)
+	}
+	longest, err := m.store.MappingMaxTimeout(ctx)
+	if err != nil {
+		return err
+	}
+
+	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
+		MaxWorkers:     m.Config.MaxWorkers,
+		LongestTimeout: longest,
+		Worker:         jobs.WorkerConfig{KillGrace: m.Config.KillGrace, Logger: m.Logger},
+		Logger:         m.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	m.store.SetEnqueuer(jobs.Enqueuer(m.river))
+	// The client gets its own context: shutdown is ordered by Close, not by the signal.
+	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start workers: %w", err)
+	}
+
+	srv, err := web.New(web.Config{
+		Store:         m.store,
+		WebhookSecret: m.Config.WebhookSecret,
+		MaxBodyBytes:  m.Config.MaxBodyBytes,
+		Ready:         m.ready,
+		Logger:        m.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	m.listener, err = net.Listen("tcp", m.Config.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", m.Config.Addr, err)
+	}
+	m.server = &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.server.Serve(m.listener) }()
+	return nil
+}
+
+// openDatabase connects to DATABASE_URL, or starts the embedded PostgreSQL, and applies the schema.
+func (m *Main) openDatabase(ctx context.Context) error {
+	url := m.Config.DatabaseURL
+	if url == "" {
+		dir, err := filepath.Abs(filepath.Join(m.Config.DataDir, "postgres"))
+		if err != nil {
+			return fmt.Errorf("resolve data dir: %w", err)
+		}
+		// The data dir itself stays traversable, so that the server's own user (when we run as root) reaches
+		// the cluster directory inside it; the cluster directory is private to that user.
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+		m.Logger.Info("DATABASE_URL is unset: starting the embedded PostgreSQL", "dir", dir)
+		m.cluster, err = pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Logger: m.Logger})
+		if err != nil {
+			return fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+		url = m.cluster.URL()
+	}
+	poolCfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	// Enough connections for concurrent webhooks plus one per worker and River's own.
+	poolCfg.MaxConns = int32(max(16, 2*m.Config.MaxWorkers+8))
+	if poolCfg.ConnConfig.ConnectTimeout == 0 {
+		poolCfg.ConnConfig.ConnectTimeout = 3 * time.Second
+	}
+	m.pool, err = pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	if err := migrations.Apply(ctx, m.pool, m.Logger); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ready reports whether the database answers and the schema is complete.
+func (m *Main) ready(ctx context.Context) error {
+	if err := m.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	return migrations.Check(ctx, m.pool)
+}
+
+// Addr returns the address the server listens on, e.g. "127.0.0.1:43123" when started on ":0".
+func (m *Main) Addr() string {
+	if m.listener == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
+}
+
+// Close shuts down in order: stop taking requests and let in-flight deliveries commit; stop the workers, whose
+// running commands get SIGTERM and the kill grace (their runs go back to the queue); close the pool; stop the
+// embedded database.
+func (m *Main) Close(ctx context.Context) error {
+	var errs []error
+	if m.server != nil {
+		if err := m.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("http server: %w", err))
+		}
+		m.server = nil
+	}
+	if m.river != nil {
+		if err := m.river.StopAndCancel(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop workers: %w", err))
+		}
+		m.river = nil
+	}
+	if m.pool != nil {
+		m.pool.Close()
+		m.pool = nil
+	}
+	if m.cluster != nil {
+		if err := m.cluster.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop embedded PostgreSQL: %w", err))
+		}
+		m.cluster = nil
+	}
+	return errors.Join(errs...)
+}
