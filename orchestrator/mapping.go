@@ -151,4 +151,4 @@ func (m *Mapping) WatchesRef(ref string) bool {
 }
 
 // TimeoutString returns the timeout in Go duration syntax, e.g. "2h0m0s".
-func (m *Mapping) TimeoutString() string { return m.Timeout.String() }
+func (m Mapping) TimeoutString() string { return m.Timeout.String() }

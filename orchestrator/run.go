@@ -51,7 +51,7 @@ type Run struct {
 }
 
 // ShortRevision returns the first 12 characters of the revision.
-func (r *Run) ShortRevision() string {
+func (r Run) ShortRevision() string {
 	if len(r.Revision) > 12 {
 		return r.Revision[:12]
 	}

@@ -4,6 +4,7 @@
 //
 //	orchestrator serve [flags]    run the webhook server, the status pages and the workers
 //	orchestrator migrate [flags]  apply the database schema and exit
+//	orchestrator healthcheck      exit 0 when the local server is ready (for container health checks)
 package main
 
 import (
@@ -27,6 +28,7 @@ const usage = `orchestrator runs training commands when datasets on the Hugging 
 Usage:
   orchestrator serve [flags]     run the webhook server, status pages and workers
   orchestrator migrate [flags]   apply the database schema and exit
+  orchestrator healthcheck       exit 0 when the server on ORCHESTRATOR_ADDR is ready
   orchestrator help              show this text
 
 Run "orchestrator <command> -h" for the flags of a command.
@@ -44,6 +46,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runServe(ctx, args[1:], getenv, stderr)
 	case "migrate":
 		err = runMigrate(ctx, args[1:], getenv, stderr)
+	case "healthcheck":
+		err = runHealthcheck(ctx, args[1:], getenv, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -127,6 +127,10 @@ mappings:
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var hcErr bytes.Buffer
+	require.Equal(t, 0, run(ctx, []string{"healthcheck", "--url", base + "/readyz"}, func(string) string { return "" }, io.Discard, &hcErr), hcErr.String())
+	require.Equal(t, 1, run(ctx, []string{"healthcheck", "--url", base + "/nope"}, func(string) string { return "" }, io.Discard, &hcErr))
+	require.Contains(t, hcErr.String(), "answered 404")
 
 	shaA, shaB := strings.Repeat("a", 40), strings.Repeat("b", 40)
 	first := postDelivery(t, base, push("acme/support-tickets", shaA))
@@ -310,4 +314,17 @@ func freePort(t *testing.T) int {
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestReadyURL(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]string{
+		":8080":          "http://127.0.0.1:8080/readyz",
+		"0.0.0.0:9000":   "http://127.0.0.1:9000/readyz",
+		"10.1.2.3:80":    "http://10.1.2.3:80/readyz",
+		"[::]:8080":      "http://127.0.0.1:8080/readyz",
+		"not an address": "http://127.0.0.1:8080/readyz",
+	} {
+		require.Equal(t, want, readyURL(addr), addr)
+	}
 }

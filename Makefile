@@ -1,0 +1,38 @@
+# Run `make help` for the targets.
+.DEFAULT_GOAL := help
+
+# A development secret for `make run`; set your own to match the webhook's settings on Hugging Face.
+HUGGINGFACE_WEBHOOK_SECRET ?= dev-secret-change-me
+export HUGGINGFACE_WEBHOOK_SECRET
+
+# As root the embedded PostgreSQL runs as the `postgres` user, which cannot enter a home directory of mode 0700:
+# keep its data under /var/lib then.
+ORCHESTRATOR_DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/orchestrator/dev,.orchestrator)
+export ORCHESTRATOR_DATA_DIR
+
+GO_TEST_FLAGS ?= -race -count=1 -timeout 10m
+
+.PHONY: help
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: deps ## Run the orchestrator on the embedded PostgreSQL with examples/orchestrator.yaml on :8080
+	go run ./cmd/orchestrator serve --config examples/orchestrator.yaml
+
+.PHONY: test
+test: deps ## Run go vet and every test, against a real PostgreSQL (installed when missing)
+	go vet ./...
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: build
+build: ## Build bin/orchestrator
+	go build -o bin/orchestrator ./cmd/orchestrator
+
+.PHONY: deps
+deps: ## Install the PostgreSQL server binaries when missing (as root, with apt)
+	@.ci/deps
+
+.PHONY: fmt
+fmt: ## Format the code
+	gofmt -w $$(git ls-files '*.go')
