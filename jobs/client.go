@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -77,24 +78,39 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 	return client, nil
 }
 
-// Enqueuer returns the function through which the store enqueues the jobs of new runs inside its transaction.
-func Enqueuer(client *river.Client[pgx.Tx]) orchestrator.EnqueueFunc {
-	return func(ctx context.Context, tx pgx.Tx, runs []orchestrator.RunJob) ([]int64, error) {
-		params := make([]river.InsertManyParams, len(runs))
-		for i, r := range runs {
-			params[i] = river.InsertManyParams{
-				Args:       RetrainArgs{RunID: r.RunID},
-				InsertOpts: &river.InsertOpts{Queue: QueueRuns, MaxAttempts: r.MaxAttempts},
-			}
+// Queue is the River-backed work queue of the store.
+type Queue struct {
+	client *river.Client[pgx.Tx]
+}
+
+// NewQueue returns the store's queue on client.
+func NewQueue(client *river.Client[pgx.Tx]) *Queue { return &Queue{client: client} }
+
+// EnqueueTx inserts one retrain job per run within tx.
+func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.RunJob) ([]int64, error) {
+	params := make([]river.InsertManyParams, len(runs))
+	for i, r := range runs {
+		params[i] = river.InsertManyParams{
+			Args:       RetrainArgs{RunID: r.RunID},
+			InsertOpts: &river.InsertOpts{Queue: QueueRuns, MaxAttempts: r.MaxAttempts},
 		}
-		results, err := client.InsertManyTx(ctx, tx, params)
-		if err != nil {
-			return nil, fmt.Errorf("insert jobs: %w", err)
-		}
-		ids := make([]int64, len(results))
-		for i, res := range results {
-			ids[i] = res.Job.ID
-		}
-		return ids, nil
 	}
+	results, err := q.client.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return nil, fmt.Errorf("insert jobs: %w", err)
+	}
+	ids := make([]int64, len(results))
+	for i, res := range results {
+		ids[i] = res.Job.ID
+	}
+	return ids, nil
+}
+
+// Cancel cancels a job. A waiting job is cancelled at once; a running one has its context cancelled in
+// whichever process runs it (River tells it through LISTEN/NOTIFY), and the worker stops the command.
+func (q *Queue) Cancel(ctx context.Context, jobID int64) error {
+	if _, err := q.client.JobCancel(ctx, jobID); err != nil && !errors.Is(err, river.ErrNotFound) {
+		return fmt.Errorf("cancel job %d: %w", jobID, err)
+	}
+	return nil
 }

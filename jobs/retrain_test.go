@@ -64,7 +64,7 @@ func (b *testBundle) start(t *testing.T) {
 	t.Helper()
 	client, err := jobs.NewClient(b.pool, b.store, b.cfg)
 	require.NoError(t, err)
-	b.store.SetEnqueuer(jobs.Enqueuer(client))
+	b.store.SetQueue(jobs.NewQueue(client))
 	require.NoError(t, client.Start(context.Background()))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

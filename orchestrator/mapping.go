@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"encoding/json"
 	"path"
 	"regexp"
 	"slices"
@@ -148,6 +149,15 @@ func (m *Mapping) WatchesRef(ref string) bool {
 		}
 	}
 	return false
+}
+
+// MarshalJSON writes the mapping with its timeout in Go duration syntax ("2h0m0s").
+func (m Mapping) MarshalJSON() ([]byte, error) {
+	type plain Mapping
+	return json.Marshal(struct {
+		plain
+		Timeout string `json:"timeout"`
+	}{plain(m), m.Timeout.String()})
 }
 
 // TimeoutString returns the timeout in Go duration syntax, e.g. "2h0m0s".

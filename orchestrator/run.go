@@ -23,6 +23,7 @@ func (s RunStatus) Finished() bool {
 // Run triggers.
 const (
 	TriggerWebhook = "webhook" // a delivery from the Hub
+	TriggerManual  = "manual"  // an operator's retry or run on latest
 )
 
 // Run is one triggered training of a mapping on a pinned dataset revision, with its current status.
@@ -48,6 +49,13 @@ type Run struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	StartedAt   *time.Time `json:"started_at"`
 	FinishedAt  *time.Time `json:"finished_at"`
+	// CancelRequestedAt is when an operator asked to cancel the run; it is cancelled once its command stopped.
+	CancelRequestedAt *time.Time `json:"cancel_requested_at"`
+}
+
+// Cancellable reports whether an operator may cancel the run.
+func (r Run) Cancellable() bool {
+	return !r.Status.Finished()
 }
 
 // ShortRevision returns the first 12 characters of the revision.

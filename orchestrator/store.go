@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 
@@ -17,24 +18,53 @@ type RunJob struct {
 	MaxAttempts int
 }
 
-// EnqueueFunc puts one job per new run into the work queue as part of tx, and returns the job ids in order.
-// The queue job exists if and only if tx commits.
-type EnqueueFunc func(ctx context.Context, tx pgx.Tx, jobs []RunJob) ([]int64, error)
+// Queue is the work queue that executes runs.
+type Queue interface {
+	// EnqueueTx puts one job per new run into the queue as part of tx and returns the job ids in order. The
+	// jobs exist if and only if tx commits.
+	EnqueueTx(ctx context.Context, tx pgx.Tx, jobs []RunJob) ([]int64, error)
+	// Cancel cancels a job: at once when it waits, and by stopping its command, in whichever process runs
+	// it, when it runs.
+	Cancel(ctx context.Context, jobID int64) error
+}
 
 // Store keeps mappings, deliveries, decisions, runs and their logs in PostgreSQL.
 type Store struct {
-	pool    *pgxpool.Pool
-	enqueue EnqueueFunc
+	pool  *pgxpool.Pool
+	queue Queue
 }
 
-// NewStore returns a Store on pool. Deliveries that trigger runs need an enqueuer: see SetEnqueuer.
+// NewStore returns a Store on pool. Creating and cancelling runs needs a queue: see SetQueue.
 func NewStore(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool}
 }
 
-// SetEnqueuer sets the function that enqueues jobs for new runs. It must be called before the store records
-// deliveries, and is separate from NewStore because the queue's workers themselves need the store.
-func (s *Store) SetEnqueuer(f EnqueueFunc) { s.enqueue = f }
+// SetQueue sets the work queue. It must be called before the store creates or cancels runs, and is separate
+// from NewStore because the queue's workers themselves need the store.
+func (s *Store) SetQueue(q Queue) { s.queue = q }
+
+// enqueueTx enqueues the jobs of new runs within tx and records their job ids on the runs.
+func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, jobs []RunJob) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	if s.queue == nil {
+		return errors.New("store has no queue")
+	}
+	ids, err := s.queue.EnqueueTx(ctx, tx, jobs)
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	runIDs := make([]int64, len(jobs))
+	for i, j := range jobs {
+		runIDs[i] = j.RunID
+	}
+	if _, err := tx.Exec(ctx, `UPDATE runs SET job_id = u.job_id FROM unnest($1::bigint[], $2::bigint[]) AS u(run_id, job_id)
+		WHERE runs.id = u.run_id`, runIDs, ids); err != nil {
+		return fmt.Errorf("record job ids: %w", err)
+	}
+	return nil
+}
 
 // Pool returns the store's connection pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }

@@ -2,7 +2,6 @@ package orchestrator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -113,18 +112,7 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 		}
 	}
 
-	// 4. The queue jobs, in the same transaction.
-	var jobIDs []int64
-	if len(jobs) > 0 {
-		if s.enqueue == nil {
-			return nil, errors.New("store has no enqueuer")
-		}
-		if jobIDs, err = s.enqueue(ctx, tx, jobs); err != nil {
-			return nil, fmt.Errorf("enqueue: %w", err)
-		}
-	}
-
-	// 5. Decisions, and the job id of each new run, in one round trip.
+	// 4. The decisions, then the queue jobs, in the same transaction.
 	n := len(decisions)
 	mappingIDs, decRefs, shas, kinds, reasons, decRunIDs :=
 		make([]*int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]*int64, n)
@@ -137,19 +125,16 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 		}
 		decRefs[i], shas[i], kinds[i], reasons[i] = dec.Ref, dec.NewSha, string(dec.Decision), dec.Reason
 	}
-	batch := &pgx.Batch{}
-	batch.Queue(`
+	if _, err := tx.Exec(ctx, `
 		INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
 		SELECT $1, u.mapping_id, u.ref, NULLIF(u.sha, ''), u.decision, u.reason, u.run_id
 		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
 			AS u(mapping_id, ref, sha, decision, reason, run_id)`,
-		res.DeliveryID, mappingIDs, decRefs, shas, kinds, reasons, decRunIDs)
-	if len(jobIDs) > 0 {
-		batch.Queue(`UPDATE runs SET job_id = u.job_id FROM unnest($1::bigint[], $2::bigint[]) AS u(run_id, job_id)
-			WHERE runs.id = u.run_id`, res.RunIDs, jobIDs)
-	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		res.DeliveryID, mappingIDs, decRefs, shas, kinds, reasons, decRunIDs); err != nil {
 		return nil, fmt.Errorf("insert decisions: %w", err)
+	}
+	if err := s.enqueueTx(ctx, tx, jobs); err != nil {
+		return nil, err
 	}
 
 	if err := tx.Commit(ctx); err != nil {
@@ -292,4 +277,26 @@ func clampLimit(limit, def, max int) int {
 		return def
 	}
 	return min(limit, max)
+}
+
+// DeliveryWithPayload is a stored delivery with its raw body.
+type DeliveryWithPayload struct {
+	DeliveryRecord
+	Payload []byte `json:"-"`
+}
+
+// DeliveryGetByID returns one delivery with its refs, decisions and raw body, or an error with CodeNotFound.
+func (s *Store) DeliveryGetByID(ctx context.Context, id int64) (*DeliveryWithPayload, error) {
+	list, err := s.DeliveryList(ctx, DeliveryListParams{BeforeID: id + 1, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 || list[0].ID != id {
+		return nil, Errorf(CodeNotFound, "delivery %d not found", id)
+	}
+	d := &DeliveryWithPayload{DeliveryRecord: list[0]}
+	if err := s.pool.QueryRow(ctx, `SELECT payload FROM deliveries WHERE id = $1`, id).Scan(&d.Payload); err != nil {
+		return nil, dbError(err, "get delivery payload")
+	}
+	return d, nil
 }

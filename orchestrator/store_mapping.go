@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -112,4 +113,150 @@ func (s *Store) MappingMaxTimeout(ctx context.Context) (time.Duration, error) {
 		return 0, dbError(err, "read longest timeout")
 	}
 	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// MappingGetByName returns one mapping, or an error with CodeNotFound.
+func (s *Store) MappingGetByName(ctx context.Context, name string) (*Mapping, error) {
+	m, err := scanMapping(s.pool.QueryRow(ctx, `SELECT `+mappingColumns+` FROM mappings WHERE name = $1`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Errorf(CodeNotFound, "mapping %q not found", name)
+	}
+	if err != nil {
+		return nil, dbError(err, "get mapping")
+	}
+	return m, nil
+}
+
+// MappingCreate registers a new mapping through the API. m is validated with its defaults applied; a name that
+// exists already, enabled or not, is CodeConflict.
+func (s *Store) MappingCreate(ctx context.Context, m Mapping) (*Mapping, error) {
+	m = m.WithDefaults()
+	m.Source, m.Enabled = SourceAPI, true
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	created, err := scanMapping(s.pool.QueryRow(ctx, `
+		INSERT INTO mappings (name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'api', true)
+		ON CONFLICT (name) DO NOTHING
+		RETURNING `+mappingColumns,
+		m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(), m.MaxAttempts))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Errorf(CodeConflict, "mapping %q exists already", m.Name)
+	}
+	if err != nil {
+		return nil, dbError(err, "create mapping")
+	}
+	return created, nil
+}
+
+// MappingUpdate replaces the settings of an API mapping (and enables it). The configuration file owns the
+// mappings it declares: updating one of those is CodeConflict.
+func (s *Store) MappingUpdate(ctx context.Context, m Mapping) (*Mapping, error) {
+	m = m.WithDefaults()
+	m.Source, m.Enabled = SourceAPI, true
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.mappingCheckEditable(ctx, m.Name); err != nil {
+		return nil, err
+	}
+	updated, err := scanMapping(s.pool.QueryRow(ctx, `
+		UPDATE mappings SET dataset = $2, refs = $3, command = $4, workdir = $5, env = $6, timeout_ms = $7,
+			max_attempts = $8, enabled = true, updated_at = now()
+		WHERE name = $1 AND source = 'api'
+		RETURNING `+mappingColumns,
+		m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(), m.MaxAttempts))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Errorf(CodeNotFound, "mapping %q not found", m.Name)
+	}
+	if err != nil {
+		return nil, dbError(err, "update mapping")
+	}
+	return updated, nil
+}
+
+// MappingDisable disables an API mapping; its runs stay. Disabling a mapping the configuration file declares
+// is CodeConflict: remove it from the file instead.
+func (s *Store) MappingDisable(ctx context.Context, name string) (*Mapping, error) {
+	if err := s.mappingCheckEditable(ctx, name); err != nil {
+		return nil, err
+	}
+	m, err := scanMapping(s.pool.QueryRow(ctx, `
+		UPDATE mappings SET enabled = false, updated_at = now() WHERE name = $1 AND source = 'api'
+		RETURNING `+mappingColumns, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Errorf(CodeNotFound, "mapping %q not found", name)
+	}
+	if err != nil {
+		return nil, dbError(err, "disable mapping")
+	}
+	return m, nil
+}
+
+func (s *Store) mappingCheckEditable(ctx context.Context, name string) error {
+	m, err := s.MappingGetByName(ctx, name)
+	if err != nil {
+		return err
+	}
+	if m.Source == SourceFile {
+		return Errorf(CodeConflict, "mapping %q is declared in the configuration file; change it there", name)
+	}
+	return nil
+}
+
+func envOrEmpty(env map[string]string) map[string]string {
+	if env == nil {
+		return map[string]string{}
+	}
+	return env
+}
+
+// MappingSummary is a mapping with its recent runs, newest first, for the dashboard.
+type MappingSummary struct {
+	Mapping
+	Recent []RunBrief `json:"recent"`
+}
+
+// RunBrief is the little the dashboard's history strip shows of a run.
+type RunBrief struct {
+	ID        int64     `json:"id"`
+	Status    RunStatus `json:"status"`
+	Ref       string    `json:"ref"`
+	Revision  string    `json:"revision"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Latest returns the newest run, or nil when there is none.
+func (m MappingSummary) Latest() *RunBrief {
+	if len(m.Recent) == 0 {
+		return nil
+	}
+	return &m.Recent[0]
+}
+
+// MappingSummaryList returns every mapping with its last 10 runs: one query, one index scan per mapping.
+func (s *Store) MappingSummaryList(ctx context.Context) ([]MappingSummary, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+mappingColumns+`,
+			coalesce((SELECT json_agg(json_build_object('id', r.id, 'status', r.status, 'ref', r.ref,
+				'revision', r.revision, 'created_at', r.created_at) ORDER BY r.id DESC)
+				FROM (SELECT id, status, ref, revision, created_at FROM runs
+					WHERE mapping_id = mappings.id ORDER BY id DESC LIMIT 10) r), '[]')
+		FROM mappings ORDER BY enabled DESC, name`)
+	if err != nil {
+		return nil, dbError(err, "list mappings")
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MappingSummary, error) {
+		var ms MappingSummary
+		var timeoutMS int64
+		err := row.Scan(&ms.ID, &ms.Name, &ms.Dataset, &ms.Refs, &ms.Command, &ms.Workdir, &ms.Env, &timeoutMS,
+			&ms.MaxAttempts, &ms.Source, &ms.Enabled, &ms.CreatedAt, &ms.UpdatedAt, &ms.Recent)
+		ms.Timeout = time.Duration(timeoutMS) * time.Millisecond
+		return ms, err
+	})
+	if err != nil {
+		return nil, dbError(err, "list mappings")
+	}
+	return list, nil
 }

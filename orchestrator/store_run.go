@@ -11,13 +11,13 @@ import (
 
 const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.revision, coalesce(r.old_revision, ''),
 	r.trigger, r.delivery_id, r.retry_of, r.status, r.attempt, r.max_attempts, r.exit_code, coalesce(r.signal, ''),
-	r.error, r.job_id, r.created_at, r.started_at, r.finished_at`
+	r.error, r.job_id, r.created_at, r.started_at, r.finished_at, r.cancel_requested_at`
 
 func scanRun(row pgx.Row) (*Run, error) {
 	var r Run
 	err := row.Scan(&r.ID, &r.MappingID, &r.Mapping, &r.Dataset, &r.RepoID, &r.Ref, &r.Revision, &r.OldRevision,
 		&r.Trigger, &r.DeliveryID, &r.RetryOf, &r.Status, &r.Attempt, &r.MaxAttempts, &r.ExitCode, &r.Signal,
-		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt)
+		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -42,6 +42,7 @@ type RunListParams struct {
 	Dataset  string
 	Mapping  string
 	Status   RunStatus
+	Trigger  string
 	Limit    int   // RunListLimitDefault when 0
 	BeforeID int64 // only runs with a smaller id (keyset pagination); 0 for the newest
 }
@@ -64,9 +65,9 @@ func (s *Store) RunList(ctx context.Context, p RunListParams) ([]Run, error) {
 		SELECT `+runColumns+`
 		FROM runs r JOIN mappings m ON m.id = r.mapping_id
 		WHERE ($1 = '' OR r.dataset = $1) AND ($2 = '' OR m.name = $2) AND ($3 = '' OR r.status = $3)
-			AND ($4 = 0 OR r.id < $4)
+			AND ($4 = '' OR r.trigger = $4) AND ($5 = 0 OR r.id < $5)
 		ORDER BY r.id DESC
-		LIMIT $5`, p.Dataset, p.Mapping, string(p.Status), p.BeforeID, limit)
+		LIMIT $6`, p.Dataset, p.Mapping, string(p.Status), p.Trigger, p.BeforeID, limit)
 	if err != nil {
 		return nil, dbError(err, "list runs")
 	}
@@ -279,4 +280,24 @@ func (s *Store) RunLogAppend(ctx context.Context, p RunLogAppendParams) error {
 		return dbError(err, fmt.Sprintf("append log of run %d", p.RunID))
 	}
 	return nil
+}
+
+// RunListRetries returns the runs that retry run id, oldest first.
+func (s *Store) RunListRetries(ctx context.Context, id int64) ([]Run, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
+		WHERE r.retry_of = $1 ORDER BY r.id`, id)
+	if err != nil {
+		return nil, dbError(err, "list retries")
+	}
+	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Run, error) {
+		r, err := scanRun(row)
+		if err != nil {
+			return Run{}, err
+		}
+		return *r, nil
+	})
+	if err != nil {
+		return nil, dbError(err, "list retries")
+	}
+	return runs, nil
 }

@@ -41,7 +41,7 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 	store := orchestrator.NewStore(pool)
 	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{})
 	require.NoError(t, err)
-	store.SetEnqueuer(jobs.Enqueuer(client))
+	store.SetQueue(jobs.NewQueue(client))
 	if len(mappings) > 0 {
 		_, err := store.MappingSync(ctx, mappings)
 		require.NoError(t, err)

@@ -4,8 +4,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
@@ -20,7 +18,10 @@ var runStatuses = []orchestrator.RunStatus{
 // runListParams reads the filters and page of a run list from the query string.
 func runListParams(r *http.Request) (orchestrator.RunListParams, error) {
 	q := r.URL.Query()
-	p := orchestrator.RunListParams{Dataset: q.Get("dataset"), Mapping: q.Get("mapping")}
+	p := orchestrator.RunListParams{Dataset: q.Get("dataset"), Mapping: q.Get("mapping"), Trigger: q.Get("trigger")}
+	if p.Trigger != "" && p.Trigger != orchestrator.TriggerWebhook && p.Trigger != orchestrator.TriggerManual {
+		return p, orchestrator.Errorf(orchestrator.CodeInvalid, "trigger %q is not one of webhook, manual", p.Trigger)
+	}
 	if st := q.Get("status"); st != "" {
 		p.Status = orchestrator.RunStatus(st)
 		valid := false
@@ -82,9 +83,9 @@ type runDetail struct {
 }
 
 func (s *Server) runDetail(r *http.Request) (*runDetail, error) {
-	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
-	if err != nil || id <= 0 {
-		return nil, orchestrator.Errorf(orchestrator.CodeNotFound, "run %q not found", chi.URLParam(r, "id"))
+	id, err := runIDParam(r)
+	if err != nil {
+		return nil, err
 	}
 	run, err := s.store.RunGetByID(r.Context(), id)
 	if err != nil {

@@ -17,6 +17,8 @@ func statusOf(err error) int {
 		return http.StatusMethodNotAllowed
 	}
 	switch orchestrator.ErrorCode(err) {
+	case codeForbidden:
+		return http.StatusForbidden
 	case orchestrator.CodeInvalid:
 		return http.StatusBadRequest
 	case orchestrator.CodeUnauthorized:
@@ -38,8 +40,14 @@ func statusOf(err error) int {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(err)
 	msg := orchestrator.ErrorMessage(err)
-	if status == http.StatusMethodNotAllowed {
+	switch status {
+	case http.StatusMethodNotAllowed:
 		msg = "method not allowed"
+	case http.StatusForbidden:
+		var e *orchestrator.Error
+		if errors.As(err, &e) {
+			msg = e.Message
+		}
 	}
 	if status >= 500 {
 		s.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,

@@ -51,7 +51,7 @@ func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Ma
 	store := orchestrator.NewStore(pool)
 	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
 	require.NoError(t, err)
-	store.SetEnqueuer(jobs.Enqueuer(client))
+	store.SetQueue(jobs.NewQueue(client))
 	if len(mappings) > 0 {
 		_, err := store.MappingSync(context.Background(), mappings)
 		require.NoError(t, err)

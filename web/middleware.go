@@ -51,3 +51,15 @@ func securityHeaders(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// riverUIContentSecurityPolicy is looser than ours: River's UI is a single-page application with its own styles.
+const riverUIContentSecurityPolicy = "default-src 'self'; script-src 'self' 'unsafe-inline'; " +
+	"style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'self'"
+
+// riverUIHeaders replaces the content security policy for River's UI.
+func riverUIHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", riverUIContentSecurityPolicy)
+		next.ServeHTTP(w, r)
+	})
+}

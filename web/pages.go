@@ -7,10 +7,9 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
-
-	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
 //go:embed templates/*.html
@@ -47,7 +46,15 @@ var templateFuncs = template.FuncMap{
 		}
 		return s
 	},
-	"join": strings.Join,
+	"join":       strings.Join,
+	"list":       func(v ...string) []string { return v },
+	"envLines":   envLines,
+	"datasetURL": func(dataset string) string { return "https://huggingface.co/datasets/" + dataset },
+	"commitURL": func(dataset, sha string) string {
+		return "https://huggingface.co/datasets/" + dataset + "/commit/" + sha
+	},
+	"ago":   func(t time.Time) string { return humanAgo(time.Since(t)) },
+	"bytes": humanBytes,
 	"duration": func(start, end *time.Time) string {
 		if start == nil {
 			return ""
@@ -85,6 +92,22 @@ func parseTemplates() (map[string]*template.Template, error) {
 type basePage struct {
 	Title string
 	Now   time.Time
+	// CSRF is the token the page's forms send back.
+	CSRF string
+	// LoggedIn tells whether the browser holds the admin token (session or Basic auth).
+	LoggedIn bool
+	// AdminConfigured tells whether an admin token is set at all.
+	AdminConfigured bool
+	// RiverUI tells whether River's UI is mounted.
+	RiverUI bool
+}
+
+// base returns the basePage of a request.
+func (s *Server) base(r *http.Request, title string) basePage {
+	return basePage{
+		Title: title, Now: time.Now(), CSRF: s.auth.csrfToken(r), LoggedIn: s.auth.identify(r) != authNone,
+		AdminConfigured: s.auth.configured(), RiverUI: s.riverUI != nil,
+	}
 }
 
 // render executes a page into a buffer and writes it only when that succeeded, so that an error never
@@ -112,36 +135,46 @@ type errorPage struct {
 
 // renderError writes an error page; if even that fails, plain text.
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	page := errorPage{basePage: basePage{Title: http.StatusText(status), Now: time.Now()}, Status: status, Message: msg}
+	page := errorPage{basePage: s.base(r, http.StatusText(status)), Status: status, Message: msg}
 	if err := s.render(w, status, "error.html", page); err != nil {
 		http.Error(w, msg, status)
 	}
 }
 
-type homePage struct {
-	basePage
-	Mappings   []orchestrator.Mapping
-	Runs       []orchestrator.Run
-	Deliveries []orchestrator.DeliveryRecord
+func humanAgo(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
 }
 
-// handleHome renders the dashboard: mappings, recent runs, recent deliveries.
-func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	mappings, err := s.store.MappingList(ctx)
-	if err != nil {
-		return err
+func humanBytes(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
-	runs, err := s.store.RunList(ctx, orchestrator.RunListParams{Limit: 50})
-	if err != nil {
-		return err
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+}
+
+// envLines writes env as sorted KEY=VALUE lines.
+func envLines(env map[string]string) string {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
 	}
-	deliveries, err := s.store.DeliveryList(ctx, orchestrator.DeliveryListParams{Limit: 20})
-	if err != nil {
-		return err
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "=" + env[k] + "\n")
 	}
-	return s.render(w, http.StatusOK, "home.html", homePage{
-		basePage: basePage{Title: "Runs", Now: time.Now()},
-		Mappings: mappings, Runs: runs, Deliveries: deliveries,
-	})
+	return b.String()
 }

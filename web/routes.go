@@ -24,20 +24,54 @@ func (s *Server) Handler() http.Handler {
 		return errMethodNotAllowed
 	}))
 
+	// Always open: health checks, the webhook (it has its own secret), static files and the login form.
 	r.Get("/healthz", s.handleHealth)
 	r.Get("/health", s.handleHealth)
 	r.Get("/readyz", s.handleReady)
-
 	r.Post("/webhooks/huggingface", s.handle(s.handleWebhook))
+	r.Handle("/static/*", staticHandler())
+	r.Get("/login", s.handle(s.handleLoginForm))
+	r.Post("/login", s.handle(s.handleLogin))
+	r.Post("/logout", s.handle(s.handleLogout))
 
-	r.Route("/api/v1", func(r chi.Router) {
-		r.Get("/runs", s.handle(s.handleAPIRunList))
-		r.Get("/runs/{id}", s.handle(s.handleAPIRunShow))
-		r.Get("/deliveries", s.handle(s.handleAPIDeliveryList))
-		r.Get("/mappings", s.handle(s.handleAPIMappingList))
+	// Reading: open unless ORCHESTRATOR_PROTECT_READS is set.
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireRead)
+		r.Get("/", s.handle(s.handleHome))
+		r.Get("/runs", s.handle(s.handleRunList))
+		r.Get("/runs/{id}", s.handle(s.handleRunShow))
+		r.Get("/deliveries", s.handle(s.handleDeliveryList))
+		r.Get("/deliveries/{id}", s.handle(s.handleDeliveryShow))
+		r.Get("/mappings/new", s.handle(s.handleMappingNew))
+		r.Get("/mappings/{name}", s.handle(s.handleMappingShow))
+
+		r.Get("/api/v1/runs", s.handle(s.handleAPIRunList))
+		r.Get("/api/v1/runs/{id}", s.handle(s.handleAPIRunShow))
+		r.Get("/api/v1/deliveries", s.handle(s.handleAPIDeliveryList))
+		r.Get("/api/v1/mappings", s.handle(s.handleAPIMappingList))
+		r.Get("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingShow))
 	})
 
-	r.Get("/", s.handle(s.handleHome))
-	r.Handle("/static/*", staticHandler())
+	// Changing state: the admin token, and a CSRF token from browsers.
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireAdmin)
+		r.Post("/runs/{id}/retry", s.handle(s.handleRunRetryForm))
+		r.Post("/runs/{id}/cancel", s.handle(s.handleRunCancelForm))
+		r.Post("/mappings", s.handle(s.handleMappingCreateForm))
+		r.Post("/mappings/{name}", s.handle(s.handleMappingUpdateForm))
+		r.Post("/mappings/{name}/disable", s.handle(s.handleMappingDisableForm))
+		r.Post("/mappings/{name}/run", s.handle(s.handleMappingRunForm))
+
+		r.Post("/api/v1/runs/{id}/retry", s.handle(s.handleAPIRunRetry))
+		r.Post("/api/v1/runs/{id}/cancel", s.handle(s.handleAPIRunCancel))
+		r.Post("/api/v1/mappings", s.handle(s.handleAPIMappingCreate))
+		r.Put("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingUpdate))
+		r.Delete("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingDisable))
+		r.Post("/api/v1/mappings/{name}/run", s.handle(s.handleAPIMappingRun))
+
+		if s.riverUI != nil {
+			r.With(riverUIHeaders).Mount("/riverui", s.riverUI)
+		}
+	})
 	return r
 }

@@ -24,6 +24,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// Ready reports whether the service can take deliveries (database reachable, schema applied). Optional.
 	Ready func(ctx context.Context) error
+	// AdminToken guards every state-changing endpoint and River's UI. Without it those answer 403.
+	AdminToken string
+	// ProtectReads puts the pages and the read-only API behind the admin token too.
+	ProtectReads bool
+	// RiverUI, when set, is mounted under /riverui/ behind the admin token.
+	RiverUI http.Handler
 	// Logger receives request and error log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -49,6 +55,8 @@ type Server struct {
 	ready     func(ctx context.Context) error
 	logger    *slog.Logger
 	templates map[string]*template.Template
+	auth      *auth
+	riverUI   http.Handler
 }
 
 // New returns a Server, parsing its templates; a template error fails here, at start-up.
@@ -76,6 +84,8 @@ func New(cfg Config) (*Server, error) {
 		ready:     cfg.Ready,
 		logger:    cfg.Logger,
 		templates: templates,
+		auth:      newAuth(cfg.AdminToken, cfg.ProtectReads),
+		riverUI:   cfg.RiverUI,
 	}, nil
 }
 

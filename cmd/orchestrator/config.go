@@ -29,6 +29,8 @@ type Config struct {
 	DataDir       string        // --data-dir, ORCHESTRATOR_DATA_DIR
 	DatabaseURL   string        // DATABASE_URL; empty starts the embedded PostgreSQL
 	WebhookSecret string        // HUGGINGFACE_WEBHOOK_SECRET
+	AdminToken    string        // ORCHESTRATOR_ADMIN_TOKEN: guards retry, cancel, mapping writes and River's UI
+	ProtectReads  bool          // ORCHESTRATOR_PROTECT_READS: put pages and the read API behind the token too
 	MaxBodyBytes  int64         // --max-body-bytes, ORCHESTRATOR_MAX_BODY_BYTES
 	MaxWorkers    int           // --max-workers, ORCHESTRATOR_MAX_WORKERS
 	KillGrace     time.Duration // --kill-grace, ORCHESTRATOR_KILL_GRACE
@@ -43,7 +45,15 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		}
 		return def
 	}
-	c := &Config{DatabaseURL: getenv("DATABASE_URL"), WebhookSecret: getenv("HUGGINGFACE_WEBHOOK_SECRET")}
+	c := &Config{DatabaseURL: getenv("DATABASE_URL"), WebhookSecret: getenv("HUGGINGFACE_WEBHOOK_SECRET"),
+		AdminToken: getenv("ORCHESTRATOR_ADMIN_TOKEN")}
+	if v := getenv("ORCHESTRATOR_PROTECT_READS"); v != "" {
+		protect, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("ORCHESTRATOR_PROTECT_READS must be true or false, not %q", v)
+		}
+		c.ProtectReads = protect
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Addr, "addr", env("ORCHESTRATOR_ADDR", AddrDefault), "address to listen on (ORCHESTRATOR_ADDR)")
@@ -90,6 +100,8 @@ func (c *Config) validate() error {
 		return errors.New("--kill-grace must be positive")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	case c.ProtectReads && c.AdminToken == "":
+		return errors.New("ORCHESTRATOR_PROTECT_READS needs ORCHESTRATOR_ADMIN_TOKEN: set a token, or nobody could read the pages")
 	case c.DatabaseURL == "" && c.DataDir == "":
 		return errors.New("--data-dir must not be empty when DATABASE_URL is unset")
 	}

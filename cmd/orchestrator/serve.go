@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"riverqueue.com/riverui"
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/migrations"
@@ -89,6 +90,8 @@ type Main struct {
 	server   *http.Server
 	listener net.Listener
 	served   chan error
+
+	stopRiverUI context.CancelFunc
 }
 
 // Run starts everything and returns once the server accepts connections.
@@ -129,16 +132,32 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.store.SetEnqueuer(jobs.Enqueuer(m.river))
+	m.store.SetQueue(jobs.NewQueue(m.river))
 	// The client gets its own context: shutdown is ordered by Close, not by the signal.
 	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start workers: %w", err)
 	}
 
+	riverUI, err := riverui.NewHandler(&riverui.HandlerOpts{
+		Endpoints: riverui.NewEndpoints(m.river, nil),
+		Logger:    m.Logger,
+		Prefix:    "/riverui",
+	})
+	if err != nil {
+		return fmt.Errorf("river UI: %w", err)
+	}
+	uiCtx, uiCancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopRiverUI = uiCancel
+	if err := riverUI.Start(uiCtx); err != nil {
+		return fmt.Errorf("start river UI: %w", err)
+	}
 	srv, err := web.New(web.Config{
 		Store:         m.store,
 		WebhookSecret: m.Config.WebhookSecret,
 		MaxBodyBytes:  m.Config.MaxBodyBytes,
+		AdminToken:    m.Config.AdminToken,
+		ProtectReads:  m.Config.ProtectReads,
+		RiverUI:       riverUI,
 		Ready:         m.ready,
 		Logger:        m.Logger,
 	})
@@ -230,6 +249,10 @@ func (m *Main) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http server: %w", err))
 		}
 		m.server = nil
+	}
+	if m.stopRiverUI != nil {
+		m.stopRiverUI()
+		m.stopRiverUI = nil
 	}
 	if m.river != nil {
 		if err := m.river.StopAndCancel(ctx); err != nil {

@@ -1,0 +1,186 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// maxAPIBody bounds the JSON body of an API request.
+const maxAPIBody = 64 << 10
+
+// mappingInput is a mapping as the API and the form take it.
+type mappingInput struct {
+	Name        string            `json:"name"`
+	Dataset     string            `json:"dataset"`
+	Refs        []string          `json:"refs"`
+	Command     []string          `json:"command"`
+	Workdir     string            `json:"workdir"`
+	Env         map[string]string `json:"env"`
+	Timeout     string            `json:"timeout"`
+	MaxAttempts int               `json:"max_attempts"`
+}
+
+// mapping converts the input to a Mapping, checking what the store's validation cannot see (the duration).
+func (in mappingInput) mapping() (orchestrator.Mapping, error) {
+	m := orchestrator.Mapping{
+		Name: strings.TrimSpace(in.Name), Dataset: strings.TrimSpace(in.Dataset), Refs: in.Refs, Command: in.Command,
+		Workdir: strings.TrimSpace(in.Workdir), Env: in.Env, MaxAttempts: in.MaxAttempts,
+	}
+	if t := strings.TrimSpace(in.Timeout); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil {
+			return m, orchestrator.Errorf(orchestrator.CodeInvalid, "timeout %q is not a duration such as 90m or 2h", t)
+		}
+		m.Timeout = d
+	}
+	return m, nil
+}
+
+// decodeJSON reads a bounded JSON body into v, refusing unknown fields so that a typo is an error, not a
+// silently ignored setting.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooLarge):
+			return orchestrator.Errorf(orchestrator.CodeTooLarge, "body larger than %d bytes", maxAPIBody)
+		case errors.As(err, &typeErr):
+			return orchestrator.Errorf(orchestrator.CodeInvalid, "field %q has the wrong type (%s)", typeErr.Field, typeErr.Value)
+		case errors.Is(err, io.EOF):
+			return orchestrator.Errorf(orchestrator.CodeInvalid, "empty body: send a JSON object")
+		}
+		return orchestrator.WrapError(orchestrator.CodeInvalid, err, "invalid JSON body")
+	}
+	if dec.More() {
+		return orchestrator.Errorf(orchestrator.CodeInvalid, "invalid JSON body: more than one value")
+	}
+	return nil
+}
+
+func runIDParam(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, orchestrator.Errorf(orchestrator.CodeNotFound, "run %q not found", chi.URLParam(r, "id"))
+	}
+	return id, nil
+}
+
+// handleAPIRunRetry answers POST /api/v1/runs/{id}/retry with the new run.
+func (s *Server) handleAPIRunRetry(w http.ResponseWriter, r *http.Request) error {
+	id, err := runIDParam(r)
+	if err != nil {
+		return err
+	}
+	run, err := s.store.RunRetry(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", fmt.Sprintf("/api/v1/runs/%d", run.ID))
+	writeJSON(w, http.StatusCreated, map[string]any{"run": run})
+	return nil
+}
+
+// handleAPIRunCancel answers POST /api/v1/runs/{id}/cancel: 200 when the run is cancelled, 202 when its
+// command is being stopped.
+func (s *Server) handleAPIRunCancel(w http.ResponseWriter, r *http.Request) error {
+	id, err := runIDParam(r)
+	if err != nil {
+		return err
+	}
+	run, err := s.store.RunCancel(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if !run.Status.Finished() {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, map[string]any{"run": run})
+	return nil
+}
+
+// handleAPIMappingShow answers GET /api/v1/mappings/{name}.
+func (s *Server) handleAPIMappingShow(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.store.MappingGetByName(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"mapping": m})
+	return nil
+}
+
+// handleAPIMappingCreate answers POST /api/v1/mappings.
+func (s *Server) handleAPIMappingCreate(w http.ResponseWriter, r *http.Request) error {
+	var in mappingInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	m, err := in.mapping()
+	if err != nil {
+		return err
+	}
+	created, err := s.store.MappingCreate(r.Context(), m)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/mappings/"+created.Name)
+	writeJSON(w, http.StatusCreated, map[string]any{"mapping": created})
+	return nil
+}
+
+// handleAPIMappingUpdate answers PUT /api/v1/mappings/{name}: the body replaces the mapping's settings.
+func (s *Server) handleAPIMappingUpdate(w http.ResponseWriter, r *http.Request) error {
+	var in mappingInput
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	name := chi.URLParam(r, "name")
+	if in.Name != "" && in.Name != name {
+		return orchestrator.Errorf(orchestrator.CodeInvalid, "name %q in the body differs from %q in the path; a mapping cannot be renamed", in.Name, name)
+	}
+	in.Name = name
+	m, err := in.mapping()
+	if err != nil {
+		return err
+	}
+	updated, err := s.store.MappingUpdate(r.Context(), m)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"mapping": updated})
+	return nil
+}
+
+// handleAPIMappingDisable answers DELETE /api/v1/mappings/{name}: the mapping is disabled, its runs stay.
+func (s *Server) handleAPIMappingDisable(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.store.MappingDisable(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"mapping": m})
+	return nil
+}
+
+// handleAPIMappingRun answers POST /api/v1/mappings/{name}/run with a new run on the newest recorded revision.
+func (s *Server) handleAPIMappingRun(w http.ResponseWriter, r *http.Request) error {
+	run, err := s.store.RunOnLatest(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", fmt.Sprintf("/api/v1/runs/%d", run.ID))
+	writeJSON(w, http.StatusCreated, map[string]any{"run": run})
+	return nil
+}

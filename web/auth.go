@@ -1,0 +1,218 @@
+package web
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// Session settings of the browser login.
+const (
+	sessionCookieName = "orchestrator_session"
+	sessionTTL        = 12 * time.Hour
+	csrfFieldName     = "csrf_token"
+	csrfHeaderName    = "X-CSRF-Token"
+)
+
+// authMethod is how a request proved it holds the admin token.
+type authMethod int
+
+const (
+	authNone    authMethod = iota
+	authBearer             // Authorization: Bearer <token>: API and CLI, no CSRF token needed
+	authBasic              // HTTP Basic with the token as password: a browser, CSRF token needed for writes
+	authSession            // the login form's session cookie: a browser, CSRF token needed for writes
+)
+
+// auth checks the admin token. Sessions and CSRF tokens are HMACs keyed by the token, so every process that
+// shares the token accepts them, and changing the token ends every session.
+type auth struct {
+	token        []byte
+	key          []byte
+	protectReads bool
+}
+
+func newAuth(token string, protectReads bool) *auth {
+	a := &auth{token: []byte(token), protectReads: protectReads}
+	if token != "" {
+		mac := hmac.New(sha256.New, []byte(token))
+		mac.Write([]byte("orchestrator session key v1"))
+		a.key = mac.Sum(nil)
+	}
+	return a
+}
+
+func (a *auth) configured() bool { return len(a.token) > 0 }
+
+func (a *auth) tokenMatches(given string) bool {
+	return a.configured() && secretMatches(given, a.token)
+}
+
+func (a *auth) sign(msg string) string {
+	mac := hmac.New(sha256.New, a.key)
+	mac.Write([]byte(msg))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// newSession returns a session cookie value valid until now + sessionTTL.
+func (a *auth) newSession(now time.Time) string {
+	exp := strconv.FormatInt(now.Add(sessionTTL).Unix(), 10)
+	return exp + "." + a.sign("session:"+exp)
+}
+
+func (a *auth) validSession(value string, now time.Time) bool {
+	exp, mac, ok := strings.Cut(value, ".")
+	if !ok || !a.configured() {
+		return false
+	}
+	expUnix, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil || now.Unix() > expUnix {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(mac), []byte(a.sign("session:"+exp))) == 1
+}
+
+// identify returns how r is authenticated as admin, if at all.
+func (a *auth) identify(r *http.Request) authMethod {
+	if !a.configured() {
+		return authNone
+	}
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		if a.tokenMatches(strings.TrimPrefix(h, "Bearer ")) {
+			return authBearer
+		}
+		return authNone
+	}
+	if _, pass, ok := r.BasicAuth(); ok {
+		if a.tokenMatches(pass) {
+			return authBasic
+		}
+		return authNone
+	}
+	if c, err := r.Cookie(sessionCookieName); err == nil && a.validSession(c.Value, time.Now()) {
+		return authSession
+	}
+	return authNone
+}
+
+// csrfToken returns the token a browser form must send back with a state-changing request: bound to the
+// session (or to Basic auth), unknowable to another site.
+func (a *auth) csrfToken(r *http.Request) string {
+	if !a.configured() {
+		return ""
+	}
+	binding := "basic"
+	if c, err := r.Cookie(sessionCookieName); err == nil {
+		binding = c.Value
+	}
+	return a.sign("csrf:" + binding)
+}
+
+func (a *auth) validCSRF(r *http.Request) bool {
+	given := r.Header.Get(csrfHeaderName)
+	if given == "" {
+		given = r.PostFormValue(csrfFieldName)
+	}
+	return given != "" && subtle.ConstantTimeCompare([]byte(given), []byte(a.csrfToken(r))) == 1
+}
+
+// errNoAdminToken answers state-changing requests when no admin token is configured.
+var errNoAdminToken = &orchestrator.Error{Code: codeForbidden,
+	Message: "this action needs the admin token, and none is configured: set ORCHESTRATOR_ADMIN_TOKEN " +
+		"(for example to the output of `openssl rand -hex 32`) and restart"}
+
+// codeForbidden is a web-only code: the server refuses regardless of who asks.
+const codeForbidden orchestrator.Code = "forbidden"
+
+// requireAdmin lets through only requests that hold the admin token; browser requests that change state must
+// also carry the CSRF token. A browser without credentials is sent to the login form.
+func (s *Server) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.auth.configured() {
+			s.writeError(w, r, errNoAdminToken)
+			return
+		}
+		method := s.auth.identify(r)
+		if method == authNone {
+			s.unauthenticated(w, r)
+			return
+		}
+		if method != authBearer && !isSafeMethod(r.Method) && !s.auth.validCSRF(r) {
+			s.writeError(w, r, &orchestrator.Error{Code: codeForbidden,
+				Message: "missing or stale CSRF token: reload the page and try again"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requireRead puts reading behind the admin token when ORCHESTRATOR_PROTECT_READS is set.
+func (s *Server) requireRead(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.auth.protectReads {
+			if !s.auth.configured() {
+				s.writeError(w, r, errNoAdminToken)
+				return
+			}
+			if s.auth.identify(r) == authNone {
+				s.unauthenticated(w, r)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// unauthenticated sends a browser to the login form and answers anything else 401.
+func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request) {
+	if isBrowserRequest(r) {
+		next := r.URL.RequestURI()
+		if !isSafeMethod(r.Method) {
+			// After logging in, go back to the page the form was on, not to the action.
+			next = safeNext(refererPath(r))
+		}
+		http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="orchestrator", Basic realm="orchestrator"`)
+	s.writeError(w, r, orchestrator.Errorf(orchestrator.CodeUnauthorized,
+		"this needs the admin token: send Authorization: Bearer <ORCHESTRATOR_ADMIN_TOKEN>"))
+}
+
+func isSafeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// isBrowserRequest reports whether r comes from a page (a form post or a navigation) rather than an API client.
+func isBrowserRequest(r *http.Request) bool {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		return false
+	}
+	ct := r.Header.Get("Content-Type")
+	return strings.Contains(r.Header.Get("Accept"), "text/html") ||
+		strings.HasPrefix(ct, "application/x-www-form-urlencoded") || strings.HasPrefix(ct, "multipart/form-data")
+}
+
+func refererPath(r *http.Request) string {
+	ref, err := url.Parse(r.Referer())
+	if err != nil || (ref.Host != "" && ref.Host != r.Host) {
+		return "/"
+	}
+	return ref.RequestURI()
+}
+
+// safeNext keeps a redirect target on this site: a path, never a URL to elsewhere.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}

@@ -1,0 +1,200 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// mappingForm is the mapping form's fields as typed.
+type mappingForm struct {
+	Name, Dataset, Refs, Command, Workdir, Env, Timeout, MaxAttempts string
+}
+
+func formFromMapping(m *orchestrator.Mapping) mappingForm {
+	f := mappingForm{
+		Name: m.Name, Dataset: m.Dataset, Refs: strings.Join(m.Refs, "\n"), Command: strings.Join(m.Command, "\n"),
+		Workdir: m.Workdir, Env: envLines(m.Env), Timeout: m.Timeout.String(), MaxAttempts: strconv.Itoa(m.MaxAttempts),
+	}
+	return f
+}
+
+// input parses the form: refs and command one per line, env as KEY=VALUE lines.
+func (f mappingForm) input() (mappingInput, error) {
+	in := mappingInput{Name: f.Name, Dataset: f.Dataset, Workdir: f.Workdir, Timeout: f.Timeout}
+	for _, line := range splitLines(f.Refs) {
+		for _, ref := range strings.Split(line, ",") {
+			if ref = strings.TrimSpace(ref); ref != "" {
+				in.Refs = append(in.Refs, ref)
+			}
+		}
+	}
+	// Arguments keep their inner spaces; only the line breaks separate them.
+	for _, line := range strings.Split(strings.ReplaceAll(f.Command, "\r\n", "\n"), "\n") {
+		if strings.TrimSpace(line) != "" {
+			in.Command = append(in.Command, line)
+		}
+	}
+	for _, line := range splitLines(f.Env) {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return in, orchestrator.Errorf(orchestrator.CodeInvalid, "env line %q must be KEY=VALUE", line)
+		}
+		if in.Env == nil {
+			in.Env = map[string]string{}
+		}
+		in.Env[strings.TrimSpace(k)] = v
+	}
+	if a := strings.TrimSpace(f.MaxAttempts); a != "" {
+		n, err := strconv.Atoi(a)
+		if err != nil {
+			return in, orchestrator.Errorf(orchestrator.CodeInvalid, "max attempts %q must be a whole number", a)
+		}
+		in.MaxAttempts = n
+	}
+	return in, nil
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for _, line := range strings.Split(strings.ReplaceAll(s, "\r\n", "\n"), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func readMappingForm(r *http.Request) mappingForm {
+	return mappingForm{
+		Name: r.PostFormValue("name"), Dataset: r.PostFormValue("dataset"), Refs: r.PostFormValue("refs"),
+		Command: r.PostFormValue("command"), Workdir: r.PostFormValue("workdir"), Env: r.PostFormValue("env"),
+		Timeout: r.PostFormValue("timeout"), MaxAttempts: r.PostFormValue("max_attempts"),
+	}
+}
+
+type mappingPage struct {
+	basePage
+	Mapping  *orchestrator.Mapping // nil on the new-mapping form
+	Form     mappingForm
+	Editable bool
+	Error    string
+	Runs     []orchestrator.Run
+}
+
+// handleMappingNew renders the form that registers a mapping.
+func (s *Server) handleMappingNew(w http.ResponseWriter, r *http.Request) error {
+	return s.render(w, http.StatusOK, "mapping.html", mappingPage{
+		basePage: s.base(r, "New mapping"), Editable: true,
+		Form: mappingForm{Refs: strings.Join(orchestrator.RefsDefault, "\n"),
+			Timeout: orchestrator.TimeoutDefault.String(), MaxAttempts: strconv.Itoa(orchestrator.MaxAttemptsDefault)},
+	})
+}
+
+// handleMappingShow renders a mapping with its recent runs, and the edit form when the API owns it.
+func (s *Server) handleMappingShow(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.store.MappingGetByName(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return err
+	}
+	return s.renderMapping(w, r, http.StatusOK, m, formFromMapping(m), "")
+}
+
+func (s *Server) renderMapping(w http.ResponseWriter, r *http.Request, status int, m *orchestrator.Mapping, form mappingForm, errMsg string) error {
+	page := mappingPage{basePage: s.base(r, "New mapping"), Mapping: m, Form: form, Error: errMsg, Editable: true}
+	if m != nil {
+		page.Title = "Mapping " + m.Name
+		page.Editable = m.Source == orchestrator.SourceAPI
+		runs, err := s.store.RunList(r.Context(), orchestrator.RunListParams{Mapping: m.Name, Limit: 20})
+		if err != nil {
+			return err
+		}
+		page.Runs = runs
+	}
+	return s.render(w, status, "mapping.html", page)
+}
+
+// formError re-renders the mapping form with the problem when err is the user's to fix.
+func (s *Server) formError(w http.ResponseWriter, r *http.Request, m *orchestrator.Mapping, form mappingForm, err error) error {
+	switch orchestrator.ErrorCode(err) {
+	case orchestrator.CodeInvalid, orchestrator.CodeConflict:
+		return s.renderMapping(w, r, statusOf(err), m, form, orchestrator.ErrorMessage(err))
+	}
+	return err
+}
+
+// handleMappingCreateForm registers a mapping from the form.
+func (s *Server) handleMappingCreateForm(w http.ResponseWriter, r *http.Request) error {
+	form := readMappingForm(r)
+	in, err := form.input()
+	if err != nil {
+		return s.formError(w, r, nil, form, err)
+	}
+	m, err := in.mapping()
+	if err != nil {
+		return s.formError(w, r, nil, form, err)
+	}
+	created, err := s.store.MappingCreate(r.Context(), m)
+	if err != nil {
+		return s.formError(w, r, nil, form, err)
+	}
+	http.Redirect(w, r, "/mappings/"+url.PathEscape(created.Name), http.StatusSeeOther)
+	return nil
+}
+
+// handleMappingUpdateForm saves the edit form of an API mapping.
+func (s *Server) handleMappingUpdateForm(w http.ResponseWriter, r *http.Request) error {
+	current, err := s.store.MappingGetByName(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return err
+	}
+	form := readMappingForm(r)
+	form.Name = current.Name
+	in, err := form.input()
+	if err != nil {
+		return s.formError(w, r, current, form, err)
+	}
+	m, err := in.mapping()
+	if err != nil {
+		return s.formError(w, r, current, form, err)
+	}
+	if _, err := s.store.MappingUpdate(r.Context(), m); err != nil {
+		return s.formError(w, r, current, form, err)
+	}
+	http.Redirect(w, r, "/mappings/"+url.PathEscape(current.Name), http.StatusSeeOther)
+	return nil
+}
+
+// handleMappingDisableForm disables an API mapping.
+func (s *Server) handleMappingDisableForm(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.store.MappingDisable(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/mappings/"+url.PathEscape(m.Name), http.StatusSeeOther)
+	return nil
+}
+
+// handleMappingRunForm starts a run on the newest recorded revision and shows it.
+func (s *Server) handleMappingRunForm(w http.ResponseWriter, r *http.Request) error {
+	run, err := s.store.RunOnLatest(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		var appErr *orchestrator.Error
+		if errors.As(err, &appErr) && appErr.Code == orchestrator.CodeConflict {
+			m, getErr := s.store.MappingGetByName(r.Context(), chi.URLParam(r, "name"))
+			if getErr != nil {
+				return getErr
+			}
+			return s.renderMapping(w, r, http.StatusConflict, m, formFromMapping(m), appErr.Message)
+		}
+		return err
+	}
+	http.Redirect(w, r, "/runs/"+strconv.FormatInt(run.ID, 10), http.StatusSeeOther)
+	return nil
+}
