@@ -37,17 +37,36 @@ type testBundle struct {
 // setup serves the web handler on a fresh, migrated schema with the given mappings.
 func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 	t.Helper()
+	return setupWithOpts(t, setupOpts{mappings: mappings})
+}
+
+// setupOpts configures setupWithOpts.
+type setupOpts struct {
+	adminToken   string
+	protectReads bool
+	mappings     []orchestrator.Mapping
+}
+
+func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Mapping) *testBundle {
+	t.Helper()
+	return setupServer(t, pool, setupOpts{mappings: mappings})
+}
+
+// setupWithOpts serves the web handler on a fresh, migrated schema.
+func setupWithOpts(t *testing.T, opts setupOpts) *testBundle {
+	t.Helper()
 	ctx := context.Background()
 	url, _ := dbtest.NewSchema(t)
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	require.NoError(t, migrations.Apply(ctx, pool, nil))
-	return setupWithPool(t, pool, mappings...)
+	return setupServer(t, pool, opts)
 }
 
-func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Mapping) *testBundle {
+func setupServer(t *testing.T, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 	t.Helper()
+	mappings := opts.mappings
 	store := orchestrator.NewStore(pool)
 	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
 	require.NoError(t, err)
@@ -57,7 +76,7 @@ func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Ma
 		require.NoError(t, err)
 	}
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: 64 << 10,
-		Logger: quietLogger})
+		AdminToken: opts.adminToken, ProtectReads: opts.protectReads, Logger: quietLogger})
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)

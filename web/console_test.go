@@ -1,0 +1,455 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/html"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+const adminToken = "admin-token-for-tests"
+
+// pushRun posts a delivery of sha on ref for the tickets mapping and returns the new run's id.
+func (b *testBundle) pushRun(t *testing.T, ref, sha string) int64 {
+	t.Helper()
+	body := fmt.Sprintf(`{"event":{"scope":"repo.content","action":"update"},"repo":{"type":"dataset",
+		"name":"acme/support-tickets","id":"66a1f0c2b9e4d3a1f2c3d4e5"},"updatedRefs":[{"ref":%q,"oldSha":null,"newSha":%q}]}`, ref, sha)
+	status, _, resp := b.request(t, http.MethodPost, "/webhooks/huggingface", body, map[string]string{"X-Webhook-Secret": testSecret})
+	require.Equal(t, 200, status, "%v", resp)
+	require.Len(t, resp["runs"], 1, "%v", resp)
+	return int64(resp["runs"].([]any)[0].(float64))
+}
+
+// finish plays a worker: one attempt with the given output and result.
+func (b *testBundle) finish(t *testing.T, runID int64, output string, status orchestrator.RunStatus, exit int) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: 1, Argv: []string{"train"}}))
+	require.NoError(t, b.store.RunLogAppend(ctx, orchestrator.RunLogAppendParams{
+		RunID: runID, Attempt: 1, Seq: 1, Data: []byte(output), LogBytes: int64(len(output)),
+	}))
+	require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
+		RunID: runID, Attempt: 1, AttemptStatus: status, RunStatus: status, ExitCode: &exit, Error: "exit code 2",
+	}))
+}
+
+func anyMapping() orchestrator.Mapping {
+	return orchestrator.Mapping{
+		Name: "tickets", Dataset: "acme/support-tickets", Refs: []string{"refs/heads/*"}, Command: []string{"true"}, Enabled: true,
+	}.WithDefaults()
+}
+
+func TestPages(t *testing.T) {
+	t.Parallel()
+	b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{anyMapping()}})
+	runID := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
+	b.finish(t, runID, "epoch 1 loss 0.3\n", orchestrator.RunFailed, 2)
+	queued := b.pushRun(t, "refs/heads/main", strings.Repeat("b", 40))
+
+	cases := []struct {
+		path  string
+		check func(t *testing.T, p *page)
+	}{
+		{"/", func(t *testing.T, p *page) {
+			row := p.one(t, byAttr("data-mapping", "tickets"))
+			latest := find(row, func(n *html.Node) bool { return attr(n, "class") == "latest" })
+			require.Len(t, latest, 1)
+			require.Equal(t, "queued", strings.TrimSpace(text(latest[0])), "the latest run's status, as a word")
+			cells := find(row, func(n *html.Node) bool { return strings.HasPrefix(attr(n, "class"), "cell status-") })
+			require.Len(t, cells, 2, "the history strip")
+			require.Equal(t, "failed", text(cells[1]))
+			require.Len(t, find(p.root, byAttr("data-run", fmt.Sprint(runID))), 1)
+		}},
+		{"/runs", func(t *testing.T, p *page) {
+			rows := find(p.root, func(n *html.Node) bool { return attr(n, "data-run") != "" })
+			require.Len(t, rows, 2)
+			require.Equal(t, fmt.Sprint(queued), attr(rows[0], "data-run"), "newest first")
+		}},
+		{"/runs?status=failed", func(t *testing.T, p *page) {
+			rows := find(p.root, func(n *html.Node) bool { return attr(n, "data-run") != "" })
+			require.Len(t, rows, 1)
+			require.Equal(t, fmt.Sprint(runID), attr(rows[0], "data-run"))
+		}},
+		{"/runs?limit=1", func(t *testing.T, p *page) {
+			rows := find(p.root, func(n *html.Node) bool { return attr(n, "data-run") != "" })
+			require.Len(t, rows, 1)
+			older := p.one(t, byAttr("rel", "next"))
+			require.Equal(t, fmt.Sprintf("/runs?before=%d&limit=1", queued), attr(older, "href"))
+		}},
+		{fmt.Sprintf("/runs/%d", runID), func(t *testing.T, p *page) {
+			require.Equal(t, "epoch 1 loss 0.3\n", text(p.one(t, byID("log"))))
+			require.Equal(t, "failed", text(find(p.one(t, byID("run")), byAttr("class", "status status-failed"))[0]))
+			require.Len(t, find(p.root, byID("retry")), 1, "a finished run can be retried")
+			require.Empty(t, find(p.root, byID("cancel")))
+			link := find(p.root, byAttr("href", "https://huggingface.co/datasets/acme/support-tickets/commit/"+strings.Repeat("a", 40)))
+			require.Len(t, link, 1, "the revision links to the commit on the Hub")
+			require.Len(t, find(p.root, byAttr("src", "/static/run.js")), 1)
+			require.Empty(t, find(p.root, func(n *html.Node) bool { return n.Data == "script" && attr(n, "src") == "" }), "no inline script")
+		}},
+		{fmt.Sprintf("/runs/%d", queued), func(t *testing.T, p *page) {
+			require.Len(t, find(p.root, byID("cancel")), 1, "a queued run can be cancelled")
+			require.Empty(t, find(p.root, byID("retry")))
+		}},
+		{"/deliveries", func(t *testing.T, p *page) {
+			rows := find(p.root, func(n *html.Node) bool { return attr(n, "data-delivery") != "" })
+			require.Len(t, rows, 2)
+			require.Contains(t, text(rows[0]), "queued")
+		}},
+		{"/deliveries/1", func(t *testing.T, p *page) {
+			require.Contains(t, p.raw, "&#34;scope&#34;: &#34;repo.content&#34;", "the raw payload, indented")
+		}},
+		{"/mappings/tickets", func(t *testing.T, p *page) {
+			require.Len(t, find(p.root, byID("run-latest")), 1)
+			require.Empty(t, find(p.root, byID("save")), "a file mapping is not edited here")
+		}},
+		{"/mappings/new", func(t *testing.T, p *page) {
+			require.Len(t, find(p.root, byID("save")), 1)
+			require.Len(t, find(p.root, byAttr("name", "csrf_token")), 1)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path, func(t *testing.T) {
+			t.Parallel()
+			p := b.getPage(t, tc.path, nil)
+			require.Equal(t, http.StatusOK, p.status, p.raw)
+			require.Contains(t, p.header.Get("Content-Security-Policy"), "script-src 'self'")
+			require.Equal(t, "nosniff", p.header.Get("X-Content-Type-Options"))
+			tc.check(t, p)
+		})
+	}
+
+	t.Run("NotFound", func(t *testing.T) {
+		t.Parallel()
+		for _, path := range []string{"/runs/999999", "/runs/abc", "/deliveries/999999", "/mappings/nope", fmt.Sprintf("/runs/%d?attempt=7", runID)} {
+			p := b.getPage(t, path, nil)
+			require.Equal(t, http.StatusNotFound, p.status, path)
+			require.Len(t, find(p.root, byAttr("class", "error-message")), 1, path)
+		}
+	})
+}
+
+func TestPagesEscapeUserData(t *testing.T) {
+	t.Parallel()
+	b := setupWithOpts(t, setupOpts{mappings: []orchestrator.Mapping{anyMapping()}})
+	ref := `refs/heads/"><img src=x onerror=alert(1)>`
+	runID := b.pushRun(t, ref, strings.Repeat("c", 40))
+	b.finish(t, runID, "<script>alert(1)</script>\n", orchestrator.RunFailed, 1)
+
+	for _, path := range []string{"/", "/runs", fmt.Sprintf("/runs/%d", runID), "/deliveries", "/deliveries/1"} {
+		p := b.getPage(t, path, nil)
+		require.Equal(t, http.StatusOK, p.status, path)
+		require.NotContains(t, p.raw, "<img src=x", path)
+		require.NotContains(t, p.raw, "<script>alert", path)
+		require.Empty(t, find(p.root, byTag("img")), path)
+		for _, s := range find(p.root, byTag("script")) {
+			require.Equal(t, "/static/run.js", attr(s, "src"), path)
+		}
+	}
+	p := b.getPage(t, fmt.Sprintf("/runs/%d", runID), nil)
+	require.Equal(t, "<script>alert(1)</script>\n", text(p.one(t, byID("log"))), "the log is shown as text")
+	require.Contains(t, text(p.root), ref, "the ref is shown as text")
+}
+
+// form posts a browser form, without following redirects.
+func (b *testBundle) form(t *testing.T, path string, values url.Values, cookies []*http.Cookie, header map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.server.URL+path, strings.NewReader(values.Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "text/html")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := noRedirect.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// csrfFrom reads the CSRF token from a page's form.
+func csrfFrom(t *testing.T, p *page) string {
+	t.Helper()
+	fields := find(p.root, byAttr("name", "csrf_token"))
+	require.NotEmpty(t, fields, p.raw)
+	return attr(fields[0], "value")
+}
+
+func TestAdminAccess(t *testing.T) {
+	t.Parallel()
+
+	t.Run("NoTokenConfigured", func(t *testing.T) {
+		t.Parallel()
+		b := setupWithOpts(t, setupOpts{mappings: []orchestrator.Mapping{anyMapping()}})
+		runID := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
+		status, _, resp := b.request(t, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", runID), "", map[string]string{"Authorization": "Bearer anything"})
+		require.Equal(t, http.StatusForbidden, status)
+		require.Contains(t, resp["error"], "set ORCHESTRATOR_ADMIN_TOKEN")
+		status, _, _ = b.request(t, http.MethodGet, "/api/v1/runs", "", nil)
+		require.Equal(t, http.StatusOK, status, "reads stay open")
+	})
+
+	t.Run("BearerForTheAPI", func(t *testing.T) {
+		t.Parallel()
+		b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{anyMapping()}})
+		runID := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
+		path := fmt.Sprintf("/api/v1/runs/%d/cancel", runID)
+		for _, h := range []map[string]string{nil, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer " + adminToken + "x"}} {
+			status, header, resp := b.request(t, http.MethodPost, path, "", h)
+			require.Equal(t, http.StatusUnauthorized, status)
+			require.Contains(t, header.Get("WWW-Authenticate"), "Bearer")
+			require.Contains(t, resp["error"], "admin token")
+		}
+		status, _, resp := b.request(t, http.MethodPost, path, "", map[string]string{"Authorization": "Bearer " + adminToken})
+		require.Equal(t, http.StatusOK, status, "no CSRF token needed with a Bearer token: %v", resp)
+		require.Equal(t, "cancelled", resp["run"].(map[string]any)["status"])
+	})
+
+	t.Run("BrowserLoginAndCSRF", func(t *testing.T) {
+		t.Parallel()
+		b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{anyMapping()}})
+		runID := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
+		runPage := fmt.Sprintf("/runs/%d", runID)
+		action := runPage + "/cancel"
+
+		// Without credentials, a form post leads to the login form, and back to the page afterwards.
+		resp := b.form(t, action, url.Values{}, nil, map[string]string{"Referer": b.server.URL + runPage})
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		require.Equal(t, "/login?next="+url.QueryEscape(runPage), resp.Header.Get("Location"))
+
+		resp = b.form(t, "/login", url.Values{"token": {"wrong"}, "next": {runPage}}, nil, nil)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		require.Empty(t, resp.Cookies())
+
+		resp = b.form(t, "/login", url.Values{"token": {adminToken}, "next": {runPage}}, nil, nil)
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		require.Equal(t, runPage, resp.Header.Get("Location"))
+		cookies := resp.Cookies()
+		require.Len(t, cookies, 1)
+		require.True(t, cookies[0].HttpOnly)
+		require.Equal(t, http.SameSiteLaxMode, cookies[0].SameSite)
+
+		// The session alone is not enough: a form needs the page's CSRF token.
+		resp = b.form(t, action, url.Values{}, cookies, nil)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+		resp = b.form(t, action, url.Values{"csrf_token": {"forged"}}, cookies, nil)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+		p := b.getPage(t, runPage, nil, cookies...)
+		require.Len(t, find(p.root, byAttr("action", "/logout")), 1, "logged in")
+		resp = b.form(t, action, url.Values{"csrf_token": {csrfFrom(t, p)}}, cookies, nil)
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		require.Equal(t, runPage, resp.Header.Get("Location"))
+		run, err := b.store.RunGetByID(context.Background(), runID)
+		require.NoError(t, err)
+		require.Equal(t, orchestrator.RunCancelled, run.Status)
+
+		// Open redirects are refused.
+		for _, next := range []string{"//evil.example/x", "https://evil.example/", "/\\evil.example"} {
+			resp = b.form(t, "/login", url.Values{"token": {adminToken}, "next": {next}}, nil, nil)
+			require.Equal(t, "/", resp.Header.Get("Location"), next)
+		}
+	})
+
+	t.Run("BasicAuthNeedsCSRF", func(t *testing.T) {
+		t.Parallel()
+		b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{anyMapping()}})
+		runID := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
+		basic := map[string]string{"Authorization": "Basic " + basicAuth("anyone", adminToken)}
+		resp := b.form(t, fmt.Sprintf("/runs/%d/cancel", runID), url.Values{}, nil, basic)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+		p := b.getPage(t, fmt.Sprintf("/runs/%d", runID), basic)
+		resp = b.form(t, fmt.Sprintf("/runs/%d/cancel", runID), url.Values{"csrf_token": {csrfFrom(t, p)}}, nil, basic)
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	})
+
+	t.Run("ProtectReads", func(t *testing.T) {
+		t.Parallel()
+		b := setupWithOpts(t, setupOpts{adminToken: adminToken, protectReads: true, mappings: []orchestrator.Mapping{anyMapping()}})
+		b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40)) // the webhook has its own secret
+		p := b.getPage(t, "/runs", nil)
+		require.Equal(t, http.StatusSeeOther, p.status)
+		require.Equal(t, "/login?next=%2Fruns", p.header.Get("Location"))
+		status, _, _ := b.request(t, http.MethodGet, "/api/v1/runs", "", nil)
+		require.Equal(t, http.StatusUnauthorized, status)
+		status, _, resp := b.request(t, http.MethodGet, "/api/v1/runs", "", map[string]string{"Authorization": "Bearer " + adminToken})
+		require.Equal(t, http.StatusOK, status)
+		require.Len(t, resp["runs"], 1)
+		for _, open := range []string{"/healthz", "/readyz", "/login", "/static/style.css"} {
+			status, _, _ := b.request(t, http.MethodGet, open, "", nil)
+			require.Equal(t, http.StatusOK, status, open)
+		}
+	})
+}
+
+func basicAuth(user, pass string) string {
+	req, _ := http.NewRequest(http.MethodGet, "/", nil)
+	req.SetBasicAuth(user, pass)
+	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}
+
+func TestRunActionsAPI(t *testing.T) {
+	t.Parallel()
+	b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{anyMapping()}})
+	auth := map[string]string{"Authorization": "Bearer " + adminToken}
+
+	status, _, resp := b.request(t, http.MethodPost, "/api/v1/mappings/tickets/run", "", auth)
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, resp["error"], "no revision recorded yet")
+
+	runID := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
+	status, _, resp = b.request(t, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/retry", runID), "", auth)
+	require.Equal(t, http.StatusConflict, status, "a queued run is not retried")
+	require.Contains(t, resp["error"], "only a finished run can be retried")
+
+	b.finish(t, runID, "boom\n", orchestrator.RunFailed, 2)
+	for range 2 { // the webhook's deduplication does not stop deliberate re-runs
+		status, header, resp := b.request(t, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/retry", runID), "", auth)
+		require.Equal(t, http.StatusCreated, status, "%v", resp)
+		retry := resp["run"].(map[string]any)
+		require.Equal(t, "manual", retry["trigger"])
+		require.Equal(t, float64(runID), retry["retry_of"])
+		require.Equal(t, strings.Repeat("a", 40), retry["revision"])
+		require.Equal(t, "queued", retry["status"])
+		require.NotNil(t, retry["job_id"])
+		require.Equal(t, fmt.Sprintf("/api/v1/runs/%v", retry["id"]), header.Get("Location"))
+	}
+
+	b.pushRun(t, "refs/heads/dev", strings.Repeat("d", 40))
+	status, _, resp = b.request(t, http.MethodPost, "/api/v1/mappings/tickets/run", "", auth)
+	require.Equal(t, http.StatusCreated, status, "%v", resp)
+	latest := resp["run"].(map[string]any)
+	require.Equal(t, strings.Repeat("d", 40), latest["revision"], "the newest recorded revision")
+	require.Equal(t, "refs/heads/dev", latest["ref"])
+	require.Nil(t, latest["retry_of"])
+
+	id := int64(latest["id"].(float64))
+	status, _, resp = b.request(t, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", id), "", auth)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, "cancelled", resp["run"].(map[string]any)["status"])
+	var jobState string
+	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT state FROM river_job WHERE id = $1`, int64(resp["run"].(map[string]any)["job_id"].(float64))).Scan(&jobState))
+	require.Equal(t, "cancelled", jobState)
+	status, _, resp = b.request(t, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", id), "", auth)
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, resp["error"], "already cancelled")
+
+	status, _, _ = b.request(t, http.MethodPost, "/api/v1/runs/999999/retry", "", auth)
+	require.Equal(t, http.StatusNotFound, status)
+}
+
+func TestMappingsAPI(t *testing.T) {
+	t.Parallel()
+	b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{anyMapping()}})
+	auth := map[string]string{"Authorization": "Bearer " + adminToken}
+	body := `{"name":"faces","dataset":"acme/faces","refs":["refs/heads/main","refs/tags/v*"],
+		"command":["python","train.py","--revision","${DATASET_REVISION}"],"env":{"WANDB_MODE":"offline"},"timeout":"90m","max_attempts":3}`
+
+	status, header, resp := b.request(t, http.MethodPost, "/api/v1/mappings", body, auth)
+	require.Equal(t, http.StatusCreated, status, "%v", resp)
+	require.Equal(t, "/api/v1/mappings/faces", header.Get("Location"))
+	m := resp["mapping"].(map[string]any)
+	require.Equal(t, "1h30m0s", m["timeout"])
+	require.Equal(t, "api", m["source"])
+	require.Equal(t, true, m["enabled"])
+
+	status, _, resp = b.request(t, http.MethodPost, "/api/v1/mappings", body, auth)
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, resp["error"], `mapping "faces" exists already`)
+
+	invalid := []struct{ body, want string }{
+		{`{"name":"x","dataset":"a/b","command":[]}`, "command must be a non-empty list"},
+		{`{"name":"x","dataset":"a/b","command":["t"],"timeout":"soon"}`, `timeout "soon" is not a duration`},
+		{`{"name":"x","dataset":"a/b","command":["t"],"refs":["main"]}`, `ref "main" must start with refs/`},
+		{`{"name":"x y","dataset":"a/b","command":["t"]}`, `name "x y" must be`},
+		{`{"name":"x","dataset":"a/b","comand":["t"]}`, `unknown field "comand"`},
+		{`{"name":"x","dataset":"a/b","command":"python train.py"}`, `field "command" has the wrong type`},
+		{`not json`, "invalid JSON body"},
+		{``, "empty body"},
+	}
+	for _, tc := range invalid {
+		status, _, resp := b.request(t, http.MethodPost, "/api/v1/mappings", tc.body, auth)
+		require.Equal(t, http.StatusBadRequest, status, tc.body)
+		require.Contains(t, resp["error"], tc.want, tc.body)
+	}
+
+	status, _, resp = b.request(t, http.MethodPut, "/api/v1/mappings/faces",
+		`{"dataset":"acme/faces-v2","command":["python","train.py"]}`, auth)
+	require.Equal(t, http.StatusOK, status, "%v", resp)
+	m = resp["mapping"].(map[string]any)
+	require.Equal(t, "acme/faces-v2", m["dataset"])
+	require.Equal(t, []any{"refs/heads/main"}, m["refs"], "a PUT replaces: omitted settings take their defaults")
+
+	status, _, resp = b.request(t, http.MethodPut, "/api/v1/mappings/tickets", `{"dataset":"x/y","command":["t"]}`, auth)
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, resp["error"], "declared in the configuration file")
+	status, _, _ = b.request(t, http.MethodDelete, "/api/v1/mappings/tickets", "", auth)
+	require.Equal(t, http.StatusConflict, status)
+
+	status, _, resp = b.request(t, http.MethodDelete, "/api/v1/mappings/faces", "", auth)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, false, resp["mapping"].(map[string]any)["enabled"])
+
+	status, _, resp = b.request(t, http.MethodGet, "/api/v1/mappings/faces", "", nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, false, resp["mapping"].(map[string]any)["enabled"])
+	status, _, _ = b.request(t, http.MethodGet, "/api/v1/mappings/nope", "", nil)
+	require.Equal(t, http.StatusNotFound, status)
+	status, _, _ = b.request(t, http.MethodPost, "/api/v1/mappings", body, nil)
+	require.Equal(t, http.StatusUnauthorized, status)
+
+	status, _, resp = b.request(t, http.MethodGet, "/api/v1/mappings", "", nil)
+	require.Equal(t, http.StatusOK, status)
+	var names []string
+	for _, m := range resp["mappings"].([]any) {
+		names = append(names, m.(map[string]any)["name"].(string))
+	}
+	require.Equal(t, []string{"faces", "tickets"}, names)
+}
+
+func TestMappingForm(t *testing.T) {
+	t.Parallel()
+	b := setupWithOpts(t, setupOpts{adminToken: adminToken})
+	auth := map[string]string{"Authorization": "Basic " + basicAuth("me", adminToken)}
+	csrf := csrfFrom(t, b.getPage(t, "/mappings/new", auth))
+
+	resp := b.form(t, "/mappings", url.Values{"csrf_token": {csrf}, "name": {"faces"}, "dataset": {"acme/faces"},
+		"refs": {"refs/heads/main\nrefs/tags/*"}, "command": {"sh\n-c\necho \"training $1\"\nsh\n${DATASET_REVISION}"},
+		"env": {"WANDB_MODE=offline"}, "timeout": {"45m"}, "max_attempts": {"1"}}, nil, auth)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/mappings/faces", resp.Header.Get("Location"))
+	m, err := b.store.MappingGetByName(context.Background(), "faces")
+	require.NoError(t, err)
+	require.Equal(t, []string{"sh", "-c", `echo "training $1"`, "sh", "${DATASET_REVISION}"}, m.Command, "one argument per line, spaces kept")
+	require.Equal(t, []string{"refs/heads/main", "refs/tags/*"}, m.Refs)
+	require.Equal(t, map[string]string{"WANDB_MODE": "offline"}, m.Env)
+
+	// A bad form comes back with the problem and what was typed.
+	resp2 := b.form(t, "/mappings", url.Values{"csrf_token": {csrf}, "name": {"bad"}, "dataset": {"acme/x"}, "command": {""}}, nil, auth)
+	require.Equal(t, http.StatusBadRequest, resp2.StatusCode)
+
+	p := b.getPage(t, "/mappings/faces", auth)
+	require.Len(t, find(p.root, byID("save")), 1, "an API mapping is edited here")
+	resp = b.form(t, "/mappings/faces", url.Values{"csrf_token": {csrfFrom(t, p)}, "dataset": {"acme/faces2"}, "command": {"true"}}, nil, auth)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	m, err = b.store.MappingGetByName(context.Background(), "faces")
+	require.NoError(t, err)
+	require.Equal(t, "acme/faces2", m.Dataset)
+
+	resp = b.form(t, "/mappings/faces/disable", url.Values{"csrf_token": {csrf}}, nil, auth)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	m, err = b.store.MappingGetByName(context.Background(), "faces")
+	require.NoError(t, err)
+	require.False(t, m.Enabled)
+}
