@@ -40,6 +40,9 @@ type WorkerConfig struct {
 	LogLimit int
 	// LogFlushInterval is how often output is written to the database. Defaults to LogFlushIntervalDefault.
 	LogFlushInterval time.Duration
+	// HeartbeatInterval is how often a running attempt tells the database its worker is alive. Defaults to
+	// HeartbeatIntervalDefault.
+	HeartbeatInterval time.Duration
 	// BaseEnv is the environment every command starts from. Defaults to the orchestrator's own environment
 	// without its secrets (see ScrubbedEnv).
 	BaseEnv []string
@@ -58,6 +61,9 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 	if c.LogFlushInterval == 0 {
 		c.LogFlushInterval = LogFlushIntervalDefault
 	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = HeartbeatIntervalDefault
+	}
 	if c.BaseEnv == nil {
 		c.BaseEnv = ScrubbedEnv(os.Environ())
 	}
@@ -66,6 +72,9 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 	}
 	return c
 }
+
+// HeartbeatIntervalDefault is how often a running attempt's worker records that it is alive.
+const HeartbeatIntervalDefault = 10 * time.Second
 
 // SecretEnv lists the orchestrator's own secrets, which a training command never sees.
 var SecretEnv = []string{
@@ -147,10 +156,22 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 
 	logger.InfoContext(ctx, "starting command", "mapping", mapping.Name, "revision", run.Revision)
 	output := newLogWriter(w.store, logger, run.ID, job.Attempt, w.cfg.LogLimit, w.cfg.LogFlushInterval)
-	res := RunCommand(ctx, Command{
+	cmdCtx, stopCmd := context.WithCancelCause(ctx)
+	defer stopCmd(nil)
+	heartbeatDone := w.heartbeat(cmdCtx, logger, run.ID, job.Attempt, stopCmd)
+	res := RunCommand(cmdCtx, Command{
 		Argv: argv, Dir: mapping.Workdir, Env: env, Timeout: mapping.Timeout, KillGrace: w.cfg.KillGrace, Output: output,
 	})
+	stopCmd(nil)
+	<-heartbeatDone
 	output.Close()
+
+	if errors.Is(context.Cause(cmdCtx), errAttemptTakenOver) && ctx.Err() == nil {
+		// The reaper gave the job to another worker while this one could not reach the database: the attempt
+		// is closed already, and its result belongs to nobody.
+		logger.WarnContext(ctx, "attempt was closed by the reaper; stopped the command", "result", res.Describe())
+		return nil
+	}
 
 	if res.ExitCode >= 0 {
 		finish.ExitCode = &res.ExitCode
@@ -183,6 +204,37 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		return fmt.Errorf("record result (%s): %w", res.Describe(), err)
 	}
 	return retErr
+}
+
+// errAttemptTakenOver stops a command whose attempt the reaper closed.
+var errAttemptTakenOver = errors.New("the attempt was closed while its command ran")
+
+// heartbeat records every HeartbeatInterval that the attempt's worker is alive, until ctx is done. When the
+// attempt turns out to be closed (the reaper decided this process was dead), it stops the command through stop.
+func (w *RetrainWorker) heartbeat(ctx context.Context, logger *slog.Logger, runID int64, attempt int, stop context.CancelCauseFunc) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ticker := time.NewTicker(w.cfg.HeartbeatInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				alive, err := w.store.RunAttemptHeartbeat(ctx, runID, attempt)
+				if err != nil {
+					logger.WarnContext(ctx, "could not record heartbeat", "error", err)
+					continue
+				}
+				if !alive {
+					stop(errAttemptTakenOver)
+					return
+				}
+			}
+		}
+	}()
+	return done
 }
 
 // RunEnv returns the environment of a run's command: base, then the mapping's env, then the run's own

@@ -35,6 +35,11 @@ type Config struct {
 	MaxWorkers    int           // --max-workers, ORCHESTRATOR_MAX_WORKERS
 	KillGrace     time.Duration // --kill-grace, ORCHESTRATOR_KILL_GRACE
 	LogFormat     string        // --log-format, ORCHESTRATOR_LOG_FORMAT: text or json
+	// HeartbeatInterval (ORCHESTRATOR_HEARTBEAT_INTERVAL) is how often a running attempt records that its
+	// process is alive; OrphanAfter (ORCHESTRATOR_ORPHAN_AFTER) is how long without one before the run is
+	// handed to another worker.
+	HeartbeatInterval time.Duration
+	OrphanAfter       time.Duration
 }
 
 // parseConfig reads flags, with environment variables as their defaults.
@@ -74,6 +79,12 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if killGrace, err = time.ParseDuration(env("ORCHESTRATOR_KILL_GRACE", jobs.KillGraceDefault.String())); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_KILL_GRACE: %w", err)
 	}
+	if c.HeartbeatInterval, err = time.ParseDuration(env("ORCHESTRATOR_HEARTBEAT_INTERVAL", jobs.HeartbeatIntervalDefault.String())); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_HEARTBEAT_INTERVAL: %w", err)
+	}
+	if c.OrphanAfter, err = time.ParseDuration(env("ORCHESTRATOR_ORPHAN_AFTER", jobs.OrphanAfterDefault.String())); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER: %w", err)
+	}
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", maxBody, "largest webhook body accepted (ORCHESTRATOR_MAX_BODY_BYTES)")
 	workers := fs.Int("max-workers", int(maxWorkers), "commands run at once by this process (ORCHESTRATOR_MAX_WORKERS)")
 	fs.DurationVar(&c.KillGrace, "kill-grace", killGrace, "time between SIGTERM and SIGKILL when a command is stopped (ORCHESTRATOR_KILL_GRACE)")
@@ -100,6 +111,8 @@ func (c *Config) validate() error {
 		return errors.New("--kill-grace must be positive")
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	case c.HeartbeatInterval <= 0 || c.OrphanAfter < 3*c.HeartbeatInterval:
+		return fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER (%s) must be at least three ORCHESTRATOR_HEARTBEAT_INTERVALs (%s)", c.OrphanAfter, c.HeartbeatInterval)
 	case c.ProtectReads && c.AdminToken == "":
 		return errors.New("ORCHESTRATOR_PROTECT_READS needs ORCHESTRATOR_ADMIN_TOKEN: set a token, or nobody could read the pages")
 	case c.DatabaseURL == "" && c.DataDir == "":

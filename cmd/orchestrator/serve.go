@@ -126,7 +126,9 @@ func (m *Main) Run(ctx context.Context) error {
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers:     m.Config.MaxWorkers,
 		LongestTimeout: longest,
-		Worker:         jobs.WorkerConfig{KillGrace: m.Config.KillGrace, Logger: m.Logger},
+		Worker:         jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval, Logger: m.Logger},
+		OrphanAfter:    m.Config.OrphanAfter,
+		ReapInterval:   m.Config.OrphanAfter / 2,
 		Logger:         m.Logger,
 	})
 	if err != nil {

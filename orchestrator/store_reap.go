@@ -1,0 +1,121 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// RunAttemptHeartbeat records that the worker running an attempt is alive. It returns false when the attempt
+// is no longer running (the reaper closed it because the heartbeat had stopped, or the run was finished by
+// someone else): the worker must then stop its command, since the run may be executing elsewhere.
+func (s *Store) RunAttemptHeartbeat(ctx context.Context, runID int64, attempt int) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE run_attempts SET heartbeat_at = now()
+		WHERE run_id = $1 AND attempt = $2 AND finished_at IS NULL`, runID, attempt)
+	if err != nil {
+		return true, dbError(err, "heartbeat")
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ReapedRun is a run whose worker stopped sending heartbeats, and what became of it.
+type ReapedRun struct {
+	RunID   int64
+	Attempt int
+	Status  RunStatus // retrying when its job was handed back to the queue, failed when it had no attempt left
+}
+
+// RunReapOrphans finds running attempts whose heartbeat is older than silence: their process died (SIGKILL, a
+// lost machine) without finishing them. Each is closed as interrupted; its queue job is made available again
+// when it has attempts left, so another worker picks it up at once, and discarded otherwise, failing the run.
+// It is safe to run from several processes at once: each orphan is handled once, under row locks.
+func (s *Store) RunReapOrphans(ctx context.Context, silence time.Duration) ([]ReapedRun, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT r.id FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = r.attempt
+		WHERE r.status = 'running' AND a.finished_at IS NULL AND a.heartbeat_at < now() - $1::interval`,
+		silence)
+	if err != nil {
+		return nil, dbError(err, "find orphaned runs")
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, dbError(err, "find orphaned runs")
+	}
+	var reaped []ReapedRun
+	for _, id := range ids {
+		r, err := s.reapOne(ctx, id, silence)
+		if err != nil {
+			return reaped, err
+		}
+		if r != nil {
+			reaped = append(reaped, *r)
+		}
+	}
+	return reaped, nil
+}
+
+func (s *Store) reapOne(ctx context.Context, runID int64, silence time.Duration) (*ReapedRun, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, dbError(err, "begin reap")
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+
+	// Check again under lock: the worker may have finished, or another reaper got here first.
+	var attempt int
+	var jobID *int64
+	var heartbeat time.Time
+	err = tx.QueryRow(ctx, `
+		SELECT r.attempt, r.job_id, a.heartbeat_at
+		FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = r.attempt
+		WHERE r.id = $1 AND r.status = 'running' AND a.finished_at IS NULL AND a.heartbeat_at < now() - $2::interval
+		FOR UPDATE OF r, a SKIP LOCKED`, runID, silence).Scan(&attempt, &jobID, &heartbeat)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, dbError(err, "lock orphaned run")
+	}
+
+	msg := fmt.Sprintf("interrupted: the process running it stopped (no heartbeat since %s)", heartbeat.UTC().Format(time.RFC3339))
+	status := RunFailed
+	if jobID != nil {
+		// Hand the job back: River's rescuer would do the same, but only after its rescue delay, which must
+		// stay above the longest timeout.
+		var jobAttempt, jobMax int
+		var state string
+		err := tx.QueryRow(ctx, `SELECT attempt, max_attempts, state FROM river_job WHERE id = $1 FOR UPDATE`, *jobID).
+			Scan(&jobAttempt, &jobMax, &state)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return nil, dbError(err, "lock orphaned job")
+		case state == "running" && jobAttempt < jobMax:
+			status = RunRetrying
+			_, err = tx.Exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now() WHERE id = $1`, *jobID)
+		case state == "running":
+			_, err = tx.Exec(ctx, `UPDATE river_job SET state = 'discarded', finalized_at = now() WHERE id = $1`, *jobID)
+		case state == "available" || state == "retryable" || state == "scheduled":
+			status = RunRetrying // River rescued it already
+		}
+		if err != nil {
+			return nil, dbError(err, "hand back orphaned job")
+		}
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue(`UPDATE run_attempts SET status = 'interrupted', error = $3, finished_at = now()
+		WHERE run_id = $1 AND attempt = $2`, runID, attempt, msg)
+	batch.Queue(`UPDATE runs SET status = $2, error = $3, updated_at = now(),
+		finished_at = CASE WHEN $2 = 'failed' THEN now() END WHERE id = $1`, runID, string(status), msg)
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, dbError(err, "close orphaned attempt")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, dbError(err, "commit reap")
+	}
+	return &ReapedRun{RunID: runID, Attempt: attempt, Status: status}, nil
+}
