@@ -5,6 +5,8 @@
 //	orchestrator serve [flags]    run the webhook server, the status pages and the workers
 //	orchestrator migrate [flags]  apply the database schema and exit
 //	orchestrator healthcheck      exit 0 when the local server is ready (for container health checks)
+//	orchestrator runs ...         list, show, retry and cancel runs on a running server
+//	orchestrator mappings ...     list, show, add and disable mappings on a running server
 package main
 
 import (
@@ -29,9 +31,12 @@ Usage:
   orchestrator serve [flags]     run the webhook server, status pages and workers
   orchestrator migrate [flags]   apply the database schema and exit
   orchestrator healthcheck       exit 0 when the server on ORCHESTRATOR_ADDR is ready
+  orchestrator runs <cmd>        list, show, retry and cancel runs on a running server
+  orchestrator mappings <cmd>    list, show, add and disable mappings on a running server
   orchestrator help              show this text
 
-Run "orchestrator <command> -h" for the flags of a command.
+Run "orchestrator <command> -h" for the flags of a command. runs and mappings talk to the server at
+ORCHESTRATOR_URL (default http://127.0.0.1:8080) with the admin token in ORCHESTRATOR_ADMIN_TOKEN.
 `
 
 // run executes one subcommand and returns the process exit code.
@@ -48,6 +53,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runMigrate(ctx, args[1:], getenv, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, args[1:], getenv, stderr)
+	case "runs":
+		err = runRuns(ctx, args[1:], getenv, stdout, stderr)
+	case "mappings":
+		err = runMappings(ctx, args[1:], getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
