@@ -4,6 +4,9 @@
 # A development secret for `make run`; set your own to match the webhook's settings on Hugging Face.
 HUGGINGFACE_WEBHOOK_SECRET ?= dev-secret-change-me
 export HUGGINGFACE_WEBHOOK_SECRET
+# A development admin token for `make run`'s buttons and forms (log in with it); set your own in production.
+ORCHESTRATOR_ADMIN_TOKEN ?= dev-admin-token
+export ORCHESTRATOR_ADMIN_TOKEN
 
 # As root the embedded PostgreSQL runs as the `postgres` user, which cannot enter a home directory of mode 0700:
 # keep its data under /var/lib then.
