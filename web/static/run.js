@@ -28,7 +28,7 @@
         return resp.json();
       })
       .then(function (run) {
-        var attempt = String(run.attempts.length ? run.attempts[run.attempts.length - 1].attempt : "");
+        var attempt = String(run.attempts.length ? run.attempts[run.attempts.length - 1].attempt : 0);
         if (run.status === "succeeded" || run.status === "failed" || run.status === "cancelled" ||
             (!pinned && attempt !== shownAttempt)) {
           window.location.reload();

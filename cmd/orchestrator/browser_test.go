@@ -1,0 +1,378 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+)
+
+const (
+	browserAdminToken = "browser-token"
+	// hostileRef is a branch name that is also HTML: the pages must show it as text.
+	hostileRef = `refs/heads/"><img src=x onerror=alert(1)>`
+	// hostileOutput is what the flaky command prints before it fails: the run page must show it as text.
+	hostileOutput = "<script>alert(1)</script>"
+)
+
+// TestBrowser drives the pages in a real headless Chromium against the whole orchestrator started in-process:
+// the dashboard, a failed run whose ref and output are hostile HTML, the login a retry leads to, the retry
+// itself followed live to success, and the cancel of a long run. Set UPDATE_SCREENSHOTS=1 to also write the
+// screenshots to docs/.
+func TestBrowser(t *testing.T) {
+	t.Parallel()
+	chrome := findChromium(t)
+
+	dir := t.TempDir()
+	sleepMark := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
+	// flaky fails with hostile output on its first run and succeeds on the next; long runs until cancelled, and
+	// its process is found by the mark in its environment.
+	flakyScript := `if [ -e "$MARKER" ]; then echo ok; else touch "$MARKER"; echo '` + hostileOutput + `'; exit 2; fi`
+	cfgPath := writeConfig(t, dir, `
+mappings:
+  - name: flaky
+    dataset: acme/x
+    refs: ["refs/heads/*"]
+    command: `+yamlValue(t, []string{"sh", "-c", flakyScript})+`
+    env: `+yamlValue(t, map[string]string{"MARKER": filepath.Join(dir, "ran-once")})+`
+    max_attempts: 1
+  - name: long
+    dataset: acme/long
+    command: ["sleep", "600"]
+    env: `+yamlValue(t, map[string]string{"BROWSER_TEST_SLEEP": sleepMark})+`
+    max_attempts: 1
+`)
+	dbURL, _ := dbtest.NewSchema(t)
+	m := &Main{
+		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: dbURL, WebhookSecret: e2eSecret,
+			AdminToken: browserAdminToken, MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, LogFormat: "text"},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	}
+	require.NoError(t, m.Run(context.Background()))
+	t.Cleanup(func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		require.NoError(t, m.Close(closeCtx))
+	})
+	base := "http://" + m.Addr()
+
+	// The deliveries: a failing command on a hostile branch name, and a long one.
+	matched, err := path.Match("refs/heads/*", hostileRef)
+	require.NoError(t, err)
+	require.True(t, matched, "the mapping watches the hostile ref")
+	failedID := deliveredRun(t, postDelivery(t, base, refDelivery(t, "acme/x", hostileRef, strings.Repeat("a", 40))))
+	longID := deliveredRun(t, postDelivery(t, base, refDelivery(t, "acme/long", "refs/heads/main", strings.Repeat("b", 40))))
+	failed := waitRun(t, base, failedID, "failed")
+	require.Contains(t, failed.Log, hostileOutput)
+
+	ctx, dialogs, consoleErrors := startBrowser(t, chrome)
+	noDialog := func() {
+		t.Helper()
+		require.Empty(t, dialogs(), "a JavaScript dialog opened: page content ran as script")
+	}
+
+	// The dashboard: a row per mapping, statuses as words.
+	browse(t, ctx, chromedp.Navigate(base+"/"))
+	require.Equal(t, "flaky", text(t, ctx, `#mappings tr[data-mapping="flaky"] td:first-child`))
+	require.Equal(t, "acme/x", text(t, ctx, `#mappings tr[data-mapping="flaky"] td:nth-child(2)`))
+	require.Equal(t, "failed", text(t, ctx, `#mappings tr[data-mapping="flaky"] td.latest`))
+	require.Equal(t, "long", text(t, ctx, `#mappings tr[data-mapping="long"] td:first-child`))
+	require.Contains(t, []string{"queued", "running"}, text(t, ctx, `#mappings tr[data-mapping="long"] td.latest`))
+	require.Zero(t, count(t, ctx, "main img"), "the hostile ref became an element")
+	saveScreenshot(t, ctx, "dashboard.png")
+	noDialog()
+
+	// The failed run: hostile output and ref shown as text.
+	loc := clickAndLoad(t, ctx, `#mappings tr[data-mapping="flaky"] td.latest a`)
+	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, failedID), loc)
+	require.Equal(t, "failed", text(t, ctx, "#run .status"))
+	require.Contains(t, text(t, ctx, "#log"), hostileOutput)
+	require.Zero(t, count(t, ctx, "#log script"), "the output became a script element")
+	require.Contains(t, text(t, ctx, "main"), hostileRef)
+	require.Zero(t, count(t, ctx, "main img"), "the ref became an img element")
+	noDialog()
+
+	// Retry without a session: the login form, then back to the run, then the retry.
+	loc = clickAndLoad(t, ctx, "#retry")
+	login, err := url.Parse(loc)
+	require.NoError(t, err)
+	require.Equal(t, "/login", login.Path, "retry without a session goes to the login form, not %s", loc)
+	require.Equal(t, fmt.Sprintf("/runs/%d", failedID), login.Query().Get("next"))
+	browse(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), browserAdminToken))
+	loc = clickAndLoad(t, ctx, "#login")
+	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, failedID), loc, "the login leads back to the run")
+	loc = clickAndLoad(t, ctx, "#retry")
+	match := regexp.MustCompile(`^` + regexp.QuoteMeta(base) + `/runs/(\d+)$`).FindStringSubmatch(loc)
+	require.NotNil(t, match, "the retry leads to the new run's page, not %s", loc)
+	retryID, err := strconv.ParseInt(match[1], 10, 64)
+	require.NoError(t, err)
+	require.NotEqual(t, failedID, retryID)
+	waitStatus(t, ctx, "succeeded")
+	require.Contains(t, text(t, ctx, "#log"), "ok")
+	require.Contains(t, text(t, ctx, "#run dl.facts"), fmt.Sprintf("retry of run #%d", failedID))
+	saveScreenshot(t, ctx, "run.png")
+	var retried struct {
+		Status  string `json:"status"`
+		RetryOf *int64 `json:"retry_of"`
+	}
+	getJSON(t, fmt.Sprintf("%s/api/v1/runs/%d", base, retryID), &retried)
+	require.Equal(t, "succeeded", retried.Status)
+	require.NotNil(t, retried.RetryOf)
+	require.Equal(t, failedID, *retried.RetryOf)
+	noDialog()
+
+	// Cancel the long run from its page; the page follows it to the end.
+	browse(t, ctx, chromedp.Navigate(fmt.Sprintf("%s/runs/%d", base, longID)))
+	waitStatus(t, ctx, "running")
+	require.Eventually(t, func() bool { return len(processesWithEnv(t, "BROWSER_TEST_SLEEP="+sleepMark)) == 1 },
+		5*time.Second, 20*time.Millisecond, "the long run's sleep is not running")
+	loc = clickAndLoad(t, ctx, "#cancel")
+	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, longID), loc)
+	waitStatus(t, ctx, "cancelled")
+	require.Equal(t, "signal SIGTERM", text(t, ctx, "#run-exit"))
+	require.Equal(t, 1, count(t, ctx, "#retry"), "a finished run offers a retry")
+	require.Zero(t, count(t, ctx, "#cancel"))
+	var cancelled struct {
+		Status string `json:"status"`
+		Signal string `json:"signal"`
+	}
+	getJSON(t, fmt.Sprintf("%s/api/v1/runs/%d", base, longID), &cancelled)
+	require.Equal(t, "cancelled", cancelled.Status)
+	require.Equal(t, "SIGTERM", cancelled.Signal)
+	require.Empty(t, processesWithEnv(t, "BROWSER_TEST_SLEEP="+sleepMark), "the sleep outlived its cancelled run")
+	noDialog()
+	require.Empty(t, consoleErrors(), "errors in the browser console")
+
+	// Every page forbids inline script.
+	for _, p := range []string{"/", fmt.Sprintf("/runs/%d", failedID), "/login", "/runs"} {
+		resp, err := http.Get(base + p)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, p)
+		csp := resp.Header.Get("Content-Security-Policy")
+		require.Contains(t, csp, "script-src 'self'", p)
+		require.NotContains(t, csp, "unsafe-inline", p)
+	}
+}
+
+// findChromium returns the browser to drive, and fails the test when there is none.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("TestBrowser needs Chromium, and none of chromium, chromium-browser or google-chrome is on PATH: " +
+		"install it with `apt-get install -y chromium` (Debian/Ubuntu), or run `bash .ci/deps` as root")
+	return ""
+}
+
+// startBrowser starts a headless Chromium with a fresh profile that stays off the network, and returns the
+// context of its tab (bounded, so that a hung page fails the test) and funcs that return the JavaScript dialogs
+// and the console errors seen so far. Dialogs are dismissed so that the test goes on to report them.
+func startBrowser(t *testing.T, chrome string) (context.Context, func() []string, func() []string) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	// The first action starts the browser and binds it to browserCtx, which has no deadline.
+	require.NoError(t, chromedp.Do(browserCtx), "start %s", chrome)
+
+	var mu sync.Mutex
+	var dialogs, consoleErrors []string
+	dialogEvents := chromedp.Events(browserCtx, page.JavascriptDialogOpening)
+	messages := chromedp.Console(browserCtx)
+	go func() {
+		for ev, err := range dialogEvents {
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			dialogs = append(dialogs, fmt.Sprintf("%s dialog on %s: %q", ev.Type, ev.URL, ev.Message))
+			mu.Unlock()
+			_, _ = chromedp.Call(browserCtx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
+		}
+	}()
+	go func() {
+		for msg, err := range messages {
+			if err != nil {
+				return
+			}
+			// The pages have no icon: the browser's request for one is answered 404, which is fine.
+			if (msg.IsException() || msg.Type == chromedp.ConsoleError) && !strings.HasSuffix(msg.URL, "/favicon.ico") {
+				mu.Lock()
+				consoleErrors = append(consoleErrors, fmt.Sprintf("%s: %s", msg.URL, msg))
+				mu.Unlock()
+			}
+		}
+	}()
+	snapshot := func(s *[]string) func() []string {
+		return func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]string(nil), *s...)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(browserCtx, 40*time.Second)
+	t.Cleanup(cancel)
+	return ctx, snapshot(&dialogs), snapshot(&consoleErrors)
+}
+
+// browse runs actions in the tab.
+func browse(t *testing.T, ctx context.Context, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	require.NoError(t, chromedp.Do(ctx, actions...))
+}
+
+// text returns the visible text of the first element that matches the CSS selector.
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	require.NoError(t, err, "text of %s", sel)
+	return strings.TrimSpace(s)
+}
+
+// count returns how many elements match the CSS selector.
+func count(t *testing.T, ctx context.Context, sel string) int {
+	t.Helper()
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", sel)))
+	require.NoError(t, err, "count %s", sel)
+	return n
+}
+
+// clickAndLoad clicks the element and waits for the page it leads to; it returns that page's URL.
+func clickAndLoad(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.WaitEvent(page.LoadEventFired, nil, chromedp.Click(chromedp.CSS(sel))))
+	require.NoError(t, err, "click %s", sel)
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	require.NoError(t, err)
+	return loc
+}
+
+// waitStatus waits until the run page shows the status, without reloading: the page updates itself.
+func waitStatus(t *testing.T, ctx context.Context, want string) {
+	t.Helper()
+	const expr = `(function () { var s = document.querySelector("#run .status"); return s ? s.textContent : ""; })()`
+	deadline := time.Now().Add(20 * time.Second)
+	var got string
+	var err error
+	for time.Now().Before(deadline) {
+		evalCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		got, err = chromedp.Run(evalCtx, chromedp.Evaluate[string](expr))
+		cancel()
+		if err == nil && strings.TrimSpace(got) == want {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the run page never showed %q: it shows %q (last error: %v)", want, got, err)
+}
+
+// saveScreenshot saves a full-page PNG of the tab in the test's temporary directory, and also in docs/ when
+// UPDATE_SCREENSHOTS=1.
+func saveScreenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG
+	require.NoError(t, err, "screenshot %s", name)
+	require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), name), png, 0o644))
+	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
+		docs := filepath.Join("..", "..", "docs")
+		require.NoError(t, os.MkdirAll(docs, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(docs, name), png, 0o644))
+		t.Logf("wrote %s", filepath.Join(docs, name))
+	}
+}
+
+// refDelivery is a delivery of one new commit on one ref of a dataset.
+func refDelivery(t *testing.T, dataset, ref, sha string) string {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{
+		"event":       map[string]string{"scope": "repo.content", "action": "update"},
+		"repo":        map[string]string{"type": "dataset", "name": dataset, "id": "66a1f0c2b9e4d3a1f2c3d4e5"},
+		"updatedRefs": []map[string]any{{"ref": ref, "oldSha": nil, "newSha": sha}},
+	})
+	require.NoError(t, err)
+	return string(body)
+}
+
+// deliveredRun returns the one run a delivery queued.
+func deliveredRun(t *testing.T, answer map[string]any) int64 {
+	t.Helper()
+	runs, _ := answer["runs"].([]any)
+	require.Len(t, runs, 1, "answer: %v", answer)
+	return int64(runs[0].(float64))
+}
+
+// yamlValue writes v as a YAML flow value (JSON is YAML).
+func yamlValue(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, u)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
+}
+
+// processesWithEnv returns the pids of the processes whose environment holds the KEY=VALUE entry.
+func processesWithEnv(t *testing.T, entry string) []int {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/environ")
+	require.NoError(t, err)
+	var pids []int
+	for _, p := range procs {
+		env, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone meanwhile, or not ours
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == entry {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
