@@ -194,6 +194,7 @@ type DeliveryRecord struct {
 	RepoID     string      `json:"repo_id"`
 	WebhookID  string      `json:"webhook_id"`
 	RemoteAddr string      `json:"remote_addr"`
+	Secret     string      `json:"secret"`
 	Refs       []RefUpdate `json:"refs"`
 	Decisions  []Decision  `json:"decisions"`
 }

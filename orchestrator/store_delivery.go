@@ -13,7 +13,14 @@ type DeliveryInsertParams struct {
 	Delivery   *Delivery
 	Source     string // DeliverySourceWebhook when empty
 	RemoteAddr string
+	Secret     string // which webhook secret matched: SecretCurrent (when empty) or SecretPrevious
 }
+
+// Webhook secrets a delivery may have been authenticated with.
+const (
+	SecretCurrent  = "current"  // HUGGINGFACE_WEBHOOK_SECRET
+	SecretPrevious = "previous" // HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS, accepted during a rotation
+)
 
 // DeliveryInsertResult is what recording a delivery did.
 type DeliveryInsertResult struct {
@@ -47,6 +54,10 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 	if source == "" {
 		source = DeliverySourceWebhook
 	}
+	secret := p.Secret
+	if secret == "" {
+		secret = SecretCurrent
+	}
 
 	// 1. Decide against the enabled mappings. Reading them outside the transaction is fine: a mapping
 	// enabled a moment later would not have seen this delivery either.
@@ -73,8 +84,8 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 	res := &DeliveryInsertResult{Decisions: decisions}
 	err = tx.QueryRow(ctx, `
 		WITH d AS (
-			INSERT INTO deliveries (source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			INSERT INTO deliveries (source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $13)
 			RETURNING id, received_at
 		), r AS (
 			INSERT INTO delivery_refs (delivery_id, position, ref, old_sha, new_sha)
@@ -83,7 +94,7 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 		)
 		SELECT id, received_at FROM d`,
 		source, d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID, p.RemoteAddr, d.Raw,
-		refs, olds, news,
+		refs, olds, news, secret,
 	).Scan(&res.DeliveryID, &res.ReceivedAt)
 	if err != nil {
 		return nil, fmt.Errorf("insert delivery: %w", err)
@@ -247,7 +258,7 @@ func (s *Store) DeliveryList(ctx context.Context, p DeliveryListParams) ([]Deliv
 	limit := clampLimit(p.Limit, DeliveryListLimitDefault, DeliveryListLimitMax)
 	rows, err := s.pool.Query(ctx, `
 		SELECT d.id, d.received_at, d.source, d.scope || '.' || d.action, d.repo_type, d.repo_name, d.repo_id,
-			d.webhook_id, d.remote_addr,
+			d.webhook_id, d.remote_addr, d.secret,
 			coalesce((SELECT json_agg(json_build_object('ref', r.ref, 'old_sha', r.old_sha, 'new_sha', r.new_sha)
 				ORDER BY r.position) FROM delivery_refs r WHERE r.delivery_id = d.id), '[]'),
 			coalesce((SELECT json_agg(json_build_object('mapping', m.name, 'ref', x.ref, 'revision', x.new_sha,
@@ -263,7 +274,7 @@ func (s *Store) DeliveryList(ctx context.Context, p DeliveryListParams) ([]Deliv
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeliveryRecord, error) {
 		var r DeliveryRecord
 		err := row.Scan(&r.ID, &r.ReceivedAt, &r.Source, &r.Event, &r.RepoType, &r.RepoName, &r.RepoID,
-			&r.WebhookID, &r.RemoteAddr, &r.Refs, &r.Decisions)
+			&r.WebhookID, &r.RemoteAddr, &r.Secret, &r.Refs, &r.Decisions)
 		return r, err
 	})
 	if err != nil {

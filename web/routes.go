@@ -50,6 +50,7 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/api/v1/deliveries", s.handle(s.handleAPIDeliveryList))
 		r.Get("/api/v1/mappings", s.handle(s.handleAPIMappingList))
 		r.Get("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingShow))
+		r.Handle("/metrics", s.metrics.handler())
 	})
 
 	// Changing state: the admin token, and a CSRF token from browsers.

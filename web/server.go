@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
@@ -20,6 +21,9 @@ type Config struct {
 	Store *orchestrator.Store
 	// WebhookSecret is the secret Hugging Face sends with every delivery. Required.
 	WebhookSecret string
+	// WebhookSecretPrevious, when set, is accepted too, so that the secret can be rotated without losing
+	// deliveries: set the new secret here and on the Hub, keep the old one here until no delivery uses it.
+	WebhookSecretPrevious string
 	// MaxBodyBytes is the largest webhook body accepted; larger ones get 413. Defaults to MaxBodyBytesDefault.
 	MaxBodyBytes int64
 	// Ready reports whether the service can take deliveries (database reachable, schema applied). Optional.
@@ -49,14 +53,17 @@ func (c *Config) validate() error {
 
 // Server serves the orchestrator's HTTP endpoints.
 type Server struct {
-	store     *orchestrator.Store
-	secret    []byte
-	maxBody   int64
-	ready     func(ctx context.Context) error
-	logger    *slog.Logger
-	templates map[string]*template.Template
-	auth      *auth
-	riverUI   http.Handler
+	store          *orchestrator.Store
+	secret         []byte
+	previousSecret []byte
+	metrics        *metrics
+	secretFailures *failureLog
+	maxBody        int64
+	ready          func(ctx context.Context) error
+	logger         *slog.Logger
+	templates      map[string]*template.Template
+	auth           *auth
+	riverUI        http.Handler
 }
 
 // New returns a Server, parsing its templates; a template error fails here, at start-up.
@@ -77,16 +84,23 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
-	return &Server{
-		store:     cfg.Store,
-		secret:    []byte(cfg.WebhookSecret),
-		maxBody:   cfg.MaxBodyBytes,
-		ready:     cfg.Ready,
-		logger:    cfg.Logger,
-		templates: templates,
-		auth:      newAuth(cfg.AdminToken, cfg.ProtectReads),
-		riverUI:   cfg.RiverUI,
-	}, nil
+	s := &Server{
+		store:          cfg.Store,
+		secret:         []byte(cfg.WebhookSecret),
+		previousSecret: []byte(cfg.WebhookSecretPrevious),
+		metrics:        newMetrics(),
+		maxBody:        cfg.MaxBodyBytes,
+		ready:          cfg.Ready,
+		logger:         cfg.Logger,
+		templates:      templates,
+		auth:           newAuth(cfg.AdminToken, cfg.ProtectReads),
+		riverUI:        cfg.RiverUI,
+	}
+	s.secretFailures = &failureLog{interval: time.Minute, log: func(count int, remotes []string) {
+		s.logger.Warn("webhook requests with a missing or wrong secret: the Hub retries them and may suspend the webhook; "+
+			"check HUGGINGFACE_WEBHOOK_SECRET against the webhook's settings", "count", count, "from", remotes)
+	}}
+	return s, nil
 }
 
 // handlerFunc is an HTTP handler that returns its error instead of writing it.

@@ -27,15 +27,33 @@ type webhookResponse struct {
 	Decisions  []orchestrator.Decision `json:"decisions"`
 }
 
-// handleWebhook receives a Hugging Face webhook delivery.
+// handleWebhook receives a Hugging Face webhook delivery, and counts its outcome.
 func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) error {
+	start := time.Now()
+	outcome, err := s.receiveDelivery(w, r, start)
+	s.metrics.deliveries.WithLabelValues(outcome).Inc()
+	s.metrics.webhookDuration.Observe(time.Since(start).Seconds())
+	return err
+}
+
+// receiveDelivery does the work of handleWebhook and says what came of it.
+func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start time.Time) (string, error) {
 	// 1. Authenticate before reading anything else: the header, or ?secret= when the header is absent or empty.
 	given := r.Header.Get("X-Webhook-Secret")
 	if given == "" {
 		given = r.URL.Query().Get("secret")
 	}
-	if !secretMatches(given, s.secret) {
-		return orchestrator.Errorf(orchestrator.CodeUnauthorized, "missing or wrong webhook secret")
+	// Both secrets are always compared, so the time taken does not tell which one was close.
+	current, previous := secretMatches(given, s.secret), secretMatches(given, s.previousSecret)
+	if !current && !previous {
+		s.metrics.secretFailures.Inc()
+		s.secretFailures.add(time.Now(), remoteHost(r))
+		return outcomeUnauthorized, orchestrator.Errorf(orchestrator.CodeUnauthorized, "missing or wrong webhook secret")
+	}
+	secret := orchestrator.SecretCurrent
+	if !current {
+		secret = orchestrator.SecretPrevious
+		s.metrics.previousSecret.Inc()
 	}
 
 	// 2. Read a bounded body.
@@ -43,35 +61,45 @@ func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return orchestrator.Errorf(orchestrator.CodeTooLarge, "body larger than %d bytes", s.maxBody)
+			return outcomeTooLarge, orchestrator.Errorf(orchestrator.CodeTooLarge, "body larger than %d bytes", s.maxBody)
 		}
-		return orchestrator.WrapError(orchestrator.CodeInvalid, err, "could not read body")
+		return outcomeInvalid, orchestrator.WrapError(orchestrator.CodeInvalid, err, "could not read body")
 	}
 
 	// 3. Parse leniently, whatever the content type says.
 	delivery, err := orchestrator.ParseDelivery(body)
 	if err != nil {
-		return err
+		return outcomeInvalid, err
 	}
 
 	// 4. Record it, decide, and enqueue, in one transaction.
 	ctx, cancel := context.WithTimeout(r.Context(), webhookDBTimeout)
 	defer cancel()
 	res, err := s.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{
-		Delivery: delivery, RemoteAddr: remoteHost(r),
+		Delivery: delivery, RemoteAddr: remoteHost(r), Secret: secret,
 	})
 	if err != nil {
-		return err
+		return outcomeUnavailable, err
+	}
+	outcome := outcomeIgnored
+	for _, d := range res.Decisions {
+		if d.Decision == orchestrator.DecisionDuplicate {
+			outcome = outcomeDuplicate
+		}
+	}
+	if len(res.RunIDs) > 0 {
+		outcome = outcomeAccepted
 	}
 	s.logger.InfoContext(r.Context(), "delivery recorded", "delivery_id", res.DeliveryID, "event", delivery.Event(),
-		"repo", delivery.RepoName, "runs", res.RunIDs, "decisions", len(res.Decisions))
+		"repo", delivery.RepoName, "outcome", outcome, "runs", res.RunIDs, "decisions", len(res.Decisions),
+		"secret", secret, "duration", time.Since(start).Round(time.Microsecond))
 
 	// 5. Answer.
 	writeJSON(w, http.StatusOK, webhookResponse{
 		Received: true, Event: delivery.Event(), Repo: delivery.RepoName,
 		DeliveryID: res.DeliveryID, Runs: res.RunIDs, Decisions: res.Decisions,
 	})
-	return nil
+	return outcome, nil
 }
 
 // secretMatches compares a given secret with the configured one in constant time, also when their lengths

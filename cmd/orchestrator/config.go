@@ -24,17 +24,19 @@ const (
 
 // Config is everything serve and migrate are configured with, from flags and environment variables.
 type Config struct {
-	Addr          string        // --addr, ORCHESTRATOR_ADDR
-	ConfigPath    string        // --config, ORCHESTRATOR_CONFIG
-	DataDir       string        // --data-dir, ORCHESTRATOR_DATA_DIR
-	DatabaseURL   string        // DATABASE_URL; empty starts the embedded PostgreSQL
-	WebhookSecret string        // HUGGINGFACE_WEBHOOK_SECRET
-	AdminToken    string        // ORCHESTRATOR_ADMIN_TOKEN: guards retry, cancel, mapping writes and River's UI
-	ProtectReads  bool          // ORCHESTRATOR_PROTECT_READS: put pages and the read API behind the token too
-	MaxBodyBytes  int64         // --max-body-bytes, ORCHESTRATOR_MAX_BODY_BYTES
-	MaxWorkers    int           // --max-workers, ORCHESTRATOR_MAX_WORKERS
-	KillGrace     time.Duration // --kill-grace, ORCHESTRATOR_KILL_GRACE
-	LogFormat     string        // --log-format, ORCHESTRATOR_LOG_FORMAT: text or json
+	Addr          string // --addr, ORCHESTRATOR_ADDR
+	ConfigPath    string // --config, ORCHESTRATOR_CONFIG
+	DataDir       string // --data-dir, ORCHESTRATOR_DATA_DIR
+	DatabaseURL   string // DATABASE_URL; empty starts the embedded PostgreSQL
+	WebhookSecret string // HUGGINGFACE_WEBHOOK_SECRET
+	// WebhookSecretPrevious (HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS) is accepted too while the secret is rotated.
+	WebhookSecretPrevious string
+	AdminToken            string        // ORCHESTRATOR_ADMIN_TOKEN: guards retry, cancel, mapping writes and River's UI
+	ProtectReads          bool          // ORCHESTRATOR_PROTECT_READS: put pages and the read API behind the token too
+	MaxBodyBytes          int64         // --max-body-bytes, ORCHESTRATOR_MAX_BODY_BYTES
+	MaxWorkers            int           // --max-workers, ORCHESTRATOR_MAX_WORKERS
+	KillGrace             time.Duration // --kill-grace, ORCHESTRATOR_KILL_GRACE
+	LogFormat             string        // --log-format, ORCHESTRATOR_LOG_FORMAT: text or json
 	// HeartbeatInterval (ORCHESTRATOR_HEARTBEAT_INTERVAL) is how often a running attempt records that its
 	// process is alive; OrphanAfter (ORCHESTRATOR_ORPHAN_AFTER) is how long without one before the run is
 	// handed to another worker.
@@ -51,7 +53,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return def
 	}
 	c := &Config{DatabaseURL: getenv("DATABASE_URL"), WebhookSecret: getenv("HUGGINGFACE_WEBHOOK_SECRET"),
-		AdminToken: getenv("ORCHESTRATOR_ADMIN_TOKEN")}
+		AdminToken: getenv("ORCHESTRATOR_ADMIN_TOKEN"), WebhookSecretPrevious: getenv("HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS")}
 	if v := getenv("ORCHESTRATOR_PROTECT_READS"); v != "" {
 		protect, err := strconv.ParseBool(v)
 		if err != nil {

@@ -154,14 +154,15 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("start river UI: %w", err)
 	}
 	srv, err := web.New(web.Config{
-		Store:         m.store,
-		WebhookSecret: m.Config.WebhookSecret,
-		MaxBodyBytes:  m.Config.MaxBodyBytes,
-		AdminToken:    m.Config.AdminToken,
-		ProtectReads:  m.Config.ProtectReads,
-		RiverUI:       riverUI,
-		Ready:         m.ready,
-		Logger:        m.Logger,
+		Store:                 m.store,
+		WebhookSecret:         m.Config.WebhookSecret,
+		WebhookSecretPrevious: m.Config.WebhookSecretPrevious,
+		MaxBodyBytes:          m.Config.MaxBodyBytes,
+		AdminToken:            m.Config.AdminToken,
+		ProtectReads:          m.Config.ProtectReads,
+		RiverUI:               riverUI,
+		Ready:                 m.ready,
+		Logger:                m.Logger,
 	})
 	if err != nil {
 		return err

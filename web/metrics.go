@@ -1,0 +1,101 @@
+package web
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Delivery outcomes counted by orchestrator_webhook_deliveries_total.
+const (
+	outcomeAccepted     = "accepted"     // at least one run was queued
+	outcomeDuplicate    = "duplicate"    // every triggering ref already had its run
+	outcomeIgnored      = "ignored"      // nothing to run
+	outcomeUnauthorized = "unauthorized" // missing or wrong secret
+	outcomeInvalid      = "invalid"      // not a delivery we can read
+	outcomeTooLarge     = "too_large"    // body over the limit
+	outcomeUnavailable  = "unavailable"  // the database could not take it
+)
+
+// metrics are the server's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	registry        *prometheus.Registry
+	deliveries      *prometheus.CounterVec
+	webhookDuration prometheus.Histogram
+	secretFailures  prometheus.Counter
+	previousSecret  prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orchestrator_webhook_deliveries_total",
+			Help: "Webhook deliveries by outcome: accepted, duplicate, ignored, unauthorized, invalid, too_large, unavailable.",
+		}, []string{"outcome"}),
+		webhookDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orchestrator_webhook_duration_seconds",
+			Help:    "Time to answer a webhook delivery.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		secretFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orchestrator_webhook_secret_failures_total",
+			Help: "Webhook requests with a missing or wrong secret. The Hub retries them and may suspend the webhook.",
+		}),
+		previousSecret: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orchestrator_webhook_previous_secret_total",
+			Help: "Deliveries authenticated with HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS: the rotation is not finished while this grows.",
+		}),
+	}
+	for _, outcome := range []string{outcomeAccepted, outcomeDuplicate, outcomeIgnored, outcomeUnauthorized,
+		outcomeInvalid, outcomeTooLarge, outcomeUnavailable} {
+		m.deliveries.WithLabelValues(outcome)
+	}
+	m.registry.MustRegister(m.deliveries, m.webhookDuration, m.secretFailures, m.previousSecret,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// handler serves the metrics in the Prometheus text format.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// failureLog logs failed webhook secrets at most once per interval, with how many there were and from where,
+// so that an operator notices a misconfigured webhook before the Hub suspends it, without a flood of lines.
+type failureLog struct {
+	interval time.Duration
+	log      func(count int, remotes []string)
+
+	mu      sync.Mutex
+	last    time.Time
+	count   int
+	remotes map[string]bool
+}
+
+// add counts one failure and logs the batch when the interval has passed.
+func (f *failureLog) add(now time.Time, remote string) {
+	f.mu.Lock()
+	f.count++
+	if f.remotes == nil {
+		f.remotes = map[string]bool{}
+	}
+	if len(f.remotes) < 10 {
+		f.remotes[remote] = true
+	}
+	if now.Sub(f.last) < f.interval {
+		f.mu.Unlock()
+		return
+	}
+	count, remotes := f.count, make([]string, 0, len(f.remotes))
+	for r := range f.remotes {
+		remotes = append(remotes, r)
+	}
+	f.last, f.count, f.remotes = now, 0, nil
+	f.mu.Unlock()
+	f.log(count, remotes)
+}
