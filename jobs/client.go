@@ -38,11 +38,7 @@ type ClientConfig struct {
 	LongestTimeout time.Duration
 	// Worker configures the retrain worker.
 	Worker WorkerConfig
-	// OrphanAfter is how long a running attempt may go without a heartbeat before the reaper takes its process
-	// for dead. Defaults to OrphanAfterDefault; it should be several heartbeat intervals.
-	OrphanAfter time.Duration
-	// ReapInterval is how often the reaper runs. Defaults to ReapIntervalDefault.
-	ReapInterval time.Duration
+
 	// Logger receives River's log lines.
 	Logger *slog.Logger
 }
@@ -64,27 +60,13 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 	if cfg.Worker.Logger == nil {
 		cfg.Worker.Logger = cfg.Logger
 	}
-	if cfg.OrphanAfter <= 0 {
-		cfg.OrphanAfter = OrphanAfterDefault
-	}
-	if cfg.ReapInterval <= 0 {
-		cfg.ReapInterval = ReapIntervalDefault
-	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, NewRetrainWorker(store, cfg.Worker)); err != nil {
 		return nil, fmt.Errorf("add retrain worker: %w", err)
 	}
-	if err := river.AddWorkerSafely(workers, &ReapWorker{store: store, orphanAfter: cfg.OrphanAfter, logger: cfg.Logger}); err != nil {
-		return nil, fmt.Errorf("add reap worker: %w", err)
-	}
+
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Queues: map[string]river.QueueConfig{
-			QueueRuns:          {MaxWorkers: cfg.MaxWorkers},
-			river.QueueDefault: {MaxWorkers: 2},
-		},
-		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cfg.ReapInterval),
-			func() (river.JobArgs, *river.InsertOpts) { return ReapArgs{}, nil },
-			&river.PeriodicJobOpts{RunOnStart: true})},
+		Queues:               map[string]river.QueueConfig{QueueRuns: {MaxWorkers: cfg.MaxWorkers}},
 		Workers:              workers,
 		JobTimeout:           -1,
 		RescueStuckJobsAfter: cfg.RescueAfter(),

@@ -43,6 +43,9 @@ type WorkerConfig struct {
 	// HeartbeatInterval is how often a running attempt tells the database its worker is alive. Defaults to
 	// HeartbeatIntervalDefault.
 	HeartbeatInterval time.Duration
+	// Processes, when set, marks each command's processes and records the attempts this process runs, for the
+	// Sweeper.
+	Processes *Processes
 	// BaseEnv is the environment every command starts from. Defaults to the orchestrator's own environment
 	// without its secrets (see ScrubbedEnv).
 	BaseEnv []string
@@ -127,6 +130,11 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 
 	env := RunEnv(w.cfg.BaseEnv, mapping, run, job.Attempt)
 	argv, expandErr := ExpandArgv(mapping.Command, env)
+	if w.cfg.Processes != nil {
+		key := orchestrator.AttemptKey{RunID: run.ID, Attempt: job.Attempt}
+		env = append(env, w.cfg.Processes.marker(key))
+		defer w.cfg.Processes.start(key)()
+	}
 	if expandErr != nil {
 		argv = mapping.Command
 	}

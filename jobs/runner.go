@@ -256,7 +256,11 @@ func buildCmd(c Command) (*exec.Cmd, error) {
 	cmd.Args[0] = c.Argv[0]
 	cmd.Dir = c.Dir
 	cmd.Env = c.Env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that a stop reaches every process of the command; and SIGKILL when the
+	// orchestrator dies, so that a crashed orchestrator does not leave it running while the run is handed to
+	// another worker. (The kernel sends it when the thread that started the child ends; the Go runtime keeps
+	// its threads for the life of the process.) Grandchildren are found by the sweeper instead.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	return cmd, nil
 }
 

@@ -45,6 +45,29 @@ func (s *Store) RunReapOrphans(ctx context.Context, silence time.Duration) ([]Re
 		return nil, dbError(err, "find orphaned runs")
 	}
 	var reaped []ReapedRun
+	// Jobs a worker took but whose run never started (the process died in between): River still holds them as
+	// running. They are made available again without spending the attempt.
+	rows, err = s.pool.Query(ctx, `
+		UPDATE river_job j SET state = 'available', attempt = greatest(j.attempt - 1, 0), scheduled_at = now()
+		FROM runs r
+		WHERE r.job_id = j.id AND r.status IN ('queued', 'retrying') AND j.state = 'running'
+			AND j.attempted_at < now() - $1::interval
+		RETURNING r.id, r.status`, silence)
+	if err != nil {
+		return nil, dbError(err, "hand back unstarted jobs")
+	}
+	for rows.Next() {
+		var r ReapedRun
+		if err := rows.Scan(&r.RunID, &r.Status); err != nil {
+			rows.Close()
+			return nil, dbError(err, "hand back unstarted jobs")
+		}
+		reaped = append(reaped, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, dbError(err, "hand back unstarted jobs")
+	}
 	for _, id := range ids {
 		r, err := s.reapOne(ctx, id, silence)
 		if err != nil {
@@ -118,4 +141,48 @@ func (s *Store) reapOne(ctx context.Context, runID int64, silence time.Duration)
 		return nil, dbError(err, "commit reap")
 	}
 	return &ReapedRun{RunID: runID, Attempt: attempt, Status: status}, nil
+}
+
+// InstanceID returns the random id of this database, the same for every orchestrator process that uses it.
+func (s *Store) InstanceID(ctx context.Context) (string, error) {
+	var id string
+	if err := s.pool.QueryRow(ctx, `SELECT id FROM orchestrator_instance`).Scan(&id); err != nil {
+		return "", dbError(err, "read instance id")
+	}
+	return id, nil
+}
+
+// AttemptKey names one attempt of one run.
+type AttemptKey struct {
+	RunID   int64
+	Attempt int
+}
+
+// AttemptsAbandoned returns which of the given attempts no process should be running any more: attempts that
+// are finished (or unknown), and attempts whose heartbeat is older than silence.
+func (s *Store) AttemptsAbandoned(ctx context.Context, keys []AttemptKey, silence time.Duration) (map[AttemptKey]bool, error) {
+	runIDs, attempts := make([]int64, len(keys)), make([]int32, len(keys))
+	for i, k := range keys {
+		runIDs[i], attempts[i] = k.RunID, int32(k.Attempt)
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT u.run_id, u.attempt
+		FROM unnest($1::bigint[], $2::int[]) AS u(run_id, attempt)
+		LEFT JOIN run_attempts a ON a.run_id = u.run_id AND a.attempt = u.attempt
+		WHERE a.run_id IS NULL OR a.finished_at IS NOT NULL OR a.heartbeat_at < now() - $3::interval`,
+		runIDs, attempts, silence)
+	if err != nil {
+		return nil, dbError(err, "check attempts")
+	}
+	out := map[AttemptKey]bool{}
+	for rows.Next() {
+		var k AttemptKey
+		if err := rows.Scan(&k.RunID, &k.Attempt); err != nil {
+			rows.Close()
+			return nil, dbError(err, "check attempts")
+		}
+		out[k] = true
+	}
+	rows.Close()
+	return out, dbError(rows.Err(), "check attempts")
 }

@@ -92,6 +92,7 @@ type Main struct {
 	served   chan error
 
 	stopRiverUI context.CancelFunc
+	stopSweeper context.CancelFunc
 }
 
 // Run starts everything and returns once the server accepts connections.
@@ -123,13 +124,28 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	// Leftover processes of a crashed predecessor on this machine die before any run can be handed out again.
+	instance, err := m.store.InstanceID(ctx)
+	if err != nil {
+		return err
+	}
+	procs := jobs.NewProcesses(instance)
+	sweeper := &jobs.Sweeper{Store: m.store, Processes: procs, Silence: m.Config.OrphanAfter / 2, Logger: m.Logger}
+	if _, err := sweeper.SweepOnce(ctx); err != nil {
+		return fmt.Errorf("sweep leftover processes: %w", err)
+	}
+	reaper := &jobs.Reaper{Store: m.store, OrphanAfter: m.Config.OrphanAfter, Logger: m.Logger}
+	maintCtx, stopMaint := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopSweeper = stopMaint
+	go sweeper.Run(maintCtx, m.Config.HeartbeatInterval)
+	go reaper.Run(maintCtx, m.Config.OrphanAfter/4)
+
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers:     m.Config.MaxWorkers,
 		LongestTimeout: longest,
-		Worker:         jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval, Logger: m.Logger},
-		OrphanAfter:    m.Config.OrphanAfter,
-		ReapInterval:   m.Config.OrphanAfter / 2,
-		Logger:         m.Logger,
+		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
+			Processes: procs, Logger: m.Logger},
+		Logger: m.Logger,
 	})
 	if err != nil {
 		return err
@@ -252,6 +268,10 @@ func (m *Main) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http server: %w", err))
 		}
 		m.server = nil
+	}
+	if m.stopSweeper != nil {
+		m.stopSweeper()
+		m.stopSweeper = nil
 	}
 	if m.stopRiverUI != nil {
 		m.stopRiverUI()
