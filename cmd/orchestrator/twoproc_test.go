@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+)
+
+// TestTwoProcessesSameDeliveries runs two orchestrators on one database and sends every delivery to both at
+// once, several times (the Hub's retries behind a load balancer): each (mapping, ref, revision) runs exactly
+// once, and the runs are spread over both processes' workers.
+func TestTwoProcessesSameDeliveries(t *testing.T) {
+	t.Parallel()
+	url, _ := dbtest.NewSchema(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, `
+mappings:
+  - name: a
+    dataset: acme/shared
+    command: ["true"]
+  - name: b
+    dataset: acme/*
+    command: ["true"]
+`)
+	var bases []string
+	for range 2 {
+		m := &Main{
+			Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
+				MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, LogFormat: "text",
+				HeartbeatInterval: time.Second, OrphanAfter: 10 * time.Second},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		}
+		require.NoError(t, m.Run(context.Background()))
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			require.NoError(t, m.Close(ctx))
+		})
+		bases = append(bases, "http://"+m.Addr())
+	}
+
+	const revisions, copies = 40, 3
+	shas := make([]string, revisions)
+	for i := range shas {
+		shas[i] = randomRevision()
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for _, sha := range shas {
+		for c := range copies {
+			for _, base := range bases {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req, _ := http.NewRequest(http.MethodPost, base+"/webhooks/huggingface", strings.NewReader(push("acme/shared", sha)))
+					req.Header.Set("X-Webhook-Secret", e2eSecret)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Errorf("copy %d: %v", c, err)
+						return
+					}
+					resp.Body.Close()
+					mu.Lock()
+					statuses[resp.StatusCode]++
+					mu.Unlock()
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	require.Equal(t, map[int]int{200: revisions * copies * 2}, statuses)
+
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	require.Eventually(t, func() bool {
+		var unfinished int
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM runs WHERE status <> 'succeeded'`).Scan(&unfinished))
+		return unfinished == 0
+	}, 30*time.Second, 50*time.Millisecond)
+
+	var runs, distinct, attempts, workers int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT (mapping_id, ref, revision)) FROM runs`).Scan(&runs, &distinct))
+	require.Equal(t, 2*revisions, runs, "one run per mapping and revision")
+	require.Equal(t, runs, distinct)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM run_attempts`).Scan(&attempts))
+	require.Equal(t, runs, attempts, "each run executed once")
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(DISTINCT attempted_by[1]) FROM river_job WHERE kind = 'retrain'`).Scan(&workers))
+	require.Equal(t, 2, workers, "both processes ran some")
+	var duplicates int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM decisions WHERE decision = 'duplicate'`).Scan(&duplicates))
+	require.Equal(t, 2*revisions*(copies*2-1), duplicates)
+}
