@@ -96,6 +96,9 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.Ru
 			Args:       RetrainArgs{RunID: r.RunID},
 			InsertOpts: &river.InsertOpts{Queue: QueueRuns, MaxAttempts: r.MaxAttempts},
 		}
+		if r.ScheduledAt != nil {
+			params[i].InsertOpts.ScheduledAt = *r.ScheduledAt
+		}
 	}
 	results, err := q.client.InsertManyTx(ctx, tx, params)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
@@ -46,6 +47,11 @@ type WorkerConfig struct {
 	// Processes, when set, marks each command's processes and records the attempts this process runs, for the
 	// Sweeper.
 	Processes *Processes
+	// SlotWait is how long a run waits before it looks again for a free slot of its mapping's concurrency (a
+	// finishing run wakes the next one sooner). Defaults to SlotWaitDefault.
+	SlotWait time.Duration
+	// Revisions, when set, checks revisions for mappings with verify_revision.
+	Revisions RevisionChecker
 	// BaseEnv is the environment every command starts from. Defaults to the orchestrator's own environment
 	// without its secrets (see ScrubbedEnv).
 	BaseEnv []string
@@ -67,6 +73,9 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = HeartbeatIntervalDefault
 	}
+	if c.SlotWait == 0 {
+		c.SlotWait = SlotWaitDefault
+	}
 	if c.BaseEnv == nil {
 		c.BaseEnv = ScrubbedEnv(os.Environ())
 	}
@@ -74,6 +83,14 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// SlotWaitDefault is how long a run waiting for a slot of its mapping's concurrency sleeps between looks.
+const SlotWaitDefault = 2 * time.Second
+
+// RevisionChecker tells whether a revision exists in a dataset on the Hub.
+type RevisionChecker interface {
+	RevisionExists(ctx context.Context, dataset, revision string) (bool, error)
 }
 
 // HeartbeatIntervalDefault is how often a running attempt's worker records that it is alive.
@@ -141,11 +158,23 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	if err := w.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{
 		RunID: run.ID, Attempt: job.Attempt, Argv: argv,
 	}); err != nil {
-		if orchestrator.ErrorCode(err) == orchestrator.CodeConflict {
+		var wait *orchestrator.WaitError
+		switch {
+		case errors.As(err, &wait):
+			// Snoozing does not spend an attempt; a run that frees a slot wakes the oldest waiting one.
+			return river.JobSnooze(w.cfg.SlotWait)
+		case orchestrator.ErrorCode(err) == orchestrator.CodeConflict:
 			logger.InfoContext(ctx, "run finished meanwhile, not starting", "reason", err)
 			return nil
 		}
 		return err
+	}
+	defer w.wakeNext(ctx, logger, mapping.ID)
+
+	if mapping.VerifyRevision && w.cfg.Revisions != nil {
+		if err := w.verifyRevision(ctx, run, job.Attempt, job.Attempt >= job.MaxAttempts); err != nil {
+			return err
+		}
 	}
 
 	// Writes after the command ends must happen even when ctx was cancelled.
@@ -212,6 +241,52 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		return fmt.Errorf("record result (%s): %w", res.Describe(), err)
 	}
 	return retErr
+}
+
+// wakeNext makes the oldest runs of the mapping that wait for a slot available at once, since this run's slot
+// is free now.
+func (w *RetrainWorker) wakeNext(ctx context.Context, logger *slog.Logger, mappingID int64) {
+	ctx = context.WithoutCancel(ctx)
+	jobIDs, err := w.store.RunWaitingJobs(ctx, mappingID)
+	if err != nil || len(jobIDs) == 0 {
+		return
+	}
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return
+	}
+	for _, id := range jobIDs {
+		if _, err := client.JobRetry(ctx, id); err != nil {
+			logger.DebugContext(ctx, "could not wake a waiting run", "job_id", id, "error", err)
+		}
+	}
+}
+
+// verifyRevision checks with the Hub that the run's revision exists in its dataset before any GPU time is
+// spent: a revision that does not exist fails the run for good; a Hub that cannot answer is retried.
+func (w *RetrainWorker) verifyRevision(ctx context.Context, run *orchestrator.Run, attempt int, lastAttempt bool) error {
+	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	exists, err := w.cfg.Revisions.RevisionExists(ctx, run.Dataset, run.Revision)
+	finish := orchestrator.RunAttemptFinishParams{RunID: run.ID, Attempt: attempt, AttemptStatus: orchestrator.RunFailed}
+	switch {
+	case err != nil:
+		finish.RunStatus, finish.Error = orchestrator.RunRetrying, "could not verify the revision with the Hub: "+err.Error()
+		if lastAttempt {
+			finish.RunStatus = orchestrator.RunFailed
+		}
+		if ferr := w.store.RunAttemptFinish(finishCtx, finish); ferr != nil {
+			return ferr
+		}
+		return errors.New(finish.Error)
+	case !exists:
+		finish.RunStatus, finish.Error = orchestrator.RunFailed, fmt.Sprintf("revision %s does not exist in dataset %s on the Hub", run.Revision, run.Dataset)
+		if ferr := w.store.RunAttemptFinish(finishCtx, finish); ferr != nil {
+			return ferr
+		}
+		return river.JobCancel(errors.New(finish.Error))
+	}
+	return nil
 }
 
 // errAttemptTakenOver stops a command whose attempt the reaper closed.

@@ -27,6 +27,12 @@ type mappingSpec struct {
 	Env         map[string]string `yaml:"env"`
 	Timeout     yamlDuration      `yaml:"timeout"`
 	MaxAttempts int               `yaml:"max_attempts"`
+	QuietPeriod yamlDuration      `yaml:"quiet_period"`
+	MaxWait     yamlDuration      `yaml:"max_wait"`
+	Concurrency int               `yaml:"concurrency"`
+	OnNewRev    string            `yaml:"on_new_revision"`
+	RunOnBase   bool              `yaml:"run_on_baseline"`
+	VerifyRev   bool              `yaml:"verify_revision"`
 
 	line int
 }
@@ -38,11 +44,11 @@ type yamlDuration time.Duration
 func (d *yamlDuration) UnmarshalYAML(node *yaml.Node) error {
 	var s string
 	if err := node.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: timeout must be a duration such as 90m or 2h", node.Line)
+		return fmt.Errorf("line %d: must be a duration such as 90m or 2h", node.Line)
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: timeout %q is not a duration such as 90m or 2h", node.Line, s)
+		return fmt.Errorf("line %d: %q is not a duration such as 90m or 2h", node.Line, s)
 	}
 	*d = yamlDuration(v)
 	return nil
@@ -112,8 +118,11 @@ func ParseConfig(data []byte, baseDir string) ([]Mapping, error) {
 			Env:         spec.Env,
 			Timeout:     time.Duration(spec.Timeout),
 			MaxAttempts: spec.MaxAttempts,
-			Source:      SourceFile,
-			Enabled:     true,
+			QuietPeriod: time.Duration(spec.QuietPeriod), MaxWait: time.Duration(spec.MaxWait),
+			Concurrency: spec.Concurrency, OnNewRevision: spec.OnNewRev,
+			RunOnBaseline: spec.RunOnBase, VerifyRevision: spec.VerifyRev,
+			Source:  SourceFile,
+			Enabled: true,
 		}.WithDefaults()
 		if err := m.Validate(); err != nil {
 			return nil, Errorf(CodeInvalid, "%s: %s", where, ErrorMessage(err))

@@ -66,7 +66,7 @@ mappings:
 		{"BadDatasetGlob", "mappings:\n  - name: a\n    dataset: \"x/[y\"\n    command: [true]\n", `dataset "x/[y" is not a valid pattern`},
 		{"BadRefGlob", "mappings:\n  - name: a\n    dataset: x/y\n    refs: [\"refs/heads/[\"]\n    command: [true]\n", `ref "refs/heads/[" is not a valid pattern`},
 		{"RefWithoutPrefix", "mappings:\n  - name: a\n    dataset: x/y\n    refs: [main]\n    command: [true]\n", `ref "main" must start with refs/`},
-		{"BadDuration", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    timeout: two hours\n", `line 5: timeout "two hours" is not a duration`},
+		{"BadDuration", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    timeout: two hours\n", `line 5: "two hours" is not a duration`},
 		{"NegativeDuration", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    timeout: -5m\n", "timeout -5m0s must be above 0"},
 		{"TooLongTimeout", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    timeout: 1000h\n", "at most 168h0m0s"},
 		{"DuplicateName", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n  - name: a\n    dataset: x/z\n    command: [true]\n", `mapping "a" (line 5): duplicate name, first declared on line 2`},

@@ -14,6 +14,7 @@ const (
 	DecisionQueued    DecisionKind = "queued"    // a new run was created and enqueued
 	DecisionDuplicate DecisionKind = "duplicate" // the same (mapping, repo, ref, revision) already has a run
 	DecisionIgnored   DecisionKind = "ignored"   // nothing to do, for the reason given
+	DecisionBaseline  DecisionKind = "baseline"  // catch-up saw a ref for the first time: recorded, not run
 )
 
 // Decision is the outcome for one mapping and one ref of a delivery. A decision that concerns the whole delivery
@@ -27,8 +28,11 @@ type Decision struct {
 	Decision    DecisionKind `json:"decision"`
 	Reason      string       `json:"reason,omitempty"`
 	RunID       int64        `json:"run_id,omitempty"`
+	// RunStatus and SupersededBy tell, in listings, what became of the decision's run since.
+	RunStatus    RunStatus `json:"run_status,omitempty"`
+	SupersededBy int64     `json:"superseded_by,omitempty"`
 
-	maxAttempts int
+	mapping *Mapping
 }
 
 var shaRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -68,7 +72,7 @@ func Decide(d *Delivery, mappings []Mapping) []Decision {
 		for _, r := range d.Refs {
 			dec := Decision{
 				MappingID: m.ID, MappingName: m.Name, Ref: r.Ref, OldSha: r.OldSha, NewSha: r.NewSha,
-				Decision: DecisionIgnored, maxAttempts: m.MaxAttempts,
+				Decision: DecisionIgnored, mapping: m,
 			}
 			switch {
 			case !m.WatchesRef(r.Ref):

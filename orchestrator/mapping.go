@@ -20,6 +20,23 @@ const (
 	MaxAttemptsDefault = 2
 	// MaxAttemptsMax is the most attempts a mapping may ask for.
 	MaxAttemptsMax = 100
+	// ConcurrencyDefault is how many runs of a mapping execute at once when it does not say.
+	ConcurrencyDefault = 1
+	// ConcurrencyMax is the highest concurrency a mapping may set.
+	ConcurrencyMax = 1000
+	// MaxWaitDefault bounds a quiet period when the mapping sets none.
+	MaxWaitDefault = 30 * time.Minute
+)
+
+// What a new revision does to the older runs of the same mapping and ref (on_new_revision).
+const (
+	// OnNewRevisionQueue gives every revision its run, in order.
+	OnNewRevisionQueue = "queue"
+	// OnNewRevisionSupersede replaces a run that has not started by the newer revision: a run on stale data is
+	// rarely worth its GPU hours. The default.
+	OnNewRevisionSupersede = "supersede"
+	// OnNewRevisionCancelRunning also stops a running run of an older revision.
+	OnNewRevisionCancelRunning = "cancel_running"
 )
 
 // RefsDefault is the list of refs a mapping watches when it names none.
@@ -42,10 +59,32 @@ type Mapping struct {
 	Env         map[string]string `json:"env,omitempty"`
 	Timeout     time.Duration     `json:"-"`
 	MaxAttempts int               `json:"max_attempts"`
-	Source      string            `json:"source"`
-	Enabled     bool              `json:"enabled"`
-	CreatedAt   time.Time         `json:"created_at"`
-	UpdatedAt   time.Time         `json:"updated_at"`
+	// QuietPeriod, when not zero, delays a run until no newer revision of the same ref has arrived for that
+	// long, bounded by MaxWait from the first revision of the burst.
+	QuietPeriod time.Duration `json:"-"`
+	MaxWait     time.Duration `json:"-"`
+	// Concurrency is how many runs of the mapping may execute at once, across all processes.
+	Concurrency int `json:"concurrency"`
+	// OnNewRevision says what a new revision does to older runs of the same ref.
+	OnNewRevision string `json:"on_new_revision"`
+	// RunOnBaseline makes catch-up run the revision it first sees for a ref, instead of only recording it.
+	RunOnBaseline bool `json:"run_on_baseline"`
+	// VerifyRevision makes the worker check with the Hub that the revision exists before running.
+	VerifyRevision bool      `json:"verify_revision"`
+	Source         string    `json:"source"`
+	Enabled        bool      `json:"enabled"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+
+	// The durations as stored, in milliseconds.
+	timeoutMS, quietMS, maxWaitMS int64
+}
+
+// fromMillis sets the durations from their stored milliseconds.
+func (m *Mapping) fromMillis() {
+	m.Timeout = time.Duration(m.timeoutMS) * time.Millisecond
+	m.QuietPeriod = time.Duration(m.quietMS) * time.Millisecond
+	m.MaxWait = time.Duration(m.maxWaitMS) * time.Millisecond
 }
 
 var (
@@ -73,6 +112,15 @@ func (m Mapping) WithDefaults() Mapping {
 	}
 	if m.Source == "" {
 		m.Source = SourceFile
+	}
+	if m.Concurrency == 0 {
+		m.Concurrency = ConcurrencyDefault
+	}
+	if m.OnNewRevision == "" {
+		m.OnNewRevision = OnNewRevisionSupersede
+	}
+	if m.QuietPeriod > 0 && m.MaxWait == 0 {
+		m.MaxWait = max(MaxWaitDefault, m.QuietPeriod)
 	}
 	return m
 }
@@ -125,6 +173,23 @@ func (m *Mapping) Validate() error {
 	if m.MaxAttempts < 1 || m.MaxAttempts > MaxAttemptsMax {
 		return invalid("max_attempts %d must be between 1 and %d", m.MaxAttempts, MaxAttemptsMax)
 	}
+	if m.QuietPeriod < 0 || m.QuietPeriod > TimeoutMax {
+		return invalid("quiet_period %s must be between 0 and %s", m.QuietPeriod, TimeoutMax)
+	}
+	if m.MaxWait < 0 || m.MaxWait > TimeoutMax {
+		return invalid("max_wait %s must be between 0 and %s", m.MaxWait, TimeoutMax)
+	}
+	if m.QuietPeriod > 0 && m.MaxWait < m.QuietPeriod {
+		return invalid("max_wait %s must not be shorter than quiet_period %s", m.MaxWait, m.QuietPeriod)
+	}
+	if m.Concurrency < 1 || m.Concurrency > ConcurrencyMax {
+		return invalid("concurrency %d must be between 1 and %d", m.Concurrency, ConcurrencyMax)
+	}
+	switch m.OnNewRevision {
+	case OnNewRevisionQueue, OnNewRevisionSupersede, OnNewRevisionCancelRunning:
+	default:
+		return invalid("on_new_revision %q must be queue, supersede or cancel_running", m.OnNewRevision)
+	}
 	return nil
 }
 
@@ -156,8 +221,10 @@ func (m Mapping) MarshalJSON() ([]byte, error) {
 	type plain Mapping
 	return json.Marshal(struct {
 		plain
-		Timeout string `json:"timeout"`
-	}{plain(m), m.Timeout.String()})
+		Timeout     string `json:"timeout"`
+		QuietPeriod string `json:"quiet_period"`
+		MaxWait     string `json:"max_wait"`
+	}{plain(m), m.Timeout.String(), m.QuietPeriod.String(), m.MaxWait.String()})
 }
 
 // TimeoutString returns the timeout in Go duration syntax, e.g. "2h0m0s".

@@ -13,11 +13,14 @@ const (
 	RunSucceeded RunStatus = "succeeded" // the command exited 0
 	RunFailed    RunStatus = "failed"    // the last attempt failed
 	RunCancelled RunStatus = "cancelled" // stopped by an operator
+	// RunSuperseded is the status of a run replaced by a newer revision of its ref before it ran (or, with
+	// on_new_revision cancel_running, stopped for one).
+	RunSuperseded RunStatus = "superseded"
 )
 
 // Finished reports whether s is a final status.
 func (s RunStatus) Finished() bool {
-	return s == RunSucceeded || s == RunFailed || s == RunCancelled
+	return s == RunSucceeded || s == RunFailed || s == RunCancelled || s == RunSuperseded
 }
 
 // Run triggers.
@@ -51,6 +54,10 @@ type Run struct {
 	FinishedAt  *time.Time `json:"finished_at"`
 	// CancelRequestedAt is when an operator asked to cancel the run; it is cancelled once its command stopped.
 	CancelRequestedAt *time.Time `json:"cancel_requested_at"`
+	// SupersededBy is the run that replaced this one; NotBefore is when a run held back by a quiet period may
+	// start.
+	SupersededBy *int64     `json:"superseded_by"`
+	NotBefore    *time.Time `json:"not_before"`
 }
 
 // Cancellable reports whether an operator may cancel the run.

@@ -16,6 +16,10 @@ type DeliveryInsertParams struct {
 	Secret     string // which webhook secret matched: SecretCurrent (when empty) or SecretPrevious
 }
 
+// DeliverySourceReconcile marks the deliveries that catch-up records when the Hub has a revision the webhooks
+// did not bring.
+const DeliverySourceReconcile = "reconcile"
+
 // Webhook secrets a delivery may have been authenticated with.
 const (
 	SecretCurrent  = "current"  // HUGGINGFACE_WEBHOOK_SECRET
@@ -28,6 +32,8 @@ type DeliveryInsertResult struct {
 	ReceivedAt time.Time
 	RunIDs     []int64    // the runs created for this delivery, in decision order
 	Decisions  []Decision // one per (mapping, ref), or one for the whole delivery
+
+	stopRunning []int64
 }
 
 type runKey struct {
@@ -100,7 +106,17 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 		return nil, fmt.Errorf("insert delivery: %w", err)
 	}
 
-	// 3. Runs for the triggering decisions; a conflict on the dedup index means the run exists already.
+	// 3. Catch-up's first sight of a ref records it as a baseline instead of running it, unless the mapping
+	// asks for that run.
+	if source == DeliverySourceReconcile {
+		if err := s.markBaselines(ctx, tx, decisions); err != nil {
+			return nil, err
+		}
+	}
+
+	// 4. Runs for the triggering decisions: a conflict on the dedup index means the run exists already. A new
+	// run waits out its mapping's quiet period; older runs of its ref that have not started give way to it when
+	// a worker picks them up (RunAttemptStart), so deliveries of one dataset never wait for each other here.
 	runIDs, created, err := s.insertRuns(ctx, tx, d, res.DeliveryID, decisions)
 	if err != nil {
 		return nil, err
@@ -113,14 +129,19 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 		}
 		key := runKey{dec.MappingID, dec.Ref, dec.NewSha}
 		dec.RunID = runIDs[key]
-		if created[key] {
-			delete(created, key) // the same ref listed twice in one delivery is one run
-			res.RunIDs = append(res.RunIDs, dec.RunID)
-			jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.maxAttempts})
-		} else {
+		if !created[key] {
 			dec.Decision = DecisionDuplicate
 			dec.Reason = fmt.Sprintf("duplicate of run %d", dec.RunID)
+			continue
 		}
+		delete(created, key) // the same ref listed twice in one delivery is one run
+		res.RunIDs = append(res.RunIDs, dec.RunID)
+		sched, err := s.scheduleRun(ctx, tx, dec)
+		if err != nil {
+			return nil, err
+		}
+		res.stopRunning = append(res.stopRunning, sched.stopJobs...)
+		jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, ScheduledAt: sched.notBefore})
 	}
 
 	// 4. The decisions, then the queue jobs, in the same transaction.
@@ -151,10 +172,87 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
+	// With cancel_running, older running runs are stopped in whichever process runs them. The delivery is
+	// recorded already; a failure here leaves those runs to finish, which is logged by the caller's queue.
+	for _, jobID := range res.stopRunning {
+		_ = s.queue.Cancel(context.WithoutCancel(ctx), jobID)
+	}
 	if res.RunIDs == nil {
 		res.RunIDs = []int64{}
 	}
 	return res, nil
+}
+
+// schedule is what scheduleRun decided for a new run.
+type schedule struct {
+	notBefore *time.Time
+	stopJobs  []int64 // jobs of running runs to stop after commit (cancel_running)
+}
+
+// scheduleRun applies the mapping's trigger settings to a new run at delivery time. With a quiet period, the
+// run may start once the burst has been quiet for that long, but no later than max_wait after the burst's first
+// revision (the oldest waiting webhook run of the same ref). With cancel_running, older running runs of the ref
+// are asked to stop. It costs no round trip with the default settings.
+func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (schedule, error) {
+	m := dec.mapping
+	var sched schedule
+	if m.QuietPeriod > 0 {
+		err := tx.QueryRow(ctx, `
+			WITH burst AS (
+				SELECT least(now(), (SELECT min(coalesce(burst_started_at, created_at)) FROM runs
+					WHERE mapping_id = $2 AND ref = $3 AND id < $1 AND status = 'queued' AND trigger = 'webhook')) AS started
+			)
+			UPDATE runs SET burst_started_at = burst.started,
+				not_before = least(now() + $4 * interval '1 millisecond', burst.started + $5 * interval '1 millisecond')
+			FROM burst WHERE runs.id = $1
+			RETURNING runs.not_before`,
+			dec.RunID, dec.MappingID, dec.Ref, m.QuietPeriod.Milliseconds(), m.MaxWait.Milliseconds(),
+		).Scan(&sched.notBefore)
+		if err != nil {
+			return sched, fmt.Errorf("schedule run: %w", err)
+		}
+	}
+	if m.OnNewRevision == OnNewRevisionCancelRunning {
+		rows, err := tx.Query(ctx, `
+			UPDATE runs SET superseded_by = $1, cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+			WHERE mapping_id = $2 AND ref = $3 AND id < $1 AND status = 'running' AND trigger = 'webhook'
+			RETURNING job_id`, dec.RunID, dec.MappingID, dec.Ref)
+		if err != nil {
+			return sched, fmt.Errorf("stop older runs: %w", err)
+		}
+		jobIDs, err := pgx.CollectRows(rows, pgx.RowTo[*int64])
+		if err != nil {
+			return sched, fmt.Errorf("stop older runs: %w", err)
+		}
+		for _, id := range jobIDs {
+			if id != nil {
+				sched.stopJobs = append(sched.stopJobs, *id)
+			}
+		}
+	}
+	return sched, nil
+}
+
+// markBaselines turns the queued decisions of a catch-up delivery whose (mapping, ref) has no recorded
+// revision yet into baseline decisions, unless the mapping sets run_on_baseline: a new mapping must not start
+// an expensive run by surprise.
+func (s *Store) markBaselines(ctx context.Context, tx pgx.Tx, decisions []Decision) error {
+	for i := range decisions {
+		dec := &decisions[i]
+		if dec.Decision != DecisionQueued || dec.mapping.RunOnBaseline {
+			continue
+		}
+		var seen bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM decisions WHERE mapping_id = $1 AND ref = $2
+			AND new_sha IS NOT NULL AND decision IN ('queued', 'duplicate', 'baseline'))`, dec.MappingID, dec.Ref).Scan(&seen); err != nil {
+			return fmt.Errorf("look for a recorded revision: %w", err)
+		}
+		if !seen {
+			dec.Decision = DecisionBaseline
+			dec.Reason = "first revision seen for this ref: recorded as the baseline, not run (run_on_baseline is off)"
+		}
+	}
+	return nil
 }
 
 // insertRuns creates the runs of the queued decisions that do not exist yet. It returns the run id of every
@@ -171,7 +269,7 @@ func (s *Store) insertRuns(ctx context.Context, tx pgx.Tx, d *Delivery, delivery
 		refs = append(refs, dec.Ref)
 		shas = append(shas, dec.NewSha)
 		olds = append(olds, dec.OldSha)
-		maxAttempts = append(maxAttempts, int32(dec.maxAttempts))
+		maxAttempts = append(maxAttempts, int32(dec.mapping.MaxAttempts))
 	}
 	ids := make(map[runKey]int64, len(mappingIDs))
 	created := make(map[runKey]bool, len(mappingIDs))
@@ -262,8 +360,10 @@ func (s *Store) DeliveryList(ctx context.Context, p DeliveryListParams) ([]Deliv
 			coalesce((SELECT json_agg(json_build_object('ref', r.ref, 'old_sha', r.old_sha, 'new_sha', r.new_sha)
 				ORDER BY r.position) FROM delivery_refs r WHERE r.delivery_id = d.id), '[]'),
 			coalesce((SELECT json_agg(json_build_object('mapping', m.name, 'ref', x.ref, 'revision', x.new_sha,
-				'decision', x.decision, 'reason', x.reason, 'run_id', x.run_id) ORDER BY x.id)
-				FROM decisions x LEFT JOIN mappings m ON m.id = x.mapping_id WHERE x.delivery_id = d.id), '[]')
+				'decision', x.decision, 'reason', x.reason, 'run_id', x.run_id, 'run_status', r.status,
+				'superseded_by', r.superseded_by) ORDER BY x.id)
+				FROM decisions x LEFT JOIN mappings m ON m.id = x.mapping_id LEFT JOIN runs r ON r.id = x.run_id
+				WHERE x.delivery_id = d.id), '[]')
 		FROM deliveries d
 		WHERE ($1 = 0 OR d.id < $1)
 		ORDER BY d.id DESC

@@ -9,16 +9,32 @@ import (
 )
 
 const mappingColumns = `id, name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled,
-	created_at, updated_at`
+	created_at, updated_at, quiet_period_ms, max_wait_ms, concurrency, on_new_revision, run_on_baseline, verify_revision`
+
+// mappingDest returns the scan destinations of mappingColumns; call fromMillis after scanning.
+func mappingDest(m *Mapping) []any {
+	return []any{&m.ID, &m.Name, &m.Dataset, &m.Refs, &m.Command, &m.Workdir, &m.Env, &m.timeoutMS,
+		&m.MaxAttempts, &m.Source, &m.Enabled, &m.CreatedAt, &m.UpdatedAt, &m.quietMS, &m.maxWaitMS,
+		&m.Concurrency, &m.OnNewRevision, &m.RunOnBaseline, &m.VerifyRevision}
+}
+
+// mappingArgs returns the settings of m as arguments $1..$14 of an insert or update.
+func mappingArgs(m Mapping) []any {
+	return []any{m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(),
+		m.MaxAttempts, m.QuietPeriod.Milliseconds(), m.MaxWait.Milliseconds(), m.Concurrency, m.OnNewRevision,
+		m.RunOnBaseline, m.VerifyRevision}
+}
+
+// mappingSettings lists the columns of mappingArgs, in order.
+const mappingSettings = `name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, quiet_period_ms, max_wait_ms,
+	concurrency, on_new_revision, run_on_baseline, verify_revision`
 
 func scanMapping(row pgx.Row) (*Mapping, error) {
 	var m Mapping
-	var timeoutMS int64
-	if err := row.Scan(&m.ID, &m.Name, &m.Dataset, &m.Refs, &m.Command, &m.Workdir, &m.Env, &timeoutMS,
-		&m.MaxAttempts, &m.Source, &m.Enabled, &m.CreatedAt, &m.UpdatedAt); err != nil {
+	if err := row.Scan(mappingDest(&m)...); err != nil {
 		return nil, err
 	}
-	m.Timeout = time.Duration(timeoutMS) * time.Millisecond
+	m.fromMillis()
 	return &m, nil
 }
 
@@ -43,18 +59,17 @@ func (s *Store) MappingSync(ctx context.Context, mappings []Mapping) (*MappingSy
 	batch := &pgx.Batch{}
 	for _, m := range mappings {
 		names = append(names, m.Name)
-		env := m.Env
-		if env == nil {
-			env = map[string]string{}
-		}
 		batch.Queue(`
-			INSERT INTO mappings (name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'file', true)
+			INSERT INTO mappings (`+mappingSettings+`, source, enabled)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'file', true)
 			ON CONFLICT (name) DO UPDATE SET
 				dataset = EXCLUDED.dataset, refs = EXCLUDED.refs, command = EXCLUDED.command,
 				workdir = EXCLUDED.workdir, env = EXCLUDED.env, timeout_ms = EXCLUDED.timeout_ms,
-				max_attempts = EXCLUDED.max_attempts, source = 'file', enabled = true, updated_at = now()`,
-			m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, env, m.Timeout.Milliseconds(), m.MaxAttempts)
+				max_attempts = EXCLUDED.max_attempts, quiet_period_ms = EXCLUDED.quiet_period_ms,
+				max_wait_ms = EXCLUDED.max_wait_ms, concurrency = EXCLUDED.concurrency,
+				on_new_revision = EXCLUDED.on_new_revision, run_on_baseline = EXCLUDED.run_on_baseline,
+				verify_revision = EXCLUDED.verify_revision, source = 'file', enabled = true, updated_at = now()`,
+			mappingArgs(m)...)
 	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, dbError(err, "upsert mappings")
@@ -136,11 +151,10 @@ func (s *Store) MappingCreate(ctx context.Context, m Mapping) (*Mapping, error) 
 		return nil, err
 	}
 	created, err := scanMapping(s.pool.QueryRow(ctx, `
-		INSERT INTO mappings (name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'api', true)
+		INSERT INTO mappings (`+mappingSettings+`, source, enabled)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'api', true)
 		ON CONFLICT (name) DO NOTHING
-		RETURNING `+mappingColumns,
-		m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(), m.MaxAttempts))
+		RETURNING `+mappingColumns, mappingArgs(m)...))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeConflict, "mapping %q exists already", m.Name)
 	}
@@ -163,10 +177,10 @@ func (s *Store) MappingUpdate(ctx context.Context, m Mapping) (*Mapping, error) 
 	}
 	updated, err := scanMapping(s.pool.QueryRow(ctx, `
 		UPDATE mappings SET dataset = $2, refs = $3, command = $4, workdir = $5, env = $6, timeout_ms = $7,
-			max_attempts = $8, enabled = true, updated_at = now()
+			max_attempts = $8, quiet_period_ms = $9, max_wait_ms = $10, concurrency = $11, on_new_revision = $12,
+			run_on_baseline = $13, verify_revision = $14, enabled = true, updated_at = now()
 		WHERE name = $1 AND source = 'api'
-		RETURNING `+mappingColumns,
-		m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(), m.MaxAttempts))
+		RETURNING `+mappingColumns, mappingArgs(m)...))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeNotFound, "mapping %q not found", m.Name)
 	}
@@ -249,10 +263,8 @@ func (s *Store) MappingSummaryList(ctx context.Context) ([]MappingSummary, error
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MappingSummary, error) {
 		var ms MappingSummary
-		var timeoutMS int64
-		err := row.Scan(&ms.ID, &ms.Name, &ms.Dataset, &ms.Refs, &ms.Command, &ms.Workdir, &ms.Env, &timeoutMS,
-			&ms.MaxAttempts, &ms.Source, &ms.Enabled, &ms.CreatedAt, &ms.UpdatedAt, &ms.Recent)
-		ms.Timeout = time.Duration(timeoutMS) * time.Millisecond
+		err := row.Scan(append(mappingDest(&ms.Mapping), &ms.Recent)...)
+		ms.fromMillis()
 		return ms, err
 	})
 	if err != nil {

@@ -37,7 +37,9 @@ func TestRunReapOrphans(t *testing.T) {
 
 	t.Run("HandsBackWithAttemptsLeft", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		m := mapping("tickets", "acme/support-tickets")
+		m.Concurrency = 2
+		b := setup(t, m)
 		orphan := startRun(t, b, "dataset-main-push.json", 10*time.Minute)
 		alive := startRun(t, b, "dataset-narrowed-content.json", time.Second)
 

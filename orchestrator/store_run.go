@@ -11,13 +11,13 @@ import (
 
 const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.revision, coalesce(r.old_revision, ''),
 	r.trigger, r.delivery_id, r.retry_of, r.status, r.attempt, r.max_attempts, r.exit_code, coalesce(r.signal, ''),
-	r.error, r.job_id, r.created_at, r.started_at, r.finished_at, r.cancel_requested_at`
+	r.error, r.job_id, r.created_at, r.started_at, r.finished_at, r.cancel_requested_at, r.superseded_by, r.not_before`
 
 func scanRun(row pgx.Row) (*Run, error) {
 	var r Run
 	err := row.Scan(&r.ID, &r.MappingID, &r.Mapping, &r.Dataset, &r.RepoID, &r.Ref, &r.Revision, &r.OldRevision,
 		&r.Trigger, &r.DeliveryID, &r.RetryOf, &r.Status, &r.Attempt, &r.MaxAttempts, &r.ExitCode, &r.Signal,
-		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt)
+		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt, &r.SupersededBy, &r.NotBefore)
 	if err != nil {
 		return nil, err
 	}
@@ -176,9 +176,19 @@ type RunAttemptStartParams struct {
 // finished; the run goes on with another execution.
 const AttemptInterrupted RunStatus = "interrupted"
 
+// WaitError is returned by RunAttemptStart when the run may not start yet: its mapping runs as many runs as
+// its concurrency allows, or an older run of the mapping is waiting for a slot first.
+type WaitError struct {
+	Reason string
+}
+
+// Error implements error.
+func (e *WaitError) Error() string { return "run must wait: " + e.Reason }
+
 // RunAttemptStart marks the run running with the given attempt. It returns an error with CodeConflict when the
-// run is already finished (cancelled meanwhile, or completed by an earlier execution of the same job), in which
-// case the command must not run. An attempt left unfinished by a crashed process is closed as interrupted.
+// run is already finished (cancelled or superseded meanwhile, or completed by an earlier execution of the same
+// job), in which case the command must not run, and a *WaitError when the mapping's concurrency is used up or
+// an older run of it waits first. An attempt left unfinished by a crashed process is closed as interrupted.
 func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -187,7 +197,10 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	defer func() { _ = tx.Rollback(ctx) }()
 
 	var status RunStatus
-	if err := tx.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1 FOR UPDATE`, p.RunID).Scan(&status); err != nil {
+	var mappingID int64
+	var ref, trigger string
+	if err := tx.QueryRow(ctx, `SELECT status, mapping_id, ref, trigger FROM runs WHERE id = $1 FOR UPDATE`, p.RunID).
+		Scan(&status, &mappingID, &ref, &trigger); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return Errorf(CodeNotFound, "run %d not found", p.RunID)
 		}
@@ -195,6 +208,43 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	}
 	if status.Finished() {
 		return Errorf(CodeConflict, "run %d is already %s", p.RunID, status)
+	}
+
+	// The mapping's row lock serializes the starts of its runs across processes, so the count holds.
+	// The mapping's row lock serializes the starts of its runs across processes, so the counts hold. Free
+	// slots go to the oldest waiting runs first, so runs start in the order their revisions arrived.
+	var concurrency, running, olderWaiting int
+	var policy string
+	var newer *int64
+	if err := tx.QueryRow(ctx, `
+		SELECT m.concurrency, m.on_new_revision,
+			(SELECT count(*) FROM runs r WHERE r.mapping_id = m.id AND r.status = 'running' AND r.id <> $2),
+			(SELECT count(*) FROM runs r WHERE r.mapping_id = m.id AND r.id < $2 AND r.status = 'queued'
+				AND coalesce(r.not_before, r.created_at) <= now()),
+			(SELECT max(r.id) FROM runs r WHERE r.mapping_id = m.id AND r.ref = $3 AND r.id > $2
+				AND r.trigger = 'webhook' AND r.status <> 'superseded')
+		FROM mappings m WHERE m.id = $1 FOR UPDATE OF m`, mappingID, p.RunID, ref).
+		Scan(&concurrency, &policy, &running, &olderWaiting, &newer); err != nil {
+		return dbError(err, "check concurrency")
+	}
+	// A webhook run that has not started gives way to a newer revision of its ref, unless the mapping queues
+	// every revision (cancel_running also replaces runs waiting to be retried).
+	if newer != nil && trigger == TriggerWebhook && policy != OnNewRevisionQueue &&
+		(status == RunQueued || (status == RunRetrying && policy == OnNewRevisionCancelRunning)) {
+		if _, err := tx.Exec(ctx, `UPDATE runs SET status = 'superseded', superseded_by = $2, finished_at = now(),
+			updated_at = now(), error = 'superseded by run ' || $2 || ' on a newer revision' WHERE id = $1`, p.RunID, *newer); err != nil {
+			return dbError(err, "supersede run")
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return dbError(err, "commit supersede")
+		}
+		return Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
+	}
+	switch {
+	case running >= concurrency:
+		return &WaitError{Reason: fmt.Sprintf("%d of %d runs of the mapping are running", running, concurrency)}
+	case running+olderWaiting >= concurrency:
+		return &WaitError{Reason: fmt.Sprintf("%d older runs of the mapping wait for the free slots first", olderWaiting)}
 	}
 
 	batch := &pgx.Batch{}
@@ -240,10 +290,13 @@ func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) 
 		UPDATE run_attempts SET status = $3, exit_code = $4, signal = NULLIF($5, ''), error = $6, finished_at = now()
 		WHERE run_id = $1 AND attempt = $2`,
 		p.RunID, p.Attempt, string(p.AttemptStatus), p.ExitCode, p.Signal, p.Error)
+	// A run stopped for a newer revision (cancel_running) ends superseded rather than cancelled.
 	batch.Queue(`
-		UPDATE runs SET status = $2, exit_code = $3, signal = NULLIF($4, ''), error = $5, updated_at = now(),
-			finished_at = CASE WHEN $6 THEN now() END
-		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')`,
+		UPDATE runs SET status = CASE WHEN $2 = 'cancelled' AND superseded_by IS NOT NULL THEN 'superseded' ELSE $2 END,
+			error = CASE WHEN $2 = 'cancelled' AND superseded_by IS NOT NULL
+				THEN 'stopped: superseded by run ' || superseded_by || ' on a newer revision' ELSE $5 END,
+			exit_code = $3, signal = NULLIF($4, ''), updated_at = now(), finished_at = CASE WHEN $6 THEN now() END
+		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')`,
 		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished())
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
 		return dbError(err, "finish attempt")
@@ -300,4 +353,24 @@ func (s *Store) RunListRetries(ctx context.Context, id int64) ([]Run, error) {
 		return nil, dbError(err, "list retries")
 	}
 	return runs, nil
+}
+
+// RunWaitingJobs returns the jobs of the oldest runs of a mapping that wait for a slot (their jobs snoozed), as
+// many as the mapping has free slots, so that a worker that just freed one can wake them at once.
+func (s *Store) RunWaitingJobs(ctx context.Context, mappingID int64) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT r.job_id FROM runs r JOIN river_job j ON j.id = r.job_id
+		WHERE r.mapping_id = $1 AND r.status = 'queued' AND j.state = 'scheduled'
+			AND coalesce(r.not_before, r.created_at) <= now()
+		ORDER BY r.id
+		LIMIT greatest((SELECT concurrency FROM mappings WHERE id = $1)
+			- (SELECT count(*) FROM runs WHERE mapping_id = $1 AND status = 'running'), 0)`, mappingID)
+	if err != nil {
+		return nil, dbError(err, "find waiting runs")
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, dbError(err, "find waiting runs")
+	}
+	return ids, nil
 }

@@ -28,6 +28,13 @@ type mappingInput struct {
 	Env         map[string]string `json:"env"`
 	Timeout     string            `json:"timeout"`
 	MaxAttempts int               `json:"max_attempts"`
+	// Trigger settings.
+	QuietPeriod    string `json:"quiet_period"`
+	MaxWait        string `json:"max_wait"`
+	Concurrency    int    `json:"concurrency"`
+	OnNewRevision  string `json:"on_new_revision"`
+	RunOnBaseline  bool   `json:"run_on_baseline"`
+	VerifyRevision bool   `json:"verify_revision"`
 }
 
 // mapping converts the input to a Mapping, checking what the store's validation cannot see (the duration).
@@ -35,13 +42,20 @@ func (in mappingInput) mapping() (orchestrator.Mapping, error) {
 	m := orchestrator.Mapping{
 		Name: strings.TrimSpace(in.Name), Dataset: strings.TrimSpace(in.Dataset), Refs: in.Refs, Command: in.Command,
 		Workdir: strings.TrimSpace(in.Workdir), Env: in.Env, MaxAttempts: in.MaxAttempts,
+		Concurrency: in.Concurrency, OnNewRevision: strings.TrimSpace(in.OnNewRevision),
+		RunOnBaseline: in.RunOnBaseline, VerifyRevision: in.VerifyRevision,
 	}
-	if t := strings.TrimSpace(in.Timeout); t != "" {
-		d, err := time.ParseDuration(t)
-		if err != nil {
-			return m, orchestrator.Errorf(orchestrator.CodeInvalid, "timeout %q is not a duration such as 90m or 2h", t)
+	for _, d := range []struct {
+		name, value string
+		dst         *time.Duration
+	}{{"timeout", in.Timeout, &m.Timeout}, {"quiet_period", in.QuietPeriod, &m.QuietPeriod}, {"max_wait", in.MaxWait, &m.MaxWait}} {
+		if v := strings.TrimSpace(d.value); v != "" {
+			parsed, err := time.ParseDuration(v)
+			if err != nil {
+				return m, orchestrator.Errorf(orchestrator.CodeInvalid, "%s %q is not a duration such as 90m or 2h", d.name, v)
+			}
+			*d.dst = parsed
 		}
-		m.Timeout = d
 	}
 	return m, nil
 }

@@ -97,8 +97,8 @@ func TestSecretRotationAndSecrecy(t *testing.T) {
 	}
 	require.Equal(t, 401, post(nil, "?secret="+url.QueryEscape(current+"\n"), push), "a trailing newline is a different secret")
 	// An admin call with the token, and a failed one, for the logs.
-	require.Equal(t, 200, raw(http.MethodPost, "/api/v1/runs/1/cancel", "", map[string]string{"Authorization": "Bearer " + token}))
-	require.Equal(t, 401, raw(http.MethodPost, "/api/v1/runs/1/cancel", "", map[string]string{"Authorization": "Bearer x" + token}))
+	require.Equal(t, 200, raw(http.MethodPost, "/api/v1/runs/2/cancel", "", map[string]string{"Authorization": "Bearer " + token}))
+	require.Equal(t, 401, raw(http.MethodPost, "/api/v1/runs/2/cancel", "", map[string]string{"Authorization": "Bearer x" + token}))
 
 	rows, err := pool.Query(ctx, `SELECT secret FROM deliveries ORDER BY id`)
 	require.NoError(t, err)
@@ -130,4 +130,3 @@ func TestSecretRotationAndSecrecy(t *testing.T) {
 		require.NotContains(t, string(metricsBody), secret)
 	}
 }
-

@@ -103,6 +103,25 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	return c, c.validate()
 }
 
+// applyDefaults fills the zero fields of a Config built in code rather than by parseConfig.
+func (c *Config) applyDefaults() {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = web.MaxBodyBytesDefault
+	}
+	if c.MaxWorkers == 0 {
+		c.MaxWorkers = jobs.MaxWorkersDefault
+	}
+	if c.KillGrace == 0 {
+		c.KillGrace = jobs.KillGraceDefault
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = jobs.HeartbeatIntervalDefault
+	}
+	if c.OrphanAfter == 0 {
+		c.OrphanAfter = jobs.OrphanAfterDefault
+	}
+}
+
 func (c *Config) validate() error {
 	switch {
 	case c.MaxBodyBytes <= 0:

@@ -121,6 +121,8 @@ mappings:
   - name: quick
     dataset: acme/quick
     command: ["true"]
+    on_new_revision: queue
+    concurrency: 8
 `)
 	env := []string{"DATABASE_URL=" + url, "HUGGINGFACE_WEBHOOK_SECRET=" + e2eSecret, "ORCHESTRATOR_CONFIG=" + cfg,
 		"ORCHESTRATOR_HEARTBEAT_INTERVAL=200ms", "ORCHESTRATOR_ORPHAN_AFTER=2s", "ORCHESTRATOR_KILL_GRACE=1s"}

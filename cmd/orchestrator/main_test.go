@@ -104,6 +104,7 @@ mappings:
     dataset: acme/support-tickets
     command: ["sh", "-c", "echo \"training $1\" >> `+out+`; echo \"pinned to $1\"", "sh", "${DATASET_REVISION}"]
     timeout: 30s
+    on_new_revision: queue
   - name: flaky
     dataset: acme/flaky
     command: ["sh", "-c", "echo attempt $RUN_ATTEMPT; exit 1"]

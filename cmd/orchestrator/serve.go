@@ -103,6 +103,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.Config.WebhookSecret == "" {
 		return errors.New("no webhook secret configured")
 	}
+	m.Config.applyDefaults()
 	if err := m.openDatabase(ctx); err != nil {
 		return err
 	}

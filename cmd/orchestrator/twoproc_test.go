@@ -28,9 +28,13 @@ mappings:
   - name: a
     dataset: acme/shared
     command: ["true"]
+    on_new_revision: queue
+    concurrency: 8
   - name: b
     dataset: acme/*
     command: ["true"]
+    on_new_revision: queue
+    concurrency: 8
 `)
 	var bases []string
 	for range 2 {
