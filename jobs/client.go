@@ -38,6 +38,9 @@ type ClientConfig struct {
 	LongestTimeout time.Duration
 	// Worker configures the retrain worker.
 	Worker WorkerConfig
+	// Reconciler, when set, catches up with the Hub: its worker runs on River's default queue, one pass at a
+	// time per process, from a periodic job on the elected leader. Nil turns catch-up off.
+	Reconciler *Reconciler
 
 	// Logger receives River's log lines.
 	Logger *slog.Logger
@@ -65,7 +68,7 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 		return nil, fmt.Errorf("add retrain worker: %w", err)
 	}
 
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+	riverCfg := &river.Config{
 		Queues:               map[string]river.QueueConfig{QueueRuns: {MaxWorkers: cfg.MaxWorkers}},
 		Workers:              workers,
 		JobTimeout:           -1,
@@ -73,7 +76,11 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 		FetchCooldown:        FetchCooldownDefault,
 		FetchPollInterval:    FetchPollIntervalDefault,
 		Logger:               cfg.Logger,
-	})
+	}
+	if err := cfg.Reconciler.register(workers, riverCfg); err != nil {
+		return nil, err
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), riverCfg)
 	if err != nil {
 		return nil, fmt.Errorf("create river client: %w", err)
 	}
@@ -95,9 +102,6 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.Ru
 		params[i] = river.InsertManyParams{
 			Args:       RetrainArgs{RunID: r.RunID},
 			InsertOpts: &river.InsertOpts{Queue: QueueRuns, MaxAttempts: r.MaxAttempts},
-		}
-		if r.ScheduledAt != nil {
-			params[i].InsertOpts.ScheduledAt = *r.ScheduledAt
 		}
 	}
 	results, err := q.client.InsertManyTx(ctx, tx, params)

@@ -85,6 +85,9 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 	return c
 }
 
+// quietHopMax is the longest single snooze while a quiet period runs out.
+const quietHopMax = 4 * time.Second
+
 // SlotWaitDefault is how long a run waiting for a slot of its mapping's concurrency sleeps between looks.
 const SlotWaitDefault = 2 * time.Second
 
@@ -161,7 +164,12 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		var wait *orchestrator.WaitError
 		switch {
 		case errors.As(err, &wait):
-			// Snoozing does not spend an attempt; a run that frees a slot wakes the oldest waiting one.
+			// Snoozing does not spend an attempt; a run that frees a slot wakes the oldest waiting one. A quiet
+			// period is waited out in short hops: River then keeps the job available and picks it up on time,
+			// where a long snooze would leave it to the scheduler, which runs every few seconds.
+			if wait.Delay > 0 {
+				return river.JobSnooze(min(wait.Delay, quietHopMax))
+			}
 			return river.JobSnooze(w.cfg.SlotWait)
 		case orchestrator.ErrorCode(err) == orchestrator.CodeConflict:
 			logger.InfoContext(ctx, "run finished meanwhile, not starting", "reason", err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,8 +16,6 @@ import (
 type RunJob struct {
 	RunID       int64
 	MaxAttempts int
-	// ScheduledAt, when set, holds the job back until then (a quiet period).
-	ScheduledAt *time.Time
 }
 
 // Queue is the work queue that executes runs.

@@ -115,7 +115,7 @@ func (s *Store) RunCancel(ctx context.Context, id int64) (*Run, error) {
 
 	var status RunStatus
 	var jobID *int64
-	err = tx.QueryRow(ctx, `SELECT status, job_id FROM runs WHERE id = $1 FOR UPDATE`, id).Scan(&status, &jobID)
+	err = tx.QueryRow(ctx, `SELECT status, job_id FROM runs WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&status, &jobID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeNotFound, "run %d not found", id)
 	}

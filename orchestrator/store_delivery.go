@@ -141,7 +141,7 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 			return nil, err
 		}
 		res.stopRunning = append(res.stopRunning, sched.stopJobs...)
-		jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, ScheduledAt: sched.notBefore})
+		jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts})
 	}
 
 	// 4. The decisions, then the queue jobs, in the same transaction.
@@ -185,8 +185,8 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 
 // schedule is what scheduleRun decided for a new run.
 type schedule struct {
-	notBefore *time.Time
-	stopJobs  []int64 // jobs of running runs to stop after commit (cancel_running)
+	notBefore *time.Time // the end of its quiet period, enforced when a worker picks it up
+	stopJobs  []int64    // jobs of running runs to stop after commit (cancel_running)
 }
 
 // scheduleRun applies the mapping's trigger settings to a new run at delivery time. With a quiet period, the

@@ -95,7 +95,7 @@ func (s *Store) reapOne(ctx context.Context, runID int64, silence time.Duration)
 		SELECT r.attempt, r.job_id, a.heartbeat_at
 		FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = r.attempt
 		WHERE r.id = $1 AND r.status = 'running' AND a.finished_at IS NULL AND a.heartbeat_at < now() - $2::interval
-		FOR UPDATE OF r, a SKIP LOCKED`, runID, silence).Scan(&attempt, &jobID, &heartbeat)
+		FOR NO KEY UPDATE OF r, a SKIP LOCKED`, runID, silence).Scan(&attempt, &jobID, &heartbeat)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

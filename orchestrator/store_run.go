@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -180,6 +181,8 @@ const AttemptInterrupted RunStatus = "interrupted"
 // its concurrency allows, or an older run of the mapping is waiting for a slot first.
 type WaitError struct {
 	Reason string
+	// Delay, when not zero, is how long until the run may start (its quiet period).
+	Delay time.Duration
 }
 
 // Error implements error.
@@ -199,7 +202,9 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	var status RunStatus
 	var mappingID int64
 	var ref, trigger string
-	if err := tx.QueryRow(ctx, `SELECT status, mapping_id, ref, trigger FROM runs WHERE id = $1 FOR UPDATE`, p.RunID).
+	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
+	// through their foreign keys, so starts and deliveries never deadlock.
+	if err := tx.QueryRow(ctx, `SELECT status, mapping_id, ref, trigger FROM runs WHERE id = $1 FOR NO KEY UPDATE`, p.RunID).
 		Scan(&status, &mappingID, &ref, &trigger); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return Errorf(CodeNotFound, "run %d not found", p.RunID)
@@ -216,23 +221,28 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	var concurrency, running, olderWaiting int
 	var policy string
 	var newer *int64
+	var wait time.Duration
 	if err := tx.QueryRow(ctx, `
 		SELECT m.concurrency, m.on_new_revision,
+			(SELECT greatest(r.not_before - now(), interval '0') FROM runs r WHERE r.id = $2),
 			(SELECT count(*) FROM runs r WHERE r.mapping_id = m.id AND r.status = 'running' AND r.id <> $2),
 			(SELECT count(*) FROM runs r WHERE r.mapping_id = m.id AND r.id < $2 AND r.status = 'queued'
-				AND coalesce(r.not_before, r.created_at) <= now()),
+				AND coalesce(r.not_before, r.created_at) <= now()
+				AND (m.on_new_revision = 'queue' OR r.trigger <> 'webhook' OR NOT EXISTS (
+					SELECT 1 FROM runs n WHERE n.mapping_id = r.mapping_id AND n.ref = r.ref AND n.id > r.id
+						AND n.trigger = 'webhook' AND n.status <> 'superseded'))),
 			(SELECT max(r.id) FROM runs r WHERE r.mapping_id = m.id AND r.ref = $3 AND r.id > $2
 				AND r.trigger = 'webhook' AND r.status <> 'superseded')
-		FROM mappings m WHERE m.id = $1 FOR UPDATE OF m`, mappingID, p.RunID, ref).
-		Scan(&concurrency, &policy, &running, &olderWaiting, &newer); err != nil {
+		FROM mappings m WHERE m.id = $1 FOR NO KEY UPDATE OF m`, mappingID, p.RunID, ref).
+		Scan(&concurrency, &policy, &wait, &running, &olderWaiting, &newer); err != nil {
 		return dbError(err, "check concurrency")
 	}
 	// A webhook run that has not started gives way to a newer revision of its ref, unless the mapping queues
 	// every revision (cancel_running also replaces runs waiting to be retried).
 	if newer != nil && trigger == TriggerWebhook && policy != OnNewRevisionQueue &&
 		(status == RunQueued || (status == RunRetrying && policy == OnNewRevisionCancelRunning)) {
-		if _, err := tx.Exec(ctx, `UPDATE runs SET status = 'superseded', superseded_by = $2, finished_at = now(),
-			updated_at = now(), error = 'superseded by run ' || $2 || ' on a newer revision' WHERE id = $1`, p.RunID, *newer); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE runs SET status = 'superseded', superseded_by = $2::bigint, finished_at = now(),
+			updated_at = now(), error = 'superseded by run ' || $2::bigint || ' on a newer revision' WHERE id = $1`, p.RunID, *newer); err != nil {
 			return dbError(err, "supersede run")
 		}
 		if err := tx.Commit(ctx); err != nil {
@@ -241,6 +251,8 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 		return Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
 	}
 	switch {
+	case wait > 0:
+		return &WaitError{Reason: "the quiet period is not over", Delay: wait}
 	case running >= concurrency:
 		return &WaitError{Reason: fmt.Sprintf("%d of %d runs of the mapping are running", running, concurrency)}
 	case running+olderWaiting >= concurrency:
@@ -360,8 +372,8 @@ func (s *Store) RunListRetries(ctx context.Context, id int64) ([]Run, error) {
 func (s *Store) RunWaitingJobs(ctx context.Context, mappingID int64) ([]int64, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT r.job_id FROM runs r JOIN river_job j ON j.id = r.job_id
-		WHERE r.mapping_id = $1 AND r.status = 'queued' AND j.state = 'scheduled'
-			AND coalesce(r.not_before, r.created_at) <= now()
+		WHERE r.mapping_id = $1 AND r.status = 'queued' AND j.state IN ('scheduled', 'available')
+			AND j.scheduled_at > now() AND coalesce(r.not_before, r.created_at) <= now()
 		ORDER BY r.id
 		LIMIT greatest((SELECT concurrency FROM mappings WHERE id = $1)
 			- (SELECT count(*) FROM runs WHERE mapping_id = $1 AND status = 'running'), 0)`, mappingID)
