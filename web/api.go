@@ -12,7 +12,7 @@ const logTailBytes = 64 << 10
 
 var runStatuses = []orchestrator.RunStatus{
 	orchestrator.RunQueued, orchestrator.RunRunning, orchestrator.RunRetrying,
-	orchestrator.RunSucceeded, orchestrator.RunFailed, orchestrator.RunCancelled,
+	orchestrator.RunSucceeded, orchestrator.RunFailed, orchestrator.RunCancelled, orchestrator.RunSuperseded,
 }
 
 // runListParams reads the filters and page of a run list from the query string.
@@ -30,7 +30,7 @@ func runListParams(r *http.Request) (orchestrator.RunListParams, error) {
 		}
 		if !valid {
 			return p, orchestrator.Errorf(orchestrator.CodeInvalid,
-				"status %q is not one of queued, running, retrying, succeeded, failed, cancelled", st)
+				"status %q is not one of queued, running, retrying, succeeded, failed, cancelled, superseded", st)
 		}
 	}
 	var err error

@@ -15,19 +15,35 @@ import (
 // mappingForm is the mapping form's fields as typed.
 type mappingForm struct {
 	Name, Dataset, Refs, Command, Workdir, Env, Timeout, MaxAttempts string
+	QuietPeriod, MaxWait, Concurrency, OnNewRevision                 string
+	RunOnBaseline, VerifyRevision                                    bool
 }
 
 func formFromMapping(m *orchestrator.Mapping) mappingForm {
 	f := mappingForm{
 		Name: m.Name, Dataset: m.Dataset, Refs: strings.Join(m.Refs, "\n"), Command: strings.Join(m.Command, "\n"),
 		Workdir: m.Workdir, Env: envLines(m.Env), Timeout: m.Timeout.String(), MaxAttempts: strconv.Itoa(m.MaxAttempts),
+		Concurrency: strconv.Itoa(m.Concurrency), OnNewRevision: m.OnNewRevision,
+		RunOnBaseline: m.RunOnBaseline, VerifyRevision: m.VerifyRevision,
+	}
+	if m.QuietPeriod > 0 {
+		f.QuietPeriod, f.MaxWait = m.QuietPeriod.String(), m.MaxWait.String()
 	}
 	return f
 }
 
 // input parses the form: refs and command one per line, env as KEY=VALUE lines.
 func (f mappingForm) input() (mappingInput, error) {
-	in := mappingInput{Name: f.Name, Dataset: f.Dataset, Workdir: f.Workdir, Timeout: f.Timeout}
+	in := mappingInput{Name: f.Name, Dataset: f.Dataset, Workdir: f.Workdir, Timeout: f.Timeout,
+		QuietPeriod: f.QuietPeriod, MaxWait: f.MaxWait, OnNewRevision: f.OnNewRevision,
+		RunOnBaseline: f.RunOnBaseline, VerifyRevision: f.VerifyRevision}
+	if c := strings.TrimSpace(f.Concurrency); c != "" {
+		n, err := strconv.Atoi(c)
+		if err != nil {
+			return in, orchestrator.Errorf(orchestrator.CodeInvalid, "concurrency %q must be a whole number", c)
+		}
+		in.Concurrency = n
+	}
 	for _, line := range splitLines(f.Refs) {
 		for _, ref := range strings.Split(line, ",") {
 			if ref = strings.TrimSpace(ref); ref != "" {
@@ -76,6 +92,9 @@ func readMappingForm(r *http.Request) mappingForm {
 		Name: r.PostFormValue("name"), Dataset: r.PostFormValue("dataset"), Refs: r.PostFormValue("refs"),
 		Command: r.PostFormValue("command"), Workdir: r.PostFormValue("workdir"), Env: r.PostFormValue("env"),
 		Timeout: r.PostFormValue("timeout"), MaxAttempts: r.PostFormValue("max_attempts"),
+		QuietPeriod: r.PostFormValue("quiet_period"), MaxWait: r.PostFormValue("max_wait"),
+		Concurrency: r.PostFormValue("concurrency"), OnNewRevision: r.PostFormValue("on_new_revision"),
+		RunOnBaseline: r.PostFormValue("run_on_baseline") != "", VerifyRevision: r.PostFormValue("verify_revision") != "",
 	}
 }
 
@@ -93,7 +112,8 @@ func (s *Server) handleMappingNew(w http.ResponseWriter, r *http.Request) error 
 	return s.render(w, http.StatusOK, "mapping.html", mappingPage{
 		basePage: s.base(r, "New mapping"), Editable: true,
 		Form: mappingForm{Refs: strings.Join(orchestrator.RefsDefault, "\n"),
-			Timeout: orchestrator.TimeoutDefault.String(), MaxAttempts: strconv.Itoa(orchestrator.MaxAttemptsDefault)},
+			Timeout: orchestrator.TimeoutDefault.String(), MaxAttempts: strconv.Itoa(orchestrator.MaxAttemptsDefault),
+			Concurrency: strconv.Itoa(orchestrator.ConcurrencyDefault), OnNewRevision: orchestrator.OnNewRevisionSupersede},
 	})
 }
 
