@@ -1,11 +1,15 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -149,6 +153,13 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	}
 
 	env := RunEnv(w.cfg.BaseEnv, mapping, run, job.Attempt)
+	outputDir, err := os.MkdirTemp("", fmt.Sprintf("run-%d-%d-*", run.ID, job.Attempt))
+	if err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	defer os.RemoveAll(outputDir)
+	outputPath := filepath.Join(outputDir, "output.json")
+	env = append(env, "RUN_OUTPUT="+outputPath)
 	argv, expandErr := ExpandArgv(mapping.Command, env)
 	if w.cfg.Processes != nil {
 		key := orchestrator.AttemptKey{RunID: run.ID, Attempt: job.Attempt}
@@ -221,11 +232,16 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	if res.ExitCode >= 0 {
 		finish.ExitCode = &res.ExitCode
 	}
+	runOutput, outputErr := readRunOutput(outputPath)
+	finish.Output = runOutput
 	finish.Signal = res.Signal
 	var retErr error
 	switch {
 	case res.Succeeded():
 		finish.AttemptStatus, finish.RunStatus = orchestrator.RunSucceeded, orchestrator.RunSucceeded
+		if outputErr != nil {
+			finish.Error = outputErr.Error()
+		}
 	case res.Cancelled && errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely):
 		finish.AttemptStatus, finish.RunStatus = orchestrator.RunCancelled, orchestrator.RunCancelled
 		finish.Error = "cancelled by an operator"
@@ -326,6 +342,40 @@ func (w *RetrainWorker) heartbeat(ctx context.Context, logger *slog.Logger, runI
 		}
 	}()
 	return done
+}
+
+// RunOutputMaxBytes is the largest RUN_OUTPUT document kept.
+const RunOutputMaxBytes = 1 << 20
+
+// readRunOutput reads the JSON object a command wrote to RUN_OUTPUT: nil when it wrote none, and an error that
+// says why when it is not a JSON object of at most RunOutputMaxBytes.
+func readRunOutput(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("RUN_OUTPUT ignored: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, RunOutputMaxBytes+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("RUN_OUTPUT ignored: %w", err)
+	case len(data) > RunOutputMaxBytes:
+		return nil, fmt.Errorf("RUN_OUTPUT ignored: larger than %d bytes", RunOutputMaxBytes)
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("RUN_OUTPUT ignored: not a JSON object: %w", err)
+	}
+	// PostgreSQL's jsonb cannot hold a NUL character.
+	if bytes.Contains(data, []byte(`\u0000`)) {
+		return nil, errors.New("RUN_OUTPUT ignored: contains a NUL character")
+	}
+	return data, nil
 }
 
 // RunEnv returns the environment of a run's command: base, then the mapping's env, then the run's own

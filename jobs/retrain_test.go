@@ -160,6 +160,22 @@ func TestRetrainWorker(t *testing.T) {
 		require.Equal(t, orchestrator.RunSucceeded, attempts[0].Status)
 	})
 
+	t.Run("RunOutputIsStored", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t,
+			shMapping("outputs", `printf '{"model": "acme/clf", "model_revision": "%s", "metrics": {"f1": 0.91}}' "$1" > "$RUN_OUTPUT"`),
+			shMapping("badoutput", `echo 'not json' > "$RUN_OUTPUT"`))
+		good := b.push(t, "acme/outputs", "refs/heads/main", shaB)
+		bad := b.push(t, "acme/badoutput", "refs/heads/main", shaB)
+		run := b.waitStatus(t, good, 10*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
+		require.Equal(t, orchestrator.RunSucceeded, run.Status, run.Error)
+		require.JSONEq(t, `{"model": "acme/clf", "model_revision": "`+shaB+`", "metrics": {"f1": 0.91}}`, string(run.Output))
+		run = b.waitStatus(t, bad, 10*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
+		require.Equal(t, orchestrator.RunSucceeded, run.Status, "a bad output does not fail the training")
+		require.Nil(t, run.Output)
+		require.Contains(t, run.Error, "RUN_OUTPUT ignored: not a JSON object")
+	})
+
 	t.Run("FailingCommandRetriedToFailed", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, shMapping("failing", `echo "attempt $RUN_ATTEMPT"; exit 3`,

@@ -1,6 +1,9 @@
 package orchestrator
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // RunStatus is where a run stands.
 type RunStatus string
@@ -58,6 +61,8 @@ type Run struct {
 	// start.
 	SupersededBy *int64     `json:"superseded_by"`
 	NotBefore    *time.Time `json:"not_before"`
+	// Output is the JSON object the command wrote to RUN_OUTPUT, if any.
+	Output json.RawMessage `json:"output"`
 }
 
 // Cancellable reports whether an operator may cancel the run.

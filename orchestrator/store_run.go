@@ -12,13 +12,14 @@ import (
 
 const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.revision, coalesce(r.old_revision, ''),
 	r.trigger, r.delivery_id, r.retry_of, r.status, r.attempt, r.max_attempts, r.exit_code, coalesce(r.signal, ''),
-	r.error, r.job_id, r.created_at, r.started_at, r.finished_at, r.cancel_requested_at, r.superseded_by, r.not_before`
+	r.error, r.job_id, r.created_at, r.started_at, r.finished_at, r.cancel_requested_at, r.superseded_by, r.not_before,
+	r.output`
 
 func scanRun(row pgx.Row) (*Run, error) {
 	var r Run
 	err := row.Scan(&r.ID, &r.MappingID, &r.Mapping, &r.Dataset, &r.RepoID, &r.Ref, &r.Revision, &r.OldRevision,
 		&r.Trigger, &r.DeliveryID, &r.RetryOf, &r.Status, &r.Attempt, &r.MaxAttempts, &r.ExitCode, &r.Signal,
-		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt, &r.SupersededBy, &r.NotBefore)
+		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt, &r.SupersededBy, &r.NotBefore, &r.Output)
 	if err != nil {
 		return nil, err
 	}
@@ -292,6 +293,7 @@ type RunAttemptFinishParams struct {
 	ExitCode      *int
 	Signal        string
 	Error         string
+	Output        []byte // the JSON object from RUN_OUTPUT, or nil
 }
 
 // RunAttemptFinish closes an attempt and moves the run to its next status. A run that an operator finished
@@ -299,17 +301,19 @@ type RunAttemptFinishParams struct {
 func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) error {
 	batch := &pgx.Batch{}
 	batch.Queue(`
-		UPDATE run_attempts SET status = $3, exit_code = $4, signal = NULLIF($5, ''), error = $6, finished_at = now()
+		UPDATE run_attempts SET status = $3, exit_code = $4, signal = NULLIF($5, ''), error = $6, finished_at = now(),
+			output = $7::jsonb
 		WHERE run_id = $1 AND attempt = $2`,
-		p.RunID, p.Attempt, string(p.AttemptStatus), p.ExitCode, p.Signal, p.Error)
+		p.RunID, p.Attempt, string(p.AttemptStatus), p.ExitCode, p.Signal, p.Error, nullJSON(p.Output))
 	// A run stopped for a newer revision (cancel_running) ends superseded rather than cancelled.
 	batch.Queue(`
 		UPDATE runs SET status = CASE WHEN $2 = 'cancelled' AND superseded_by IS NOT NULL THEN 'superseded' ELSE $2 END,
 			error = CASE WHEN $2 = 'cancelled' AND superseded_by IS NOT NULL
 				THEN 'stopped: superseded by run ' || superseded_by || ' on a newer revision' ELSE $5 END,
-			exit_code = $3, signal = NULLIF($4, ''), updated_at = now(), finished_at = CASE WHEN $6 THEN now() END
+			exit_code = $3, signal = NULLIF($4, ''), updated_at = now(), finished_at = CASE WHEN $6 THEN now() END,
+			output = coalesce($7::jsonb, output)
 		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')`,
-		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished())
+		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished(), nullJSON(p.Output))
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
 		return dbError(err, "finish attempt")
 	}
@@ -385,4 +389,35 @@ func (s *Store) RunWaitingJobs(ctx context.Context, mappingID int64) ([]int64, e
 		return nil, dbError(err, "find waiting runs")
 	}
 	return ids, nil
+}
+
+// nullJSON passes a JSON document as text, or NULL when there is none.
+func nullJSON(doc []byte) *string {
+	if len(doc) == 0 {
+		return nil
+	}
+	v := string(doc)
+	return &v
+}
+
+// RunOutputList returns the outputs of a mapping's last succeeded runs that reported one, oldest first, for
+// the chart of how its metrics moved.
+func (s *Store) RunOutputList(ctx context.Context, mappingID int64, limit int) ([]Run, error) {
+	rows, err := s.pool.Query(ctx, `SELECT * FROM (SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
+		WHERE r.mapping_id = $1 AND r.status = 'succeeded' AND r.output IS NOT NULL ORDER BY r.id DESC LIMIT $2) x
+		ORDER BY id`, mappingID, limit)
+	if err != nil {
+		return nil, dbError(err, "list outputs")
+	}
+	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Run, error) {
+		r, err := scanRun(row)
+		if err != nil {
+			return Run{}, err
+		}
+		return *r, nil
+	})
+	if err != nil {
+		return nil, dbError(err, "list outputs")
+	}
+	return runs, nil
 }

@@ -105,6 +105,7 @@ type mappingPage struct {
 	Editable bool
 	Error    string
 	Runs     []orchestrator.Run
+	Chart    *metricsChart
 }
 
 // handleMappingNew renders the form that registers a mapping.
@@ -136,6 +137,11 @@ func (s *Server) renderMapping(w http.ResponseWriter, r *http.Request, status in
 			return err
 		}
 		page.Runs = runs
+		outputs, err := s.store.RunOutputList(r.Context(), m.ID, 30)
+		if err != nil {
+			return err
+		}
+		page.Chart = newMetricsChart(outputs)
 	}
 	return s.render(w, status, "mapping.html", page)
 }
