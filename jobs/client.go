@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,8 +31,11 @@ const (
 
 // ClientConfig configures the River client.
 type ClientConfig struct {
-	// MaxWorkers is how many commands run at once in this process. Defaults to MaxWorkersDefault.
+	// MaxWorkers is how many commands run at once in this process, per queue. Defaults to MaxWorkersDefault.
 	MaxWorkers int
+	// Queues are the worker pools this process serves; QueueRuns when empty. The mappings' queue settings
+	// send runs to them.
+	Queues []string
 	// LongestTimeout is the longest timeout of any mapping. River rescues a job that has been running for
 	// longer than LongestTimeout + KillGrace + 10 minutes (at least an hour), so that no run is rescued and
 	// started a second time while its command may still be running.
@@ -63,13 +67,21 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 	if cfg.Worker.Logger == nil {
 		cfg.Worker.Logger = cfg.Logger
 	}
+	queues := map[string]river.QueueConfig{}
+	serve := cfg.Queues
+	if len(serve) == 0 {
+		serve = []string{QueueRuns}
+	}
+	for _, q := range serve {
+		queues[q] = river.QueueConfig{MaxWorkers: cfg.MaxWorkers}
+	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, NewRetrainWorker(store, cfg.Worker)); err != nil {
 		return nil, fmt.Errorf("add retrain worker: %w", err)
 	}
 
 	riverCfg := &river.Config{
-		Queues:               map[string]river.QueueConfig{QueueRuns: {MaxWorkers: cfg.MaxWorkers}},
+		Queues:               queues,
 		Workers:              workers,
 		JobTimeout:           -1,
 		RescueStuckJobsAfter: cfg.RescueAfter(),
@@ -101,7 +113,7 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.Ru
 	for i, r := range runs {
 		params[i] = river.InsertManyParams{
 			Args:       RetrainArgs{RunID: r.RunID},
-			InsertOpts: &river.InsertOpts{Queue: QueueRuns, MaxAttempts: r.MaxAttempts},
+			InsertOpts: &river.InsertOpts{Queue: cmp.Or(r.Queue, QueueRuns), MaxAttempts: r.MaxAttempts},
 		}
 	}
 	results, err := q.client.InsertManyTx(ctx, tx, params)

@@ -34,6 +34,8 @@ type Config struct {
 	ProtectReads bool
 	// RiverUI, when set, is mounted under /riverui/ behind the admin token.
 	RiverUI http.Handler
+	// ReconcileInterval is how often catch-up with the Hub runs, for the dashboard; 0 means it is off.
+	ReconcileInterval time.Duration
 	// Logger receives request and error log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -64,6 +66,7 @@ type Server struct {
 	templates      map[string]*template.Template
 	auth           *auth
 	riverUI        http.Handler
+	reconcileEvery time.Duration
 }
 
 // New returns a Server, parsing its templates; a template error fails here, at start-up.
@@ -95,6 +98,7 @@ func New(cfg Config) (*Server, error) {
 		templates:      templates,
 		auth:           newAuth(cfg.AdminToken, cfg.ProtectReads),
 		riverUI:        cfg.RiverUI,
+		reconcileEvery: cfg.ReconcileInterval,
 	}
 	s.secretFailures = &failureLog{interval: time.Minute, log: func(count int, remotes []string) {
 		s.logger.Warn("webhook requests with a missing or wrong secret: the Hub retries them and may suspend the webhook; "+

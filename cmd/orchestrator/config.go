@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -42,7 +44,27 @@ type Config struct {
 	// handed to another worker.
 	HeartbeatInterval time.Duration
 	OrphanAfter       time.Duration
+	// ReconcileInterval (ORCHESTRATOR_RECONCILE_INTERVAL) is how often catch-up asks the Hub for the refs of
+	// every dataset a mapping names and runs the commits no webhook brought; 0 turns catch-up off. parseConfig
+	// defaults it to jobs.ReconcileIntervalDefault; a Config built in code has it off unless it sets it.
+	ReconcileInterval time.Duration
+	// HFEndpoint (HF_ENDPOINT) is the Hub's address, https://huggingface.co when empty; HFToken (HF_TOKEN), when
+	// set, is sent to it for private datasets. Both follow the huggingface_hub conventions.
+	HFEndpoint string
+	HFToken    string
+	// Role (--role, ORCHESTRATOR_ROLE) is all (default), web (webhooks, pages and API; runs no command) or
+	// worker (runs commands; serves only health checks and metrics).
+	Role string
+	// Queues (--queues, ORCHESTRATOR_QUEUES) are the worker pools this process serves, comma-separated.
+	Queues []string
 }
+
+// Roles of a process.
+const (
+	RoleAll    = "all"
+	RoleWeb    = "web"
+	RoleWorker = "worker"
+)
 
 // parseConfig reads flags, with environment variables as their defaults.
 func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
@@ -53,7 +75,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return def
 	}
 	c := &Config{DatabaseURL: getenv("DATABASE_URL"), WebhookSecret: getenv("HUGGINGFACE_WEBHOOK_SECRET"),
-		AdminToken: getenv("ORCHESTRATOR_ADMIN_TOKEN"), WebhookSecretPrevious: getenv("HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS")}
+		AdminToken: getenv("ORCHESTRATOR_ADMIN_TOKEN"), WebhookSecretPrevious: getenv("HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS"),
+		HFEndpoint: getenv("HF_ENDPOINT"), HFToken: getenv("HF_TOKEN")}
 	if v := getenv("ORCHESTRATOR_PROTECT_READS"); v != "" {
 		protect, err := strconv.ParseBool(v)
 		if err != nil {
@@ -67,6 +90,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&c.ConfigPath, "config", env("ORCHESTRATOR_CONFIG", ""), "YAML file of mappings (ORCHESTRATOR_CONFIG)")
 	fs.StringVar(&c.DataDir, "data-dir", env("ORCHESTRATOR_DATA_DIR", DataDirDefault),
 		"directory for the embedded PostgreSQL when DATABASE_URL is unset (ORCHESTRATOR_DATA_DIR)")
+	fs.StringVar(&c.Role, "role", env("ORCHESTRATOR_ROLE", RoleAll), "all, web (no commands) or worker (only commands) (ORCHESTRATOR_ROLE)")
+	queues := fs.String("queues", env("ORCHESTRATOR_QUEUES", jobs.QueueRuns), "worker pools this process serves, comma-separated (ORCHESTRATOR_QUEUES)")
 	fs.StringVar(&c.LogFormat, "log-format", env("ORCHESTRATOR_LOG_FORMAT", "text"), "log format: text or json (ORCHESTRATOR_LOG_FORMAT)")
 
 	var maxBody, maxWorkers int64
@@ -87,6 +112,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if c.OrphanAfter, err = time.ParseDuration(env("ORCHESTRATOR_ORPHAN_AFTER", jobs.OrphanAfterDefault.String())); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER: %w", err)
 	}
+	if c.ReconcileInterval, err = time.ParseDuration(env("ORCHESTRATOR_RECONCILE_INTERVAL", jobs.ReconcileIntervalDefault.String())); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_RECONCILE_INTERVAL: %w", err)
+	}
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", maxBody, "largest webhook body accepted (ORCHESTRATOR_MAX_BODY_BYTES)")
 	workers := fs.Int("max-workers", int(maxWorkers), "commands run at once by this process (ORCHESTRATOR_MAX_WORKERS)")
 	fs.DurationVar(&c.KillGrace, "kill-grace", killGrace, "time between SIGTERM and SIGKILL when a command is stopped (ORCHESTRATOR_KILL_GRACE)")
@@ -100,6 +128,11 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return nil, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
 	}
 	c.MaxWorkers = *workers
+	for _, q := range strings.Split(*queues, ",") {
+		if q = strings.TrimSpace(q); q != "" {
+			c.Queues = append(c.Queues, q)
+		}
+	}
 	return c, c.validate()
 }
 
@@ -120,6 +153,9 @@ func (c *Config) applyDefaults() {
 	if c.OrphanAfter == 0 {
 		c.OrphanAfter = jobs.OrphanAfterDefault
 	}
+	if c.Role == "" {
+		c.Role = RoleAll
+	}
 }
 
 func (c *Config) validate() error {
@@ -134,10 +170,22 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
 	case c.HeartbeatInterval <= 0 || c.OrphanAfter < 3*c.HeartbeatInterval:
 		return fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER (%s) must be at least three ORCHESTRATOR_HEARTBEAT_INTERVALs (%s)", c.OrphanAfter, c.HeartbeatInterval)
+	case c.Role != RoleAll && c.Role != RoleWeb && c.Role != RoleWorker:
+		return fmt.Errorf("--role must be all, web or worker, not %q", c.Role)
+	case c.Role != RoleWeb && len(c.Queues) == 0:
+		return errors.New("--queues must name at least one queue")
 	case c.ProtectReads && c.AdminToken == "":
 		return errors.New("ORCHESTRATOR_PROTECT_READS needs ORCHESTRATOR_ADMIN_TOKEN: set a token, or nobody could read the pages")
 	case c.DatabaseURL == "" && c.DataDir == "":
 		return errors.New("--data-dir must not be empty when DATABASE_URL is unset")
+	case c.ReconcileInterval < 0 || (c.ReconcileInterval > 0 && c.ReconcileInterval < time.Second):
+		return fmt.Errorf("ORCHESTRATOR_RECONCILE_INTERVAL (%s) must be 0 (catch-up off) or at least 1s", c.ReconcileInterval)
+	}
+	if c.HFEndpoint != "" {
+		u, err := url.Parse(c.HFEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("HF_ENDPOINT %q must be an http or https URL, such as https://huggingface.co", c.HFEndpoint)
+		}
 	}
 	return nil
 }

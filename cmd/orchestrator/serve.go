@@ -20,6 +20,7 @@ import (
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/hub"
 	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
 	"github.com/retrainhq/orchestrator/web"
 )
@@ -50,7 +51,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		_ = m.Close(closeCtx)
 		return err
 	}
-	m.Logger.Info("orchestrator ready", "addr", m.Addr())
+	m.Logger.Info("orchestrator ready", "addr", m.Addr(), "role", m.Config.Role, "queues", m.Config.Queues)
 	<-ctx.Done()
 	m.Logger.Info("shutting down")
 	closeCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout+cfg.KillGrace)
@@ -91,8 +92,9 @@ type Main struct {
 	listener net.Listener
 	served   chan error
 
-	stopRiverUI context.CancelFunc
-	stopSweeper context.CancelFunc
+	stopRiverUI  context.CancelFunc
+	stopSweeper  context.CancelFunc
+	riverStarted bool
 }
 
 // Run starts everything and returns once the server accepts connections.
@@ -130,31 +132,50 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	runsCommands := m.Config.Role != RoleWeb
 	procs := jobs.NewProcesses(instance)
-	sweeper := &jobs.Sweeper{Store: m.store, Processes: procs, Silence: m.Config.OrphanAfter / 2, Logger: m.Logger}
-	if _, err := sweeper.SweepOnce(ctx); err != nil {
-		return fmt.Errorf("sweep leftover processes: %w", err)
-	}
-	reaper := &jobs.Reaper{Store: m.store, OrphanAfter: m.Config.OrphanAfter, Logger: m.Logger}
 	maintCtx, stopMaint := context.WithCancel(context.WithoutCancel(ctx))
 	m.stopSweeper = stopMaint
-	go sweeper.Run(maintCtx, m.Config.HeartbeatInterval)
+	if runsCommands {
+		sweeper := &jobs.Sweeper{Store: m.store, Processes: procs, Silence: m.Config.OrphanAfter / 2, Logger: m.Logger}
+		if _, err := sweeper.SweepOnce(ctx); err != nil {
+			return fmt.Errorf("sweep leftover processes: %w", err)
+		}
+		go sweeper.Run(maintCtx, m.Config.HeartbeatInterval)
+	}
+	reaper := &jobs.Reaper{Store: m.store, OrphanAfter: m.Config.OrphanAfter, Logger: m.Logger}
 	go reaper.Run(maintCtx, m.Config.OrphanAfter/4)
 
+	// The Hub checks revisions for mappings with verify_revision, and, unless the interval is 0, catches up
+	// with the commits no webhook brought.
+	hubClient := hub.New(m.Config.HFEndpoint, m.Config.HFToken)
+	var reconciler *jobs.Reconciler
+	if m.Config.ReconcileInterval > 0 {
+		reconciler = &jobs.Reconciler{Store: m.store, Hub: hubClient, Interval: m.Config.ReconcileInterval, Logger: m.Logger}
+		m.Logger.Info("catch-up with the Hub is on", "hub", hubClient, "interval", m.Config.ReconcileInterval)
+	} else {
+		m.Logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
+	}
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers:     m.Config.MaxWorkers,
+		Queues:         m.Config.Queues,
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
-			Processes: procs, Logger: m.Logger},
-		Logger: m.Logger,
+			Processes: procs, Revisions: hubClient, Logger: m.Logger},
+		Reconciler: reconciler,
+		Logger:     m.Logger,
 	})
 	if err != nil {
 		return err
 	}
 	m.store.SetQueue(jobs.NewQueue(m.river))
-	// The client gets its own context: shutdown is ordered by Close, not by the signal.
-	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
-		return fmt.Errorf("start workers: %w", err)
+	// A web process only inserts and cancels jobs; its client is never started. The client gets its own
+	// context: shutdown is ordered by Close, not by the signal.
+	if runsCommands {
+		if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
+			return fmt.Errorf("start workers: %w", err)
+		}
+		m.riverStarted = true
 	}
 
 	riverUI, err := riverui.NewHandler(&riverui.HandlerOpts{
@@ -177,6 +198,7 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxBodyBytes:          m.Config.MaxBodyBytes,
 		AdminToken:            m.Config.AdminToken,
 		ProtectReads:          m.Config.ProtectReads,
+		ReconcileInterval:     m.Config.ReconcileInterval,
 		RiverUI:               riverUI,
 		Ready:                 m.ready,
 		Logger:                m.Logger,
@@ -188,8 +210,12 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", m.Config.Addr, err)
 	}
+	handler := srv.Handler()
+	if m.Config.Role == RoleWorker {
+		handler = srv.HealthHandler()
+	}
 	m.server = &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -278,7 +304,7 @@ func (m *Main) Close(ctx context.Context) error {
 		m.stopRiverUI()
 		m.stopRiverUI = nil
 	}
-	if m.river != nil {
+	if m.river != nil && m.riverStarted {
 		if err := m.river.StopAndCancel(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop workers: %w", err))
 		}
