@@ -33,6 +33,7 @@ type mappingSpec struct {
 	OnNewRev    string            `yaml:"on_new_revision"`
 	RunOnBase   bool              `yaml:"run_on_baseline"`
 	VerifyRev   bool              `yaml:"verify_revision"`
+	Queue       string            `yaml:"queue"`
 
 	line int
 }
@@ -120,7 +121,7 @@ func ParseConfig(data []byte, baseDir string) ([]Mapping, error) {
 			MaxAttempts: spec.MaxAttempts,
 			QuietPeriod: time.Duration(spec.QuietPeriod), MaxWait: time.Duration(spec.MaxWait),
 			Concurrency: spec.Concurrency, OnNewRevision: spec.OnNewRev,
-			RunOnBaseline: spec.RunOnBase, VerifyRevision: spec.VerifyRev,
+			RunOnBaseline: spec.RunOnBase, VerifyRevision: spec.VerifyRev, Queue: spec.Queue,
 			Source:  SourceFile,
 			Enabled: true,
 		}.WithDefaults()

@@ -24,6 +24,8 @@ const (
 	ConcurrencyDefault = 1
 	// ConcurrencyMax is the highest concurrency a mapping may set.
 	ConcurrencyMax = 1000
+	// QueueDefault is the worker pool of a mapping that names none.
+	QueueDefault = "runs"
 	// MaxWaitDefault bounds a quiet period when the mapping sets none.
 	MaxWaitDefault = 30 * time.Minute
 )
@@ -70,11 +72,13 @@ type Mapping struct {
 	// RunOnBaseline makes catch-up run the revision it first sees for a ref, instead of only recording it.
 	RunOnBaseline bool `json:"run_on_baseline"`
 	// VerifyRevision makes the worker check with the Hub that the revision exists before running.
-	VerifyRevision bool      `json:"verify_revision"`
-	Source         string    `json:"source"`
-	Enabled        bool      `json:"enabled"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	VerifyRevision bool `json:"verify_revision"`
+	// Queue is the worker pool the runs go to; only processes serving it run them.
+	Queue     string    `json:"queue"`
+	Source    string    `json:"source"`
+	Enabled   bool      `json:"enabled"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 
 	// The durations as stored, in milliseconds.
 	timeoutMS, quietMS, maxWaitMS int64
@@ -90,6 +94,7 @@ func (m *Mapping) fromMillis() {
 var (
 	mappingNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`)
 	envNameRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	queueNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 )
 
 // ReservedEnv lists the environment variables the orchestrator sets for every run; a mapping's env may not
@@ -115,6 +120,9 @@ func (m Mapping) WithDefaults() Mapping {
 	}
 	if m.Concurrency == 0 {
 		m.Concurrency = ConcurrencyDefault
+	}
+	if m.Queue == "" {
+		m.Queue = QueueDefault
 	}
 	if m.OnNewRevision == "" {
 		m.OnNewRevision = OnNewRevisionSupersede
@@ -184,6 +192,9 @@ func (m *Mapping) Validate() error {
 	}
 	if m.Concurrency < 1 || m.Concurrency > ConcurrencyMax {
 		return invalid("concurrency %d must be between 1 and %d", m.Concurrency, ConcurrencyMax)
+	}
+	if !queueNameRE.MatchString(m.Queue) {
+		return invalid("queue %q must be 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit", m.Queue)
 	}
 	switch m.OnNewRevision {
 	case OnNewRevisionQueue, OnNewRevisionSupersede, OnNewRevisionCancelRunning:

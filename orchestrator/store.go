@@ -16,6 +16,7 @@ import (
 type RunJob struct {
 	RunID       int64
 	MaxAttempts int
+	Queue       string // the mapping's worker pool
 }
 
 // Queue is the work queue that executes runs.

@@ -77,7 +77,8 @@ func (s *Store) runCreateManual(ctx context.Context, mappingID int64, dataset, r
 	var id int64
 	var maxAttempts int
 	var enabled bool
-	err = tx.QueryRow(ctx, `SELECT max_attempts, enabled FROM mappings WHERE id = $1`, mappingID).Scan(&maxAttempts, &enabled)
+	var queue string
+	err = tx.QueryRow(ctx, `SELECT max_attempts, enabled, queue FROM mappings WHERE id = $1`, mappingID).Scan(&maxAttempts, &enabled, &queue)
 	if err != nil {
 		return nil, dbError(err, "read mapping")
 	}
@@ -91,7 +92,7 @@ func (s *Store) runCreateManual(ctx context.Context, mappingID int64, dataset, r
 	if err != nil {
 		return nil, dbError(err, "insert run")
 	}
-	if err := s.enqueueTx(ctx, tx, []RunJob{{RunID: id, MaxAttempts: maxAttempts}}); err != nil {
+	if err := s.enqueueTx(ctx, tx, []RunJob{{RunID: id, MaxAttempts: maxAttempts, Queue: queue}}); err != nil {
 		return nil, dbError(err, "enqueue run")
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -141,7 +141,7 @@ func (s *Store) deliveryInsert(ctx context.Context, p DeliveryInsertParams) (*De
 			return nil, err
 		}
 		res.stopRunning = append(res.stopRunning, sched.stopJobs...)
-		jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts})
+		jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, Queue: dec.mapping.Queue})
 	}
 
 	// 4. The decisions, then the queue jobs, in the same transaction.

@@ -421,3 +421,24 @@ func (s *Store) RunOutputList(ctx context.Context, mappingID int64, limit int) (
 	}
 	return runs, nil
 }
+
+// QueueStats is how many runs wait and since when the oldest has waited.
+type QueueStats struct {
+	Waiting      int
+	Running      int
+	OldestWaitAt *time.Time
+}
+
+// RunQueueStats counts the waiting (queued or retrying) and running runs, through the partial index on active
+// runs, so it stays cheap however many finished runs there are.
+func (s *Store) RunQueueStats(ctx context.Context) (*QueueStats, error) {
+	var q QueueStats
+	err := s.pool.QueryRow(ctx, `
+		SELECT count(*) FILTER (WHERE status IN ('queued', 'retrying')), count(*) FILTER (WHERE status = 'running'),
+			min(created_at) FILTER (WHERE status IN ('queued', 'retrying'))
+		FROM runs WHERE status IN ('queued', 'retrying', 'running')`).Scan(&q.Waiting, &q.Running, &q.OldestWaitAt)
+	if err != nil {
+		return nil, dbError(err, "queue stats")
+	}
+	return &q, nil
+}

@@ -35,6 +35,7 @@ type mappingInput struct {
 	OnNewRevision  string `json:"on_new_revision"`
 	RunOnBaseline  bool   `json:"run_on_baseline"`
 	VerifyRevision bool   `json:"verify_revision"`
+	Queue          string `json:"queue"`
 }
 
 // mapping converts the input to a Mapping, checking what the store's validation cannot see (the duration).
@@ -43,7 +44,7 @@ func (in mappingInput) mapping() (orchestrator.Mapping, error) {
 		Name: strings.TrimSpace(in.Name), Dataset: strings.TrimSpace(in.Dataset), Refs: in.Refs, Command: in.Command,
 		Workdir: strings.TrimSpace(in.Workdir), Env: in.Env, MaxAttempts: in.MaxAttempts,
 		Concurrency: in.Concurrency, OnNewRevision: strings.TrimSpace(in.OnNewRevision),
-		RunOnBaseline: in.RunOnBaseline, VerifyRevision: in.VerifyRevision,
+		RunOnBaseline: in.RunOnBaseline, VerifyRevision: in.VerifyRevision, Queue: strings.TrimSpace(in.Queue),
 	}
 	for _, d := range []struct {
 		name, value string

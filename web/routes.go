@@ -2,6 +2,7 @@ package web
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -20,7 +21,8 @@ func (s *Server) Handler() http.Handler {
 	r.NotFound(s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return orchestrator.Errorf(orchestrator.CodeNotFound, "Not found")
 	}))
-	r.MethodNotAllowed(s.handle(func(w http.ResponseWriter, r *http.Request) error {
+	r.MethodNotAllowed(s.handle(func(w http.ResponseWriter, req *http.Request) error {
+		w.Header().Set("Allow", allowedMethods(r, req.URL.Path))
 		return errMethodNotAllowed
 	}))
 
@@ -75,4 +77,30 @@ func (s *Server) Handler() http.Handler {
 		}
 	})
 	return r
+}
+
+// HealthHandler returns only the health checks and the metrics, for a process that runs commands and serves
+// no pages.
+func (s *Server) HealthHandler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.recoverPanics)
+	r.NotFound(s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return orchestrator.Errorf(orchestrator.CodeNotFound, "Not found: this process runs commands only (role worker)")
+	}))
+	r.Get("/healthz", s.handleHealth)
+	r.Get("/health", s.handleHealth)
+	r.Get("/readyz", s.handleReady)
+	r.With(s.requireRead).Handle("/metrics", s.metrics.handler())
+	return r
+}
+
+// allowedMethods lists the methods routes answers for path, for the Allow header of a 405.
+func allowedMethods(routes chi.Routes, path string) string {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if routes.Match(chi.NewRouteContext(), m, path) {
+			allowed = append(allowed, m)
+		}
+	}
+	return strings.Join(allowed, ", ")
 }
