@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Delivery sources.
@@ -74,6 +76,9 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 	trimmed := bytes.TrimLeft(raw, " \t\r\n")
 	if len(trimmed) == 0 {
 		return nil, Errorf(CodeInvalid, "invalid JSON: empty body")
+	}
+	if !utf8.Valid(trimmed) {
+		return nil, Errorf(CodeInvalid, "invalid JSON: the body is not valid UTF-8")
 	}
 	if !json.Valid(trimmed) {
 		return nil, Errorf(CodeInvalid, "invalid JSON: %s", jsonSyntaxError(trimmed))
@@ -146,9 +151,14 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 		fields[fmt.Sprintf("updatedRefs[%d].oldSha", i)] = r.OldSha
 		fields[fmt.Sprintf("updatedRefs[%d].newSha", i)] = r.NewSha
 	}
+	// Names, refs and ids never hold control characters on the Hub; they would reach the console, the logs and
+	// the commands' environment.
 	for name, v := range fields {
 		if strings.ContainsRune(v, 0) {
 			return nil, Errorf(CodeInvalid, "invalid payload: %s contains a NUL character", name)
+		}
+		if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
+			return nil, Errorf(CodeInvalid, "invalid payload: %s contains a control character (%q)", name, v[i:i+1])
 		}
 	}
 	return d, nil
