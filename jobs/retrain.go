@@ -56,6 +56,8 @@ type WorkerConfig struct {
 	SlotWait time.Duration
 	// Revisions, when set, checks revisions for mappings with verify_revision.
 	Revisions RevisionChecker
+	// Metrics, when set, counts finished attempts and their durations.
+	Metrics *Metrics
 	// BaseEnv is the environment every command starts from. Defaults to the orchestrator's own environment
 	// without its secrets (see ScrubbedEnv).
 	BaseEnv []string
@@ -260,7 +262,9 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		}
 		retErr = errors.New(finish.Error)
 	}
-	logger.InfoContext(ctx, "command ended", "result", res.Describe(), "status", finish.RunStatus)
+	logger.InfoContext(ctx, "command ended", "result", res.Describe(), "status", finish.RunStatus,
+		"duration", res.Finished.Sub(res.Started).Round(time.Millisecond))
+	w.cfg.Metrics.observe(mapping.Name, finish.RunStatus, res.Finished.Sub(res.Started))
 	if err := w.store.RunAttemptFinish(finishCtx, finish); err != nil {
 		return fmt.Errorf("record result (%s): %w", res.Describe(), err)
 	}
