@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"net/http"
 	"sync"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
 // Delivery outcomes counted by orchestrator_webhook_deliveries_total.
@@ -30,9 +33,12 @@ type metrics struct {
 	previousSecret  prometheus.Counter
 }
 
-func newMetrics() *metrics {
+func newMetrics(registry *prometheus.Registry, store *orchestrator.Store) *metrics {
+	if registry == nil {
+		registry = prometheus.NewRegistry()
+	}
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
+		registry: registry,
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orchestrator_webhook_deliveries_total",
 			Help: "Webhook deliveries by outcome: accepted, duplicate, ignored, unauthorized, invalid, too_large, unavailable.",
@@ -55,9 +61,51 @@ func newMetrics() *metrics {
 		outcomeInvalid, outcomeTooLarge, outcomeUnavailable} {
 		m.deliveries.WithLabelValues(outcome)
 	}
-	m.registry.MustRegister(m.deliveries, m.webhookDuration, m.secretFailures, m.previousSecret,
+	m.registry.MustRegister(m.deliveries, m.webhookDuration, m.secretFailures, m.previousSecret, queueCollector{store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// queueCollector reports the queue's depth when scraped, from the database, so that every process reports the
+// same, cluster-wide figures.
+type queueCollector struct {
+	store *orchestrator.Store
+}
+
+var (
+	queueWaitingDesc = prometheus.NewDesc("orchestrator_runs_waiting",
+		"Runs queued or waiting to be retried, in the whole cluster.", nil, nil)
+	queueRunningDesc = prometheus.NewDesc("orchestrator_runs_running",
+		"Runs whose command is executing, in the whole cluster.", nil, nil)
+	queueOldestDesc = prometheus.NewDesc("orchestrator_oldest_waiting_run_age_seconds",
+		"How long the oldest waiting run has waited; 0 when none waits.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueWaitingDesc
+	ch <- queueRunningDesc
+	ch <- queueOldestDesc
+}
+
+// Collect implements prometheus.Collector. A database that does not answer leaves the figures out.
+func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	q, err := c.store.RunQueueStats(ctx)
+	if err != nil {
+		return
+	}
+	age := 0.0
+	if q.OldestWaitAt != nil {
+		age = time.Since(*q.OldestWaitAt).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(queueWaitingDesc, prometheus.GaugeValue, float64(q.Waiting))
+	ch <- prometheus.MustNewConstMetric(queueRunningDesc, prometheus.GaugeValue, float64(q.Running))
+	ch <- prometheus.MustNewConstMetric(queueOldestDesc, prometheus.GaugeValue, age)
 }
 
 // handler serves the metrics in the Prometheus text format.

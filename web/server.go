@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
@@ -36,6 +38,9 @@ type Config struct {
 	RiverUI http.Handler
 	// ReconcileInterval is how often catch-up with the Hub runs, for the dashboard; 0 means it is off.
 	ReconcileInterval time.Duration
+	// Registry, when set, is where the server registers its metrics and what /metrics serves, so that other
+	// parts of the process (the workers) can add theirs. A registry of its own when nil.
+	Registry *prometheus.Registry
 	// Logger receives request and error log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -91,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 		store:          cfg.Store,
 		secret:         []byte(cfg.WebhookSecret),
 		previousSecret: []byte(cfg.WebhookSecretPrevious),
-		metrics:        newMetrics(),
+		metrics:        newMetrics(cfg.Registry, cfg.Store),
 		maxBody:        cfg.MaxBodyBytes,
 		ready:          cfg.Ready,
 		logger:         cfg.Logger,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"riverqueue.com/riverui"
 
@@ -156,12 +157,14 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		m.Logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
 	}
+	// One registry for the whole process: /metrics shows the webhook's and the workers' metrics together.
+	registry := prometheus.NewRegistry()
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers:     m.Config.MaxWorkers,
 		Queues:         m.Config.Queues,
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
-			Processes: procs, Revisions: hubClient, Logger: m.Logger},
+			Processes: procs, Revisions: hubClient, Metrics: jobs.NewMetrics(registry), Logger: m.Logger},
 		Reconciler: reconciler,
 		Logger:     m.Logger,
 	})
@@ -200,6 +203,7 @@ func (m *Main) Run(ctx context.Context) error {
 		ProtectReads:          m.Config.ProtectReads,
 		ReconcileInterval:     m.Config.ReconcileInterval,
 		RiverUI:               riverUI,
+		Registry:              registry,
 		Ready:                 m.ready,
 		Logger:                m.Logger,
 	})
