@@ -63,15 +63,20 @@ func (p RunListParams) PageSize() int {
 // RunList returns runs matching p, newest first.
 func (s *Store) RunList(ctx context.Context, p RunListParams) ([]Run, error) {
 	limit := p.PageSize()
-	rows, err := s.pool.Query(ctx, `
+	return s.runQuery(ctx, "list runs", `
 		SELECT `+runColumns+`
 		FROM runs r JOIN mappings m ON m.id = r.mapping_id
 		WHERE ($1 = '' OR r.dataset = $1) AND ($2 = '' OR m.name = $2) AND ($3 = '' OR r.status = $3)
 			AND ($4 = '' OR r.trigger = $4) AND ($5 = 0 OR r.id < $5)
 		ORDER BY r.id DESC
 		LIMIT $6`, p.Dataset, p.Mapping, string(p.Status), p.Trigger, p.BeforeID, limit)
+}
+
+// runQuery runs a query that selects runColumns and collects the runs.
+func (s *Store) runQuery(ctx context.Context, what, sql string, args ...any) ([]Run, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, dbError(err, "list runs")
+		return nil, dbError(err, what)
 	}
 	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Run, error) {
 		r, err := scanRun(row)
@@ -81,7 +86,7 @@ func (s *Store) RunList(ctx context.Context, p RunListParams) ([]Run, error) {
 		return *r, nil
 	})
 	if err != nil {
-		return nil, dbError(err, "list runs")
+		return nil, dbError(err, what)
 	}
 	return runs, nil
 }
@@ -353,22 +358,8 @@ func (s *Store) RunLogAppend(ctx context.Context, p RunLogAppendParams) error {
 
 // RunListRetries returns the runs that retry run id, oldest first.
 func (s *Store) RunListRetries(ctx context.Context, id int64) ([]Run, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
+	return s.runQuery(ctx, "list retries", `SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
 		WHERE r.retry_of = $1 ORDER BY r.id`, id)
-	if err != nil {
-		return nil, dbError(err, "list retries")
-	}
-	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Run, error) {
-		r, err := scanRun(row)
-		if err != nil {
-			return Run{}, err
-		}
-		return *r, nil
-	})
-	if err != nil {
-		return nil, dbError(err, "list retries")
-	}
-	return runs, nil
 }
 
 // RunWaitingJobs returns the jobs of the oldest runs of a mapping that wait for a slot (their jobs snoozed), as
@@ -403,23 +394,11 @@ func nullJSON(doc []byte) *string {
 // RunOutputList returns the outputs of a mapping's last succeeded runs that reported one, oldest first, for
 // the chart of how its metrics moved.
 func (s *Store) RunOutputList(ctx context.Context, mappingID int64, limit int) ([]Run, error) {
-	rows, err := s.pool.Query(ctx, `SELECT * FROM (SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
-		WHERE r.mapping_id = $1 AND r.status = 'succeeded' AND r.output IS NOT NULL ORDER BY r.id DESC LIMIT $2) x
-		ORDER BY id`, mappingID, limit)
-	if err != nil {
-		return nil, dbError(err, "list outputs")
-	}
-	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Run, error) {
-		r, err := scanRun(row)
-		if err != nil {
-			return Run{}, err
-		}
-		return *r, nil
-	})
-	if err != nil {
-		return nil, dbError(err, "list outputs")
-	}
-	return runs, nil
+	runs, err := s.runQuery(ctx, "list outputs", `SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
+		WHERE r.mapping_id = $1 AND r.status = 'succeeded' AND r.output IS NOT NULL ORDER BY r.id DESC LIMIT $2`,
+		mappingID, limit)
+	slices.Reverse(runs)
+	return runs, err
 }
 
 // QueueStats is how many runs wait and since when the oldest has waited.
