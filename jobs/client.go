@@ -23,8 +23,9 @@ const (
 	// FetchCooldownDefault is the least time between two fetches of new jobs. River's default (100 ms) would
 	// make the last run of a burst wait; 10 ms keeps pickup within milliseconds.
 	FetchCooldownDefault = 10 * time.Millisecond
-	// FetchPollIntervalDefault is how often the queue is polled when no insert notification arrives.
-	FetchPollIntervalDefault = 500 * time.Millisecond
+	// FetchPollIntervalDefault is how often the queue is polled when no insert notification arrives: a run
+	// woken from waiting for a slot, or whose quiet period ended, is picked up within this.
+	FetchPollIntervalDefault = 100 * time.Millisecond
 	// rescueMargin is added to the longest timeout (plus the kill grace) to get the stuck-job rescue delay.
 	rescueMargin = 10 * time.Minute
 )

@@ -23,7 +23,7 @@ const (
 // the database: output is buffered up to the limit and flushed periodically in the background, and when the
 // command writes faster than the database takes it, or more than the limit in all, the oldest bytes are let go
 // and counted. The database keeps at least the last limit bytes (whole chunks, so up to one chunk more), and
-// memory stays bounded by about twice the limit.
+// memory stays bounded by about three times the limit.
 type logWriter struct {
 	store   *orchestrator.Store
 	logger  *slog.Logger
@@ -70,7 +70,10 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		w.pending = append(w.pending[:0], p[len(p)-w.limit:]...)
 		return len(p), nil
 	}
-	if over := len(w.pending) + len(p) - w.limit; over > 0 {
+	// The buffer may grow to twice the limit before its oldest bytes are dropped, so that a fast writer costs
+	// one move per limit's worth of output, not one per write.
+	if len(w.pending)+len(p) > 2*w.limit {
+		over := len(w.pending) + len(p) - w.limit
 		w.pendingDropped += int64(over)
 		w.pending = append(w.pending[:0], w.pending[over:]...)
 	}
@@ -103,6 +106,10 @@ func (w *logWriter) flush() {
 	total := w.total
 	w.mu.Unlock()
 
+	if len(data) > w.limit {
+		w.dropped += int64(len(data) - w.limit)
+		data = data[len(data)-w.limit:]
+	}
 	if len(data) == 0 {
 		return
 	}

@@ -183,6 +183,9 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 			if wait.Delay > 0 {
 				return river.JobSnooze(min(wait.Delay, quietHopMax))
 			}
+			// Older runs may be the ones waiting (River fetched this newer one first): wake them for the free
+			// slots, so that order costs no time.
+			w.wakeNext(ctx, logger, mapping.ID)
 			return river.JobSnooze(w.cfg.SlotWait)
 		case orchestrator.ErrorCode(err) == orchestrator.CodeConflict:
 			logger.InfoContext(ctx, "run finished meanwhile, not starting", "reason", err)
