@@ -32,6 +32,14 @@ test: deps ## Run go vet and every test, against a real PostgreSQL (installed wh
 build: ## Build bin/orchestrator
 	go build -o bin/orchestrator ./cmd/orchestrator
 
+.PHONY: bench
+bench: ## Run the benchmark, short mode (about a minute): docs/BENCHMARKS.md says what it measures
+	go test -count=1 -run TestBench -v -timeout 30m ./bench/
+
+.PHONY: bench-full
+bench-full: ## Run the full benchmark (15 to 30 minutes) and write its figures to docs/benchmarks.json
+	BENCH_MODE=full BENCH_OUT=$(CURDIR)/docs/benchmarks.json go test -count=1 -run TestBench -v -timeout 120m ./bench/
+
 .PHONY: deps
 deps: ## Install the PostgreSQL server binaries when missing (as root, with apt)
 	@.ci/deps

@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Mode selects the sizes of a benchmark run.
+type Mode string
+
+// Modes.
+const (
+	// ModeShort finishes in about a minute; its figures are indicative.
+	ModeShort Mode = "short"
+	// ModeFull uses the sizes the targets are stated for; it takes ten to twenty minutes.
+	ModeFull Mode = "full"
+	// ModeSmoke is the short mode cut further, for race-enabled builds, whose figures mean nothing: it only
+	// checks that every figure can be produced.
+	ModeSmoke Mode = "smoke"
+)
+
+// Sizes are the counts and durations of one run.
+type Sizes struct {
+	IngestLevels     []int         // concurrencies of the ingest figures
+	IngestWarmup     time.Duration // load before each ingest measurement, not counted
+	IngestDuration   time.Duration // measured time of each ingest level
+	TriggerSpread    int           // deliveries sent one at a time, for the trigger latency
+	TriggerBursts    int           // bursts of TriggerBurstSize deliveries sent at once
+	TriggerBurstSize int           // deliveries per burst
+	Backlog          int           // trivial runs queued before the workers start
+	BacklogTimeLimit time.Duration // longest wait for the backlog to drain
+	LogBytes         int64         // bytes the log-capture command writes
+	StatusRows       int           // runs, and deliveries, loaded for the status pages
+	StatusSamples    int           // requests per status page
+	FootprintIngest  time.Duration // c=32 ingest against the child process, for its RSS
+	ReadyStarts      int           // child starts on the existing database, for the ready time
+}
+
+// SizesFor returns the sizes of mode.
+func SizesFor(mode Mode) (Sizes, error) {
+	switch mode {
+	case ModeFull:
+		return Sizes{
+			IngestLevels: []int{1, 8, 32}, IngestWarmup: 2 * time.Second, IngestDuration: 15 * time.Second,
+			TriggerSpread: 500, TriggerBursts: 10, TriggerBurstSize: 50,
+			Backlog: 5000, BacklogTimeLimit: 5 * time.Minute, LogBytes: 1 << 30, StatusRows: 1_000_000, StatusSamples: 500,
+			FootprintIngest: 10 * time.Second, ReadyStarts: 5,
+		}, nil
+	case ModeShort:
+		return Sizes{
+			IngestLevels: []int{1, 8, 32}, IngestWarmup: 500 * time.Millisecond, IngestDuration: 3 * time.Second,
+			TriggerSpread: 100, TriggerBursts: 2, TriggerBurstSize: 50,
+			Backlog: 500, BacklogTimeLimit: 90 * time.Second, LogBytes: 64 << 20, StatusRows: 100_000, StatusSamples: 100,
+			FootprintIngest: 3 * time.Second, ReadyStarts: 3,
+		}, nil
+	case ModeSmoke:
+		return Sizes{
+			IngestLevels: []int{1, 8, 32}, IngestWarmup: 200 * time.Millisecond, IngestDuration: time.Second,
+			TriggerSpread: 20, TriggerBursts: 1, TriggerBurstSize: 20,
+			Backlog: 100, BacklogTimeLimit: time.Minute, LogBytes: 8 << 20, StatusRows: 10_000, StatusSamples: 20,
+			FootprintIngest: time.Second, ReadyStarts: 1,
+		}, nil
+	}
+	return Sizes{}, fmt.Errorf("unknown benchmark mode %q: use %s or %s", mode, ModeShort, ModeFull)
+}
+
+// Phases of a run, in the order they run.
+const (
+	PhaseIngest    = "ingest"
+	PhaseRuns      = "runs"
+	PhaseTrigger   = "trigger"
+	PhaseLog       = "log"
+	PhaseStatus    = "status"
+	PhaseFootprint = "footprint"
+)
+
+// AllPhases lists every phase.
+var AllPhases = []string{PhaseIngest, PhaseRuns, PhaseTrigger, PhaseLog, PhaseStatus, PhaseFootprint}
+
+// ParsePhases parses a comma-separated list of phases; empty means all of them.
+func ParsePhases(s string) (map[string]bool, error) {
+	phases := map[string]bool{}
+	if strings.TrimSpace(s) == "" {
+		for _, p := range AllPhases {
+			phases[p] = true
+		}
+		return phases, nil
+	}
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		known := false
+		for _, q := range AllPhases {
+			known = known || p == q
+		}
+		if !known {
+			return nil, fmt.Errorf("unknown benchmark phase %q: use some of %s", p, strings.Join(AllPhases, ","))
+		}
+		phases[p] = true
+	}
+	return phases, nil
+}

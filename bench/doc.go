@@ -1,0 +1,16 @@
+// Package bench measures the orchestrator end to end and sets each figure beside the limit that bounds it,
+// measured in the same run on the same machine.
+//
+// It starts its own PostgreSQL from the local server binaries (with fsync and synchronous commit on, as in
+// production: the figures are compared with durable commits), wires the real store, River client, workers and
+// HTTP server in-process from the exported packages, drives them over loopback with a Go load generator, and
+// also builds the orchestrator binary to measure its footprint as a child process. The result is one table,
+// printed and written as JSON for later comparison.
+//
+// Run it with
+//
+//	go test ./bench/ -run TestBench -v                       # short mode, about a minute
+//	BENCH_MODE=full go test ./bench/ -run TestBench -v -timeout 60m
+//
+// See docs/BENCHMARKS.md for the figures and what bounds them.
+package bench

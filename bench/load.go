@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// shaGen hands out revisions never seen before: a random prefix of this run, then a counter.
+type shaGen struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newShaGen() *shaGen {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &shaGen{prefix: hex.EncodeToString(b[:])}
+}
+
+// next returns a new 40-character lowercase hexadecimal revision.
+func (g *shaGen) next() string { return fmt.Sprintf("%s%024x", g.prefix, g.n.Add(1)) }
+
+// webhookBody returns a Hub delivery announcing that the main branch of the dataset repo moved to sha.
+func webhookBody(repo, sha string) []byte {
+	return []byte(`{"event":{"scope":"repo.content","action":"update"},"repo":{"type":"dataset","name":"` + repo +
+		`","id":"66a1f0c2b9e4d3a1f2c3d4e5"},"updatedRefs":[{"ref":"refs/heads/main","oldSha":null,"newSha":"` + sha + `"}]}`)
+}
+
+// deliver posts a delivery of a new revision of repo to the server at baseURL, and returns the run it created
+// and when the answer was complete. Anything but a 200 that created exactly one run is an error.
+func deliver(ctx context.Context, client *http.Client, baseURL, repo, sha string) (int64, time.Time, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/webhooks/huggingface",
+		bytes.NewReader(webhookBody(repo, sha)))
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Webhook-Secret", webhookSecret)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("post delivery: %w", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	answered := time.Now()
+	if err != nil {
+		return 0, answered, fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, answered, fmt.Errorf("delivery answered %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	var answer struct {
+		Runs []int64 `json:"runs"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return 0, answered, fmt.Errorf("decode answer: %w", err)
+	}
+	if len(answer.Runs) != 1 {
+		return 0, answered, fmt.Errorf("delivery created %d runs, want 1: %s", len(answer.Runs), bytes.TrimSpace(body))
+	}
+	return answer.Runs[0], answered, nil
+}
+
+// loadResult is what a closed-loop load measured.
+type loadResult struct {
+	ops      int           // operations that succeeded within the measured window
+	errs     int           // operations that failed within it
+	firstErr error         // the first failure
+	window   time.Duration // the measured window
+	lat      Latencies     // latency of each successful operation
+}
+
+// closedLoop runs op from c goroutines, each starting the next operation when the previous one is done, for
+// warmup and then for window. Only operations started within the window are counted.
+func closedLoop(ctx context.Context, c int, warmup, window time.Duration, op func(ctx context.Context) error) loadResult {
+	start := time.Now()
+	from, until := start.Add(warmup), start.Add(warmup+window)
+	var mu sync.Mutex
+	res := loadResult{window: window}
+	var wg sync.WaitGroup
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat Latencies
+			errs := 0
+			var firstErr error
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if !t0.Before(until) {
+					break
+				}
+				err := op(ctx)
+				d := time.Since(t0)
+				if t0.Before(from) {
+					continue
+				}
+				if err != nil {
+					errs++
+					if firstErr == nil {
+						firstErr = err
+					}
+					continue
+				}
+				lat = append(lat, d)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.ops += len(lat)
+			res.errs += errs
+			res.lat = append(res.lat, lat...)
+			if res.firstErr == nil {
+				res.firstErr = firstErr
+			}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// check returns an error when the load failed more than rarely, or did nothing.
+func (r loadResult) check(what string) error {
+	if r.ops > 0 && r.errs*100 <= r.ops {
+		return nil
+	}
+	if r.firstErr == nil {
+		return fmt.Errorf("%s: no operation completed", what)
+	}
+	return fmt.Errorf("%s: %d operations succeeded, %d failed; first failure: %w", what, r.ops, r.errs, r.firstErr)
+}

@@ -1,0 +1,203 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// runThroughput queues a backlog of runs of `true` while the workers are stopped, starts them, and measures
+// runs completed per second, beside fork/exec of `true` from Go at the same concurrency.
+func (b *bench) runThroughput(ctx context.Context) error {
+	n := b.sizes.Backlog
+	b.logf("run throughput: queueing %d runs of true", n)
+	if err := b.queueBacklog(ctx, n); err != nil {
+		return err
+	}
+	b.logf("run throughput: starting %d workers", b.env.workers)
+	cpu0 := b.env.cpu()
+	b.env.trips.start()
+	if err := b.env.startWorkers(ctx); err != nil {
+		return err
+	}
+	mappingID := b.env.mappings[mappingBacklog]
+	// Wait for the backlog to drain, for at most BacklogTimeLimit, and not longer than a minute without
+	// progress.
+	started, lastDone, lastProgress := time.Now(), 0, time.Now()
+	drained := false
+	for {
+		done, _, err := b.env.runStatuses(ctx, `mapping_id = $1`, mappingID)
+		if err != nil {
+			return err
+		}
+		if done == n {
+			drained = true
+			break
+		}
+		if done > lastDone {
+			lastDone, lastProgress = done, time.Now()
+		}
+		if time.Since(lastProgress) > time.Minute || time.Since(started) > b.sizes.BacklogTimeLimit {
+			break
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	elapsed := time.Since(started)
+	b.report.detail("run_cpu_per_run", b.env.cpu().sub(cpu0).perOp(max(lastDone, 1)))
+	b.report.detail("run_statements_per_run", b.env.trips.stop(max(lastDone, 1)))
+	note := ""
+	if !drained {
+		note = fmt.Sprintf("the backlog did not drain: %d of %d runs finished in %s", lastDone, n, elapsed.Round(time.Second))
+		b.logf("run throughput: %s; withdrawing the rest", note)
+		if err := b.withdrawBacklog(ctx, mappingID); err != nil {
+			return err
+		}
+	}
+
+	// From the first command's start to the last run's end, as the database recorded them.
+	var succeeded, failed int
+	var window float64
+	if err := b.env.observer.QueryRow(ctx, `
+		SELECT count(*) FILTER (WHERE r.status = 'succeeded'), count(*) FILTER (WHERE r.status = 'failed'),
+			coalesce(extract(epoch FROM max(r.finished_at) - min(a.started_at))::float8, 0)
+		FROM runs r JOIN run_attempts a ON a.run_id = r.id
+		WHERE r.mapping_id = $1 AND r.status IN ('succeeded', 'failed')`, mappingID).Scan(&succeeded, &failed, &window); err != nil {
+		return fmt.Errorf("read run times: %w", err)
+	}
+	if failed > 0 {
+		return fmt.Errorf("run throughput: %d runs of true failed", failed)
+	}
+	if succeeded == 0 || window <= 0 {
+		return fmt.Errorf("run throughput: no run finished (%s)", note)
+	}
+
+	// Where a worker's time goes: from River's fetch of a job to the attempt's start (reading the run, marking
+	// it running), and the attempt itself (the command and recording its end).
+	var fetchToStart, attempt float64
+	if err := b.env.observer.QueryRow(ctx, `
+		SELECT extract(epoch FROM avg(a.started_at - j.attempted_at))::float8 * 1000,
+			extract(epoch FROM avg(a.finished_at - a.started_at))::float8 * 1000
+		FROM runs r JOIN river_job j ON j.id = r.job_id JOIN run_attempts a ON a.run_id = r.id AND a.attempt = 1
+		WHERE r.mapping_id = $1`, mappingID).Scan(&fetchToStart, &attempt); err != nil {
+		return fmt.Errorf("read run times: %w", err)
+	}
+	b.report.detail("run_worker_cycle", map[string]float64{
+		"cycle_ms":                  float64(b.env.workers) * window / float64(succeeded) * 1000,
+		"fetch_to_attempt_start_ms": fetchToStart,
+		"attempt_ms":                attempt,
+	})
+
+	b.logf("run throughput: fork/exec of true, %d at once", b.env.workers)
+	cpu1 := b.env.cpu()
+	limit, err := forkExecRate(ctx, n, b.env.workers)
+	if err != nil {
+		return err
+	}
+	b.report.detail("run_cpu_per_fork_exec", b.env.cpu().sub(cpu1).perOp(n))
+	row := Row{
+		Name:      fmt.Sprintf("run throughput, backlog %d", n),
+		Ours:      Figure{Value: float64(succeeded) / window, Unit: "runs/s", N: succeeded},
+		LimitName: fmt.Sprintf("fork/exec of true, %d at once", b.env.workers),
+		Limit:     &limit,
+		Target:    "≥ 0.6× limit",
+		Note:      note,
+	}
+	row.Met = ptr(row.Ours.Value >= 0.6*limit.Value)
+	b.report.add(row)
+	return nil
+}
+
+// withdrawBacklog takes the backlog's runs that have not started out of the queue, marks them cancelled, and
+// waits for the running ones to end.
+func (b *bench) withdrawBacklog(ctx context.Context, mappingID int64) error {
+	if err := b.env.exec(ctx, `DELETE FROM river_job WHERE id IN (SELECT job_id FROM runs
+		WHERE mapping_id = $1 AND status IN ('queued', 'retrying')) AND state IN ('available', 'scheduled', 'retryable')`,
+		mappingID); err != nil {
+		return err
+	}
+	if err := b.env.exec(ctx, `UPDATE runs SET status = 'cancelled', error = 'withdrawn by the benchmark',
+		finished_at = now(), updated_at = now() WHERE mapping_id = $1 AND status IN ('queued', 'retrying')`, mappingID); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, open, err := b.env.runStatuses(ctx, `mapping_id = $1`, mappingID)
+		if err != nil || open == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("withdraw backlog: %d runs still running after a minute", open)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// queueBacklog records n deliveries for the backlog mapping through the store, 8 at a time.
+func (b *bench) queueBacklog(ctx context.Context, n int) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				d, err := orchestrator.ParseDelivery(webhookBody(datasetBacklog, b.env.shas.next()))
+				if err == nil {
+					_, err = b.env.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1"})
+				}
+				if err != nil {
+					errs <- fmt.Errorf("queue backlog: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// forkExecRate runs `true` n times from c goroutines, each in its own process group as the workers start
+// commands, and returns the rate.
+func forkExecRate(ctx context.Context, n, c int) (Figure, error) {
+	path, err := exec.LookPath("true")
+	if err != nil {
+		return Figure{}, fmt.Errorf("look up true: %w", err)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, c)
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) && ctx.Err() == nil {
+				cmd := exec.Command(path)
+				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+				if err := cmd.Run(); err != nil {
+					errs <- fmt.Errorf("run true: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return Figure{}, err
+	}
+	return Figure{Value: float64(n) / elapsed.Seconds(), Unit: "execs/s", N: n}, ctx.Err()
+}
