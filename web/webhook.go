@@ -63,7 +63,10 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 		if errors.As(err, &tooLarge) {
 			return outcomeTooLarge, orchestrator.Errorf(orchestrator.CodeTooLarge, "body larger than %d bytes", s.maxBody)
 		}
-		return outcomeInvalid, orchestrator.WrapError(orchestrator.CodeInvalid, err, "could not read body")
+		// The reason (a timeout, a reset) names our socket: it goes to the log, not to the client.
+		s.logger.InfoContext(r.Context(), "could not read a webhook body", "error", err)
+		return outcomeInvalid, orchestrator.Errorf(orchestrator.CodeInvalid,
+			"could not read the body: the client was too slow or closed the connection")
 	}
 
 	// 3. Parse leniently, whatever the content type says.
