@@ -14,6 +14,7 @@ ORCHESTRATOR_DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/orchestrator/d
 export ORCHESTRATOR_DATA_DIR
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 10m
+FUZZ_TIME ?= 20s
 
 .PHONY: help
 help: ## Show the targets
@@ -24,9 +25,10 @@ run: deps ## Run the orchestrator on the embedded PostgreSQL with examples/orche
 	go run ./cmd/orchestrator serve --config examples/orchestrator.yaml
 
 .PHONY: test
-test: deps ## Run go vet and every test, against a real PostgreSQL (installed when missing)
+test: deps ## Run go vet, every test (real PostgreSQL and Chromium, installed when missing) and a short fuzz
 	go vet ./...
 	go test $(GO_TEST_FLAGS) ./...
+	go test -run '^$$' -fuzz FuzzParseAndDecide -fuzztime $(FUZZ_TIME) ./orchestrator/
 
 .PHONY: build
 build: ## Build bin/orchestrator
