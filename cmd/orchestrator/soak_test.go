@@ -314,8 +314,10 @@ func TestSoakBacklog(t *testing.T) {
 		concurrency int
 		within      time.Duration
 	}{
-		{name: "Concurrency1", concurrency: 1, within: 30 * time.Second},
-		{name: "Concurrency4", concurrency: 4, within: 30 * time.Second},
+		// Liveness, not speed (the benchmark measures that): the bound is generous for a loaded CI machine
+		// running the race detector.
+		{name: "Concurrency1", concurrency: 1, within: 150 * time.Second},
+		{name: "Concurrency4", concurrency: 4, within: 150 * time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
