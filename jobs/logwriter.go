@@ -33,6 +33,7 @@ type logWriter struct {
 
 	mu             sync.Mutex
 	pending        []byte
+	spare          []byte // the buffer of the last flush, reused for the next one
 	pendingDropped int64
 	total          int64
 
@@ -100,12 +101,20 @@ func (w *logWriter) loop(interval time.Duration) {
 func (w *logWriter) flush() {
 	w.mu.Lock()
 	data := w.pending
-	w.pending = nil
+	w.pending = w.spare[:0]
+	w.spare = nil
 	w.dropped += w.pendingDropped
 	w.pendingDropped = 0
 	total := w.total
 	w.mu.Unlock()
 
+	// The buffer goes back for reuse once stored: no allocation per flush, however much the command writes.
+	buf := data
+	defer func() {
+		w.mu.Lock()
+		w.spare = buf[:0]
+		w.mu.Unlock()
+	}()
 	if len(data) > w.limit {
 		w.dropped += int64(len(data) - w.limit)
 		data = data[len(data)-w.limit:]
