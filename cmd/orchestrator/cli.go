@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/retrainhq/orchestrator/orchestrator"
 	"io"
 	"net"
 	"net/http"
@@ -341,42 +342,11 @@ func (c *command) answer(body []byte, v any, stdout io.Writer) (printed bool, er
 	return false, nil
 }
 
-// apiRun is a run as the JSON API returns it.
-type apiRun struct {
-	ID                int64      `json:"id"`
-	Mapping           string     `json:"mapping"`
-	Dataset           string     `json:"dataset"`
-	Ref               string     `json:"ref"`
-	Revision          string     `json:"revision"`
-	OldRevision       string     `json:"old_revision"`
-	Trigger           string     `json:"trigger"`
-	DeliveryID        *int64     `json:"delivery_id"`
-	RetryOf           *int64     `json:"retry_of"`
-	Status            string     `json:"status"`
-	Attempt           int        `json:"attempt"`
-	MaxAttempts       int        `json:"max_attempts"`
-	ExitCode          *int       `json:"exit_code"`
-	Signal            string     `json:"signal"`
-	Error             string     `json:"error"`
-	CreatedAt         time.Time  `json:"created_at"`
-	StartedAt         *time.Time `json:"started_at"`
-	FinishedAt        *time.Time `json:"finished_at"`
-	CancelRequestedAt *time.Time `json:"cancel_requested_at"`
-}
+// apiRun is a run as the JSON API returns it: the domain type, whose JSON is the API's.
+type apiRun = orchestrator.Run
 
 // apiAttempt is one attempt of a run as the JSON API returns it.
-type apiAttempt struct {
-	Attempt    int        `json:"attempt"`
-	Argv       []string   `json:"argv"`
-	Status     string     `json:"status"`
-	ExitCode   *int       `json:"exit_code"`
-	Signal     string     `json:"signal"`
-	Error      string     `json:"error"`
-	LogBytes   int64      `json:"log_bytes"`
-	LogDropped int64      `json:"log_dropped"`
-	StartedAt  time.Time  `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at"`
-}
+type apiAttempt = orchestrator.Attempt
 
 // apiRunDetail is the answer of GET /api/v1/runs/{id}.
 type apiRunDetail struct {
@@ -410,7 +380,7 @@ func runsList(ctx context.Context, args []string, getenv func(string) string, st
 	c := newCommand("runs list", "orchestrator runs list [--mapping M] [--dataset D] [--status S] [--trigger T] [--limit N] [--before ID]", getenv, stderr)
 	c.fs.String("mapping", "", "only runs of the mapping `NAME`")
 	c.fs.String("dataset", "", "only runs of the `DATASET`, such as acme/support-tickets")
-	c.fs.String("status", "", "only runs in `STATUS`: queued, running, retrying, succeeded, failed or cancelled")
+	c.fs.String("status", "", "only runs in `STATUS`: queued, running, retrying, succeeded, failed, cancelled or superseded")
 	c.fs.String("trigger", "", "only runs started by `TRIGGER`: webhook or manual")
 	c.fs.Int("limit", 0, "at most `N` runs (server default 50, at most 500)")
 	before := c.fs.Int64("before", 0, "only runs older than run `ID` (the next page)")
@@ -506,7 +476,7 @@ func printRun(w io.Writer, d *apiRunDetail) error {
 		fmt.Fprintf(tw, "%s:\t%s\n", key, value)
 	}
 	line("id", strconv.FormatInt(d.ID, 10))
-	line("status", d.Status)
+	line("status", string(d.Status))
 	line("mapping", d.Mapping)
 	line("dataset", d.Dataset)
 	line("ref", d.Ref)
@@ -534,7 +504,7 @@ func printRun(w io.Writer, d *apiRunDetail) error {
 	}
 	fmt.Fprintln(w, "\nattempts:")
 	for _, a := range d.Attempts {
-		result := a.Status
+		result := string(a.Status)
 		if a.ExitCode != nil {
 			result += fmt.Sprintf(", exit %d", *a.ExitCode)
 		}
@@ -545,7 +515,7 @@ func printRun(w io.Writer, d *apiRunDetail) error {
 		if a.LogDropped > 0 {
 			result += fmt.Sprintf(" (%d dropped)", a.LogDropped)
 		}
-		fmt.Fprintf(w, "  %d: %s, %s to %s\n", a.Attempt, result, formatTime(a.StartedAt), formatTimePtr(a.FinishedAt))
+		fmt.Fprintf(w, "  %d: %s, %s to %s\n", a.Number, result, formatTime(a.StartedAt), formatTimePtr(a.FinishedAt))
 		fmt.Fprintf(w, "     argv: %s\n", shellJoin(a.Argv))
 		if a.Error != "" {
 			fmt.Fprintf(w, "     error: %s\n", a.Error)
