@@ -33,6 +33,9 @@ type Queue interface {
 type Store struct {
 	pool  *pgxpool.Pool
 	queue Queue
+
+	mappings mappingCache // the enabled mappings, for deciding deliveries
+	ingest   ingestGroup  // deliveries waiting to be written
 }
 
 // NewStore returns a Store on pool. Creating and cancelling runs needs a queue: see SetQueue.

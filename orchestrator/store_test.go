@@ -200,6 +200,79 @@ func TestDeliveryInsert(t *testing.T) {
 		require.Equal(t, []int64{list[2].ID, list[3].ID}, []int64{older[0].ID, older[1].ID})
 	})
 
+	t.Run("ManyConcurrentDeliveriesEachGetTheirRun", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"), mapping("all-acme", "acme/*"))
+		const senders = 96
+		var wg sync.WaitGroup
+		results := make([]*orchestrator.DeliveryInsertResult, senders)
+		errs := make([]error, senders)
+		for i := range senders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Every revision is sent twice, so that groups hold duplicates of each other's runs.
+				d, err := orchestrator.ParseDelivery([]byte(fmt.Sprintf(`{"event":{"scope":"repo.content","action":"update"},
+					"repo":{"type":"dataset","name":"acme/support-tickets","id":"66a1f0c2b9e4d3a1f2c3d4e5"},
+					"updatedRefs":[{"ref":"refs/heads/main","newSha":"%040x"}]}`, i/2+1)))
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				results[i], errs[i] = b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d})
+			}()
+		}
+		wg.Wait()
+		runs := map[int64]bool{}
+		for i := range senders {
+			require.NoError(t, errs[i])
+			require.Len(t, results[i].Decisions, 2)
+			for _, dec := range results[i].Decisions {
+				require.NotZero(t, dec.RunID, "every queued or duplicate decision names its run")
+				require.Contains(t, []orchestrator.DecisionKind{orchestrator.DecisionQueued, orchestrator.DecisionDuplicate}, dec.Decision)
+			}
+			for _, id := range results[i].RunIDs {
+				require.False(t, runs[id], "run %d reported created twice", id)
+				runs[id] = true
+			}
+		}
+		require.Len(t, runs, senders, "one run per mapping and revision")
+		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM runs WHERE job_id IS NOT NULL`))
+		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM river_job`))
+		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM decisions WHERE decision = 'duplicate'`))
+		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM decisions d JOIN runs r ON r.id = d.run_id
+			WHERE r.mapping_id <> d.mapping_id OR r.revision <> d.new_sha`), "decisions point at their own runs")
+	})
+
+	t.Run("MappingsWrittenElsewhereAreSeenAtOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		// A second store on the same database plays another orchestrator process.
+		other := orchestrator.NewStore(b.pool)
+		other.SetQueue(jobs.NewQueue(b.river))
+		send := func(sha string) *orchestrator.DeliveryInsertResult {
+			d, err := orchestrator.ParseDelivery([]byte(`{"event":{"scope":"repo.content","action":"update"},
+				"repo":{"type":"dataset","name":"acme/other-data","id":"66a1f0c2b9e4d3a1f2c3d4e6"},
+				"updatedRefs":[{"ref":"refs/heads/main","newSha":"` + sha + `"}]}`))
+			require.NoError(t, err)
+			res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d})
+			require.NoError(t, err)
+			return res
+		}
+		require.Empty(t, send("1111111111111111111111111111111111111111").RunIDs, "no mapping watches the dataset yet")
+
+		m := mapping("other", "acme/other-data")
+		m.Source = orchestrator.SourceAPI
+		_, err := other.MappingCreate(ctx, m)
+		require.NoError(t, err)
+		require.Len(t, send("2222222222222222222222222222222222222222").RunIDs, 1, "a mapping created by another process counts at once")
+
+		_, err = other.MappingDisable(ctx, "other")
+		require.NoError(t, err)
+		res := send("3333333333333333333333333333333333333333")
+		require.Empty(t, res.RunIDs, "a mapping disabled by another process stops counting at once")
+	})
+
 	t.Run("DatabaseGoneIsUnavailable", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, mapping("tickets", "acme/support-tickets"))

@@ -1,0 +1,390 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Group commit of deliveries. Deliveries that arrive while others are being written are written together, in
+// one transaction with one commit, by at most ingestRunnersMax transactions at a time: each request still
+// returns only after its own delivery is durable, but the commits, round trips and fsyncs are shared. A lone
+// delivery is written at once, without waiting for company.
+const (
+	// ingestRunnersMax is how many group transactions write deliveries at once.
+	ingestRunnersMax = 2
+	// ingestBatchMax is the most deliveries one transaction writes.
+	ingestBatchMax = 64
+	// ingestTimeoutDefault bounds a group whose callers set no deadline.
+	ingestTimeoutDefault = 30 * time.Second
+	// ingestStaleRetries is how often a group is written again after the mappings changed under it.
+	ingestStaleRetries = 3
+)
+
+// errStaleMappings says that the mappings changed after the in-memory copy the decisions were made against.
+var errStaleMappings = errors.New("the mappings changed while the delivery was recorded")
+
+// mappingCache keeps the enabled mappings in memory with the generation they were read at. The statement that
+// records a delivery also reads the current generation, so a stale copy is detected in the same round trip and
+// the delivery is decided again: no delivery is ever decided against mappings older than its own transaction.
+type mappingCache struct {
+	mu         sync.Mutex
+	loaded     bool
+	generation int64
+	mappings   []Mapping
+}
+
+// get returns the cached mappings and their generation, reading them first when needed.
+func (c *mappingCache) get(ctx context.Context, s *Store) (int64, []Mapping, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loaded {
+		return c.generation, c.mappings, nil
+	}
+	// The generation is read before the mappings: a change between the two reads makes the copy look stale,
+	// never fresh.
+	var gen int64
+	if err := s.pool.QueryRow(ctx, `SELECT generation FROM mapping_generation`).Scan(&gen); err != nil {
+		return 0, nil, fmt.Errorf("read mapping generation: %w", err)
+	}
+	mappings, err := s.MappingListEnabled(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	c.loaded, c.generation, c.mappings = true, gen, mappings
+	return gen, mappings, nil
+}
+
+// forget drops the copy if it is still the one read at generation gen.
+func (c *mappingCache) forget(gen int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loaded && c.generation == gen {
+		c.loaded, c.mappings = false, nil
+	}
+}
+
+// ingestItem is one delivery waiting to be written, and what came of it.
+type ingestItem struct {
+	ctx  context.Context
+	p    DeliveryInsertParams
+	done chan struct{}
+	res  *DeliveryInsertResult
+	err  error
+}
+
+// ingestGroup queues deliveries for the group transactions.
+type ingestGroup struct {
+	mu      sync.Mutex
+	pending []*ingestItem
+	runners int
+}
+
+// submit writes the delivery of it, together with whatever others are waiting, and returns once it is durable
+// or has failed.
+func (s *Store) submit(it *ingestItem) {
+	g := &s.ingest
+	g.mu.Lock()
+	g.pending = append(g.pending, it)
+	if g.runners < ingestRunnersMax {
+		g.runners++
+		go s.ingestLoop()
+	}
+	g.mu.Unlock()
+	<-it.done
+}
+
+// ingestLoop writes groups of waiting deliveries until none is left.
+func (s *Store) ingestLoop() {
+	g := &s.ingest
+	for {
+		g.mu.Lock()
+		if len(g.pending) == 0 {
+			g.runners--
+			g.mu.Unlock()
+			return
+		}
+		n := min(len(g.pending), ingestBatchMax)
+		items := make([]*ingestItem, n)
+		copy(items, g.pending)
+		g.pending = append(g.pending[:0], g.pending[n:]...)
+		g.mu.Unlock()
+		s.ingestGroupWrite(items)
+	}
+}
+
+// ingestGroupWrite writes items in one transaction. If that fails, each is written again in a transaction of
+// its own, so that one delivery (or a deadlock between two groups) never fails the others.
+func (s *Store) ingestGroupWrite(items []*ingestItem) {
+	live := items[:0:0]
+	for _, it := range items {
+		if err := it.ctx.Err(); err != nil {
+			it.err = err
+			close(it.done)
+			continue
+		}
+		live = append(live, it)
+	}
+	if len(live) == 0 {
+		return
+	}
+	deadline, ok := time.Time{}, false
+	for _, it := range live {
+		if d, has := it.ctx.Deadline(); has && (!ok || d.After(deadline)) {
+			deadline, ok = d, true
+		}
+	}
+	if !ok {
+		deadline = time.Now().Add(ingestTimeoutDefault)
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
+	defer cancel()
+
+	err := s.ingestWrite(ctx, live)
+	if err != nil && len(live) > 1 {
+		for _, it := range live {
+			it.err = s.ingestWrite(ctx, []*ingestItem{it})
+			close(it.done)
+		}
+		return
+	}
+	for _, it := range live {
+		it.err = err
+		close(it.done)
+	}
+}
+
+// ingestWrite writes items in one transaction, deciding them again when the mappings changed meanwhile.
+func (s *Store) ingestWrite(ctx context.Context, items []*ingestItem) error {
+	for try := 0; ; try++ {
+		err := s.ingestTx(ctx, items)
+		if errors.Is(err, errStaleMappings) && try < ingestStaleRetries {
+			continue
+		}
+		if err != nil {
+			for _, it := range items {
+				it.res = nil
+			}
+		}
+		return err
+	}
+}
+
+// ingestTx records the deliveries of items, their refs and decisions, and creates and enqueues their runs, in
+// one transaction: a single round trip for all the rows of all the deliveries, one for the queue's jobs, one for
+// their ids and one for the commit.
+func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
+	gen, mappings, err := s.mappings.get(ctx, s)
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		d := it.p.Delivery
+		var ms []Mapping
+		if d.IsContentUpdate() && d.RepoType == "dataset" {
+			ms = mappings
+		}
+		it.res = &DeliveryInsertResult{Decisions: Decide(d, ms)}
+	}
+
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: ingestBeginSQL})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+
+	// Catch-up's first sight of a ref records it as a baseline instead of running it, unless the mapping asks
+	// for that run.
+	for _, it := range items {
+		if it.p.Source == DeliverySourceReconcile {
+			if err := s.markBaselines(ctx, tx, it.res.Decisions); err != nil {
+				return err
+			}
+		}
+	}
+
+	batch := &pgx.Batch{}
+	gens := make([]int64, len(items))
+	kinds := make([][]string, len(items))
+	runIDs := make([][]*int64, len(items))
+	for i, it := range items {
+		queueDeliveryInsert(batch, it).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&it.res.DeliveryID, &it.res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i])
+		})
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("insert deliveries: %w", err)
+	}
+	for _, g := range gens {
+		if g != gen {
+			s.mappings.forget(gen)
+			return errStaleMappings
+		}
+	}
+
+	var jobs []RunJob
+	for i, it := range items {
+		res := it.res
+		for j := range res.Decisions {
+			dec := &res.Decisions[j]
+			if runIDs[i][j] != nil {
+				dec.RunID = *runIDs[i][j]
+			}
+			dec.Decision = DecisionKind(kinds[i][j])
+			switch {
+			case dec.Decision == DecisionDuplicate:
+				dec.Reason = fmt.Sprintf("duplicate of run %d", dec.RunID)
+				continue
+			case dec.Decision != DecisionQueued:
+				continue
+			case dec.RunID == 0:
+				// Another transaction created the run after this statement began: it is a duplicate.
+				if err := s.resolveDuplicate(ctx, tx, res.DeliveryID, it.p.Delivery.RepoID, dec); err != nil {
+					return err
+				}
+				continue
+			}
+			res.RunIDs = append(res.RunIDs, dec.RunID)
+			// A new run waits out its mapping's quiet period; older runs of its ref that have not started
+			// give way to it when a worker picks them up (RunAttemptStart), so deliveries of one dataset never
+			// wait for each other here.
+			sched, err := s.scheduleRun(ctx, tx, dec)
+			if err != nil {
+				return err
+			}
+			res.stopRunning = append(res.stopRunning, sched.stopJobs...)
+			jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, Queue: dec.mapping.Queue})
+		}
+	}
+	if err := s.enqueueTx(ctx, tx, jobs); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// ingestBeginSQL starts the transaction of a group. Its statements are prepared once per connection; a generic
+// plan spares PostgreSQL planning them again for every delivery, which costs more than executing them (their
+// arrays give custom plans no better estimates).
+const ingestBeginSQL = `BEGIN; SET LOCAL plan_cache_mode = force_generic_plan`
+
+// resolveDuplicate records a queued decision whose run another transaction created and committed while this
+// one's statement ran (so the statement could neither insert nor see it) as a duplicate of that run.
+func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int64, repoID string, dec *Decision) error {
+	err := tx.QueryRow(ctx, `SELECT id FROM runs WHERE trigger = 'webhook' AND mapping_id = $1 AND repo_id = $2
+		AND ref = $3 AND revision = $4`, dec.MappingID, repoID, dec.Ref, dec.NewSha).Scan(&dec.RunID)
+	if err != nil {
+		return fmt.Errorf("find existing run: %w", err)
+	}
+	dec.Decision = DecisionDuplicate
+	dec.Reason = fmt.Sprintf("duplicate of run %d", dec.RunID)
+	if _, err := tx.Exec(ctx, `UPDATE decisions SET decision = $6, reason = $7, run_id = $5
+		WHERE delivery_id = $1 AND mapping_id = $2 AND ref = $3 AND new_sha = $4 AND decision = 'queued' AND run_id IS NULL`,
+		deliveryID, dec.MappingID, dec.Ref, dec.NewSha, dec.RunID, string(dec.Decision), dec.Reason); err != nil {
+		return fmt.Errorf("record duplicate: %w", err)
+	}
+	return nil
+}
+
+// deliveryInsertSQL records one delivery in one statement: the delivery, its refs, the runs of its queued
+// decisions (a conflict on the dedup index means the run exists already) and its decisions, with each queued
+// decision turned into a duplicate when its run existed or the same (mapping, ref, revision) came earlier in
+// the delivery. It returns the delivery's id and time, the mappings' generation, and each decision's kind and
+// run in order. A queued decision without a run is one whose run a concurrent transaction committed while the
+// statement ran: the caller resolves it.
+const deliveryInsertSQL = `
+WITH d AS (
+	INSERT INTO deliveries (source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $13)
+	RETURNING id, received_at
+), r AS (
+	INSERT INTO delivery_refs (delivery_id, position, ref, old_sha, new_sha)
+	SELECT d.id, u.ord - 1, u.ref, NULLIF(u.old_sha, ''), NULLIF(u.new_sha, '')
+	FROM d, unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS u(ref, old_sha, new_sha, ord)
+), ins AS (
+	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts)
+	SELECT w.mapping_id, $5, $6, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', d.id, 'queued', w.max_attempts
+	FROM d, unnest($14::bigint[], $15::text[], $16::text[], $17::text[], $18::int[])
+		AS w(mapping_id, ref, revision, old_revision, max_attempts)
+	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = 'webhook' DO NOTHING
+	RETURNING id, mapping_id, ref, revision
+), x AS (
+	SELECT u.ord, u.mapping_id, u.ref, u.sha, u.reason,
+		CASE WHEN u.decision = 'queued' THEN coalesce(i.id, e.id) END AS run_id,
+		CASE WHEN u.decision <> 'queued' THEN u.decision
+			WHEN i.id IS NOT NULL AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, u.ref, u.sha, u.decision) THEN 'queued'
+			WHEN i.id IS NOT NULL OR e.id IS NOT NULL THEN 'duplicate'
+			ELSE 'queued' END AS decision
+	FROM unnest($19::bigint[], $20::text[], $21::text[], $22::text[], $23::text[]) WITH ORDINALITY
+		AS u(mapping_id, ref, sha, decision, reason, ord)
+	LEFT JOIN ins i ON u.decision = 'queued' AND i.mapping_id = u.mapping_id AND i.ref = u.ref AND i.revision = u.sha
+	LEFT JOIN LATERAL (SELECT e.id FROM runs e WHERE u.decision = 'queued' AND i.id IS NULL AND e.trigger = 'webhook'
+		AND e.mapping_id = u.mapping_id AND e.repo_id = $6 AND e.ref = u.ref AND e.revision = u.sha LIMIT 1) e ON true
+), dec AS (
+	INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
+	SELECT d.id, x.mapping_id, x.ref, NULLIF(x.sha, ''), x.decision,
+		CASE WHEN x.decision = 'duplicate' THEN 'duplicate of run ' || x.run_id ELSE x.reason END, x.run_id
+	FROM d, x ORDER BY x.ord
+)
+SELECT d.id, d.received_at, (SELECT generation FROM mapping_generation),
+	coalesce((SELECT array_agg(x.decision ORDER BY x.ord) FROM x), '{}'),
+	coalesce((SELECT array_agg(x.run_id ORDER BY x.ord) FROM x), '{}')
+FROM d`
+
+// queueDeliveryInsert queues the statement that records the delivery of it.
+func queueDeliveryInsert(batch *pgx.Batch, it *ingestItem) *pgx.QueuedQuery {
+	d := it.p.Delivery
+	refs, olds, news := make([]string, len(d.Refs)), make([]string, len(d.Refs)), make([]string, len(d.Refs))
+	for i, r := range d.Refs {
+		refs[i], olds[i], news[i] = r.Ref, r.OldSha, r.NewSha
+	}
+
+	// The runs to create: one per distinct queued (mapping, ref, revision).
+	var wantMappings []int64
+	var wantRefs, wantShas, wantOlds []string
+	var wantAttempts []int32
+	seen := map[runKey]bool{}
+	decisions := it.res.Decisions
+	n := len(decisions)
+	decMappings, decRefs, decShas, decKinds, decReasons :=
+		make([]*int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i := range decisions {
+		dec := &decisions[i]
+		if dec.MappingID != 0 {
+			decMappings[i] = &dec.MappingID
+		}
+		decRefs[i], decShas[i], decKinds[i], decReasons[i] = dec.Ref, dec.NewSha, string(dec.Decision), dec.Reason
+		if dec.Decision != DecisionQueued {
+			continue
+		}
+		key := runKey{dec.MappingID, dec.Ref, dec.NewSha}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		wantMappings = append(wantMappings, dec.MappingID)
+		wantRefs = append(wantRefs, dec.Ref)
+		wantShas = append(wantShas, dec.NewSha)
+		wantOlds = append(wantOlds, dec.OldSha)
+		wantAttempts = append(wantAttempts, int32(dec.mapping.MaxAttempts))
+	}
+	source := it.p.Source
+	if source == "" {
+		source = DeliverySourceWebhook
+	}
+	secret := it.p.Secret
+	if secret == "" {
+		secret = SecretCurrent
+	}
+	return batch.Queue(deliveryInsertSQL,
+		source, d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID, it.p.RemoteAddr, d.Raw,
+		refs, olds, news, secret,
+		wantMappings, wantRefs, wantShas, wantOlds, wantAttempts,
+		decMappings, decRefs, decShas, decKinds, decReasons)
+}
