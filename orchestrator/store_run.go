@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,12 +16,16 @@ const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.r
 	r.error, r.job_id, r.created_at, r.started_at, r.finished_at, r.cancel_requested_at, r.superseded_by, r.not_before,
 	r.output`
 
+// runDest returns the scan destinations of runColumns.
+func runDest(r *Run) []any {
+	return []any{&r.ID, &r.MappingID, &r.Mapping, &r.Dataset, &r.RepoID, &r.Ref, &r.Revision, &r.OldRevision,
+		&r.Trigger, &r.DeliveryID, &r.RetryOf, &r.Status, &r.Attempt, &r.MaxAttempts, &r.ExitCode, &r.Signal,
+		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt, &r.SupersededBy, &r.NotBefore, &r.Output}
+}
+
 func scanRun(row pgx.Row) (*Run, error) {
 	var r Run
-	err := row.Scan(&r.ID, &r.MappingID, &r.Mapping, &r.Dataset, &r.RepoID, &r.Ref, &r.Revision, &r.OldRevision,
-		&r.Trigger, &r.DeliveryID, &r.RetryOf, &r.Status, &r.Attempt, &r.MaxAttempts, &r.ExitCode, &r.Signal,
-		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt, &r.SupersededBy, &r.NotBefore, &r.Output)
-	if err != nil {
+	if err := row.Scan(runDest(&r)...); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -159,17 +164,24 @@ func (s *Store) RunLogTail(ctx context.Context, runID int64, attempt int, maxByt
 	return out, total - int64(len(out)), nil
 }
 
-// RunForWork returns a run and its mapping, for a worker about to execute it.
+// mappingColumnsOfM is mappingColumns qualified by the alias m, for joins.
+var mappingColumnsOfM = "m." + strings.Join(strings.Split(strings.Join(strings.Fields(mappingColumns), " "), ", "), ", m.")
+
+// RunForWork returns a run and its mapping, for a worker about to execute it, in one round trip.
 func (s *Store) RunForWork(ctx context.Context, runID int64) (*Run, *Mapping, error) {
-	run, err := s.RunGetByID(ctx, runID)
-	if err != nil {
-		return nil, nil, err
+	var run Run
+	var m Mapping
+	err := s.pool.QueryRow(ctx, `SELECT `+runColumns+`, `+mappingColumnsOfM+`
+		FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`, runID).
+		Scan(append(runDest(&run), mappingDest(&m)...)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, Errorf(CodeNotFound, "run %d not found", runID)
 	}
-	m, err := scanMapping(s.pool.QueryRow(ctx, `SELECT `+mappingColumns+` FROM mappings WHERE id = $1`, run.MappingID))
 	if err != nil {
-		return nil, nil, dbError(err, "get mapping")
+		return nil, nil, dbError(err, "get run for work")
 	}
-	return run, m, nil
+	m.fromMillis()
+	return &run, &m, nil
 }
 
 // RunAttemptStartParams starts an attempt of a run.
@@ -198,95 +210,111 @@ func (e *WaitError) Error() string { return "run must wait: " + e.Reason }
 // run is already finished (cancelled or superseded meanwhile, or completed by an earlier execution of the same
 // job), in which case the command must not run, and a *WaitError when the mapping's concurrency is used up or
 // an older run of it waits first. An attempt left unfinished by a crashed process is closed as interrupted.
+//
+// It costs three round trips: the transaction begins with the locks of the run and its mapping in one, the
+// decision is read in a second statement (whose snapshot, taken after the locks were granted, sees every start
+// committed before), and the writes travel with the commit.
 func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) error {
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return dbError(err, "begin attempt")
 	}
-	defer func() { _ = tx.Rollback(ctx) }()
-
-	var status RunStatus
-	var mappingID int64
-	var ref, trigger string
-	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
-	// through their foreign keys, so starts and deliveries never deadlock.
-	if err := tx.QueryRow(ctx, `SELECT status, mapping_id, ref, trigger FROM runs WHERE id = $1 FOR NO KEY UPDATE`, p.RunID).
-		Scan(&status, &mappingID, &ref, &trigger); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return Errorf(CodeNotFound, "run %d not found", p.RunID)
+	// A connection released inside a transaction (after an error) is closed by the pool, never reused.
+	defer conn.Release()
+	committed := false
+	defer func() {
+		if !committed && conn.Conn().PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		}
+	}()
+
+	// The mapping's row lock serializes the starts of its runs across processes, so the counts hold. NO KEY
+	// UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take through
+	// their foreign keys, so starts and deliveries never block each other. The id is an integer, formatted
+	// into the statement so that it travels with BEGIN.
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`BEGIN; SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id
+		WHERE r.id = %d FOR NO KEY UPDATE OF r, m`, p.RunID)); err != nil {
 		return dbError(err, "lock run")
+	}
+
+	// Free slots go to the oldest waiting runs first, so runs start in the order their revisions arrived. The
+	// runs that wait are those refused a slot before (waiting_since) and those a worker has taken from the
+	// queue but not started yet (their job running, their run queued); the rest of the backlog is not counted,
+	// so a long queue costs nothing here.
+	var status RunStatus
+	var trigger, policy string
+	var concurrency, running, olderWaiting int
+	var newer *int64
+	var wait time.Duration
+	err = conn.QueryRow(ctx, `
+		SELECT r.status, r.trigger, m.on_new_revision, m.concurrency, greatest(r.not_before - now(), interval '0'),
+			(SELECT count(*) FROM runs x WHERE x.mapping_id = r.mapping_id AND x.status = 'running' AND x.id <> r.id),
+			(SELECT count(*) FROM runs x
+				WHERE x.id IN (
+					SELECT w.id FROM runs w WHERE w.mapping_id = r.mapping_id AND w.waiting_since IS NOT NULL
+						AND w.status = 'queued' AND w.id < r.id
+					UNION ALL
+					SELECT (j.args->>'run_id')::bigint FROM river_job j WHERE j.state = 'running' AND j.kind = 'retrain')
+				AND x.mapping_id = r.mapping_id AND x.id < r.id AND x.status = 'queued'
+				AND coalesce(x.not_before, x.created_at) <= now()
+				AND (m.on_new_revision = 'queue' OR x.trigger <> 'webhook' OR NOT EXISTS (
+					SELECT 1 FROM runs n WHERE n.mapping_id = x.mapping_id AND n.ref = x.ref AND n.id > x.id
+						AND n.trigger = 'webhook' AND n.status <> 'superseded'))),
+			(SELECT max(n.id) FROM runs n WHERE n.mapping_id = r.mapping_id AND n.ref = r.ref AND n.id > r.id
+				AND n.trigger = 'webhook' AND n.status <> 'superseded')
+		FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`, p.RunID).
+		Scan(&status, &trigger, &policy, &concurrency, &wait, &running, &olderWaiting, &newer)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Errorf(CodeNotFound, "run %d not found", p.RunID)
+	}
+	if err != nil {
+		return dbError(err, "check concurrency")
 	}
 	if status.Finished() {
 		return Errorf(CodeConflict, "run %d is already %s", p.RunID, status)
 	}
 
-	// The mapping's row lock serializes the starts of its runs across processes, so the count holds.
-	// The mapping's row lock serializes the starts of its runs across processes, so the counts hold. Free
-	// slots go to the oldest waiting runs first, so runs start in the order their revisions arrived.
-	var concurrency, running, olderWaiting int
-	var policy string
-	var newer *int64
-	var wait time.Duration
-	if err := tx.QueryRow(ctx, `
-		SELECT m.concurrency, m.on_new_revision,
-			(SELECT greatest(r.not_before - now(), interval '0') FROM runs r WHERE r.id = $2),
-			(SELECT count(*) FROM runs r WHERE r.mapping_id = m.id AND r.status = 'running' AND r.id <> $2),
-			(SELECT count(*) FROM runs r WHERE r.mapping_id = m.id AND r.id < $2 AND r.status = 'queued'
-				AND coalesce(r.not_before, r.created_at) <= now()
-				AND (m.on_new_revision = 'queue' OR r.trigger <> 'webhook' OR NOT EXISTS (
-					SELECT 1 FROM runs n WHERE n.mapping_id = r.mapping_id AND n.ref = r.ref AND n.id > r.id
-						AND n.trigger = 'webhook' AND n.status <> 'superseded'))),
-			(SELECT max(r.id) FROM runs r WHERE r.mapping_id = m.id AND r.ref = $3 AND r.id > $2
-				AND r.trigger = 'webhook' AND r.status <> 'superseded')
-		FROM mappings m WHERE m.id = $1 FOR NO KEY UPDATE OF m`, mappingID, p.RunID, ref).
-		Scan(&concurrency, &policy, &wait, &running, &olderWaiting, &newer); err != nil {
-		return dbError(err, "check concurrency")
-	}
+	batch := &pgx.Batch{}
+	var result error
+	switch {
 	// A webhook run that has not started gives way to a newer revision of its ref, unless the mapping queues
 	// every revision (cancel_running also replaces runs waiting to be retried).
-	if newer != nil && trigger == TriggerWebhook && policy != OnNewRevisionQueue &&
-		(status == RunQueued || (status == RunRetrying && policy == OnNewRevisionCancelRunning)) {
-		if _, err := tx.Exec(ctx, `UPDATE runs SET status = 'superseded', superseded_by = $2::bigint, finished_at = now(),
-			updated_at = now(), error = 'superseded by run ' || $2::bigint || ' on a newer revision' WHERE id = $1`, p.RunID, *newer); err != nil {
-			return dbError(err, "supersede run")
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return dbError(err, "commit supersede")
-		}
-		return Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
-	}
-	switch {
+	case newer != nil && trigger == TriggerWebhook && policy != OnNewRevisionQueue &&
+		(status == RunQueued || (status == RunRetrying && policy == OnNewRevisionCancelRunning)):
+		batch.Queue(`UPDATE runs SET status = 'superseded', superseded_by = $2::bigint, finished_at = now(),
+			updated_at = now(), error = 'superseded by run ' || $2::bigint || ' on a newer revision' WHERE id = $1`, p.RunID, *newer)
+		result = Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
 	case wait > 0:
 		return &WaitError{Reason: "the quiet period is not over", Delay: wait}
-	case running >= concurrency:
-		return &WaitError{Reason: fmt.Sprintf("%d of %d runs of the mapping are running", running, concurrency)}
-	case running+olderWaiting >= concurrency:
-		return &WaitError{Reason: fmt.Sprintf("%d older runs of the mapping wait for the free slots first", olderWaiting)}
+	case running >= concurrency || running+olderWaiting >= concurrency:
+		reason := fmt.Sprintf("%d of %d runs of the mapping are running", running, concurrency)
+		if running < concurrency {
+			reason = fmt.Sprintf("%d older runs of the mapping wait for the free slots first", olderWaiting)
+		}
+		batch.Queue(`UPDATE runs SET waiting_since = coalesce(waiting_since, now()) WHERE id = $1`, p.RunID)
+		result = &WaitError{Reason: reason}
+	default:
+		batch.Queue(`
+			UPDATE run_attempts SET status = 'interrupted', finished_at = now(),
+				error = 'interrupted: the orchestrator stopped while the command ran'
+			WHERE run_id = $1 AND finished_at IS NULL`, p.RunID)
+		batch.Queue(`DELETE FROM run_logs WHERE run_id = $1 AND attempt = $2`, p.RunID, p.Attempt)
+		batch.Queue(`
+			INSERT INTO run_attempts (run_id, attempt, argv, status) VALUES ($1, $2, $3, 'running')
+			ON CONFLICT (run_id, attempt) DO UPDATE SET argv = EXCLUDED.argv, status = 'running', exit_code = NULL,
+				signal = NULL, error = '', log_bytes = 0, log_dropped = 0, started_at = now(), finished_at = NULL`,
+			p.RunID, p.Attempt, p.Argv)
+		batch.Queue(`
+			UPDATE runs SET status = 'running', attempt = $2, started_at = coalesce(started_at, now()),
+				exit_code = NULL, signal = NULL, error = '', waiting_since = NULL, updated_at = now()
+			WHERE id = $1`, p.RunID, p.Attempt)
 	}
-
-	batch := &pgx.Batch{}
-	batch.Queue(`
-		UPDATE run_attempts SET status = 'interrupted', finished_at = now(),
-			error = 'interrupted: the orchestrator stopped while the command ran'
-		WHERE run_id = $1 AND finished_at IS NULL`, p.RunID)
-	batch.Queue(`DELETE FROM run_logs WHERE run_id = $1 AND attempt = $2`, p.RunID, p.Attempt)
-	batch.Queue(`
-		INSERT INTO run_attempts (run_id, attempt, argv, status) VALUES ($1, $2, $3, 'running')
-		ON CONFLICT (run_id, attempt) DO UPDATE SET argv = EXCLUDED.argv, status = 'running', exit_code = NULL,
-			signal = NULL, error = '', log_bytes = 0, log_dropped = 0, started_at = now(), finished_at = NULL`,
-		p.RunID, p.Attempt, p.Argv)
-	batch.Queue(`
-		UPDATE runs SET status = 'running', attempt = $2, started_at = coalesce(started_at, now()),
-			exit_code = NULL, signal = NULL, error = '', updated_at = now()
-		WHERE id = $1`, p.RunID, p.Attempt)
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+	batch.Queue(`COMMIT`)
+	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 		return dbError(err, "start attempt")
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return dbError(err, "commit attempt start")
-	}
-	return nil
+	committed = true
+	return result
 }
 
 // RunAttemptFinishParams records how an attempt ended and what the run's status becomes.
@@ -362,13 +390,14 @@ func (s *Store) RunListRetries(ctx context.Context, id int64) ([]Run, error) {
 		WHERE r.retry_of = $1 ORDER BY r.id`, id)
 }
 
-// RunWaitingJobs returns the jobs of the oldest runs of a mapping that wait for a slot (their jobs snoozed), as
-// many as the mapping has free slots, so that a worker that just freed one can wake them at once.
+// RunWaitingJobs returns the jobs of the oldest runs of a mapping that wait for a slot (refused one, their jobs
+// snoozed), as many as the mapping has free slots, so that a worker that just freed one can wake them at once.
 func (s *Store) RunWaitingJobs(ctx context.Context, mappingID int64) ([]int64, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT r.job_id FROM runs r JOIN river_job j ON j.id = r.job_id
-		WHERE r.mapping_id = $1 AND r.status = 'queued' AND j.state IN ('scheduled', 'available')
-			AND j.scheduled_at > now() AND coalesce(r.not_before, r.created_at) <= now()
+		WHERE r.mapping_id = $1 AND r.waiting_since IS NOT NULL AND r.status = 'queued'
+			AND j.state IN ('scheduled', 'available') AND j.scheduled_at > now()
+			AND coalesce(r.not_before, r.created_at) <= now()
 		ORDER BY r.id
 		LIMIT greatest((SELECT concurrency FROM mappings WHERE id = $1)
 			- (SELECT count(*) FROM runs WHERE mapping_id = $1 AND status = 'running'), 0)`, mappingID)
