@@ -76,8 +76,11 @@ func (t NotifyTarget) validate() error {
 	if err != nil {
 		return fmt.Errorf("url is not a valid URL")
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("url %s must be an absolute http or https URL", RedactURL(t.URL))
+	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "" {
+		return fmt.Errorf("url scheme %q must be http or https", u.Scheme)
+	}
+	if u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("url must be an absolute http or https URL, such as https://hooks.example.com/orchestrator")
 	}
 	switch t.Format {
 	case NotifyFormatJSON, NotifyFormatSlack:

@@ -33,7 +33,7 @@ func TestParseConfigNotify(t *testing.T) {
 	}{
 		{"NoURL", "      - format: json\n", "notify[0]: url must not be empty"},
 		{"RelativeURL", "      - url: /hooks/x\n", "must be an absolute http or https URL"},
-		{"OtherScheme", "      - url: ftp://example.com/x\n", "must be an absolute http or https URL"},
+		{"OtherScheme", "      - url: ftp://example.com/x\n", `url scheme "ftp" must be http or https`},
 		{"NoHost", "      - url: \"https://\"\n", "must be an absolute http or https URL"},
 		{"BadURL", "      - url: \"http://[::1\"\n", "url is not a valid URL"},
 		{"BadFormat", "      - url: https://example.com\n        format: xml\n", `format "xml" must be json or slack`},
@@ -42,7 +42,7 @@ func TestParseConfigNotify(t *testing.T) {
 		{"BadSecretEnv", "      - url: https://example.com\n        secret_env: \"1SECRET\"\n", `secret_env "1SECRET" must be the name of an environment variable`},
 		{"SecretInline", "      - url: https://example.com\n        secret: hunter2\n", "line 7: field secret not found"},
 		{"UnknownKey", "      - url: https://example.com\n        events: [failed]\n", "line 7: field events not found"},
-		{"SecondTargetBad", "      - url: https://example.com\n      - url: mailto:ops@example.com\n", "notify[1]: url"},
+		{"SecondTargetBad", "      - url: https://example.com\n      - url: mailto:ops@example.com\n", `notify[1]: url scheme "mailto"`},
 		{"TooMany", strings.Repeat("      - url: https://example.com\n", NotifyTargetsMax+1), "at most 10 are allowed"},
 	}
 	for _, tc := range errorCases {
