@@ -43,6 +43,8 @@ type ClientConfig struct {
 	LongestTimeout time.Duration
 	// Worker configures the retrain worker.
 	Worker WorkerConfig
+	// Notify configures the sender of run notifications, which serves QueueNotify alongside Queues.
+	Notify NotifyConfig
 	// Reconciler, when set, catches up with the Hub: its worker runs on River's default queue, one pass at a
 	// time per process, from a periodic job on the elected leader. Nil turns catch-up off.
 	Reconciler *Reconciler
@@ -57,7 +59,8 @@ func (c ClientConfig) RescueAfter() time.Duration {
 	return max(c.LongestTimeout+grace+rescueMargin, time.Hour)
 }
 
-// NewClient returns a River client that runs the retrain worker on the runs queue.
+// NewClient returns a River client that runs the retrain worker on the configured queues and the notification
+// sender on QueueNotify.
 func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) (*river.Client[pgx.Tx], error) {
 	if cfg.MaxWorkers <= 0 {
 		cfg.MaxWorkers = MaxWorkersDefault
@@ -76,9 +79,20 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 	for _, q := range serve {
 		queues[q] = river.QueueConfig{MaxWorkers: cfg.MaxWorkers}
 	}
+	if cfg.Notify.Logger == nil {
+		cfg.Notify.Logger = cfg.Logger
+	}
+	if cfg.Notify.Metrics == nil {
+		cfg.Notify.Metrics = cfg.Worker.Metrics
+	}
+	cfg.Notify = cfg.Notify.WithDefaults()
+	queues[QueueNotify] = river.QueueConfig{MaxWorkers: cfg.Notify.MaxWorkers}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, NewRetrainWorker(store, cfg.Worker)); err != nil {
 		return nil, fmt.Errorf("add retrain worker: %w", err)
+	}
+	if err := river.AddWorkerSafely(workers, NewNotifyWorker(store, cfg.Notify)); err != nil {
+		return nil, fmt.Errorf("add notify worker: %w", err)
 	}
 
 	riverCfg := &river.Config{
@@ -120,6 +134,23 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.Ru
 	results, err := q.client.InsertManyTx(ctx, tx, params)
 	if err != nil {
 		return nil, fmt.Errorf("insert jobs: %w", err)
+	}
+	ids := make([]int64, len(results))
+	for i, res := range results {
+		ids[i] = res.Job.ID
+	}
+	return ids, nil
+}
+
+// EnqueueNotificationsTx inserts one notify job per notification within tx.
+func (q *Queue) EnqueueNotificationsTx(ctx context.Context, tx pgx.Tx, notificationIDs []int64) ([]int64, error) {
+	params := make([]river.InsertManyParams, len(notificationIDs))
+	for i, id := range notificationIDs {
+		params[i] = river.InsertManyParams{Args: NotifyArgs{NotificationID: id}}
+	}
+	results, err := q.client.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return nil, fmt.Errorf("insert notify jobs: %w", err)
 	}
 	ids := make([]int64, len(results))
 	for i, res := range results {

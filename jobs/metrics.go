@@ -10,8 +10,9 @@ import (
 
 // Metrics are the workers' Prometheus metrics.
 type Metrics struct {
-	runsFinished *prometheus.CounterVec
-	runDuration  *prometheus.HistogramVec
+	runsFinished  *prometheus.CounterVec
+	runDuration   *prometheus.HistogramVec
+	notifications *prometheus.CounterVec
 }
 
 // NewMetrics creates the workers' metrics and registers them with reg.
@@ -26,8 +27,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long an attempt's command ran, by mapping.",
 			Buckets: []float64{1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400},
 		}, []string{"mapping"}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orchestrator_notifications_total",
+			Help: "Notification delivery attempts, by event and outcome: delivered, retry (another attempt follows) or failed (given up).",
+		}, []string{"event", "outcome"}),
 	}
-	reg.MustRegister(m.runsFinished, m.runDuration)
+	reg.MustRegister(m.runsFinished, m.runDuration, m.notifications)
 	return m
 }
 
@@ -40,4 +45,12 @@ func (m *Metrics) observe(mapping string, status orchestrator.RunStatus, took ti
 	if took > 0 {
 		m.runDuration.WithLabelValues(mapping).Observe(took.Seconds())
 	}
+}
+
+// observeNotification counts a notification delivery attempt.
+func (m *Metrics) observeNotification(event orchestrator.NotifyEvent, outcome string) {
+	if m == nil {
+		return
+	}
+	m.notifications.WithLabelValues(string(event), outcome).Inc()
 }

@@ -111,11 +111,17 @@ var SecretEnv = []string{
 }
 
 // ScrubbedEnv returns env without the variables in SecretEnv.
-func ScrubbedEnv(env []string) []string {
+func ScrubbedEnv(env []string) []string { return withoutVars(env, SecretEnv) }
+
+// withoutVars returns env without the variables named in names.
+func withoutVars(env []string, names []string) []string {
+	if len(names) == 0 {
+		return env
+	}
 	out := make([]string, 0, len(env))
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
-		if !slices.Contains(SecretEnv, name) {
+		if !slices.Contains(names, name) {
 			out = append(out, kv)
 		}
 	}
@@ -154,7 +160,12 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		return nil
 	}
 
-	env := RunEnv(w.cfg.BaseEnv, mapping, run, job.Attempt)
+	// The secrets that sign notifications are the orchestrator's, not the command's.
+	notifySecrets, err := w.store.NotifySecretEnvNames(ctx)
+	if err != nil {
+		return err
+	}
+	env := RunEnv(withoutVars(w.cfg.BaseEnv, notifySecrets), mapping, run, job.Attempt)
 	outputDir, err := os.MkdirTemp("", fmt.Sprintf("run-%d-%d-*", run.ID, job.Attempt))
 	if err != nil {
 		return fmt.Errorf("create output directory: %w", err)

@@ -34,6 +34,7 @@ type mappingSpec struct {
 	RunOnBase   bool              `yaml:"run_on_baseline"`
 	VerifyRev   bool              `yaml:"verify_revision"`
 	Queue       string            `yaml:"queue"`
+	Notify      []NotifyTarget    `yaml:"notify"`
 
 	line int
 }
@@ -121,7 +122,7 @@ func ParseConfig(data []byte, baseDir string) ([]Mapping, error) {
 			MaxAttempts: spec.MaxAttempts,
 			QuietPeriod: time.Duration(spec.QuietPeriod), MaxWait: time.Duration(spec.MaxWait),
 			Concurrency: spec.Concurrency, OnNewRevision: spec.OnNewRev,
-			RunOnBaseline: spec.RunOnBase, VerifyRevision: spec.VerifyRev, Queue: spec.Queue,
+			RunOnBaseline: spec.RunOnBase, VerifyRevision: spec.VerifyRev, Queue: spec.Queue, Notify: spec.Notify,
 			Source:  SourceFile,
 			Enabled: true,
 		}.WithDefaults()

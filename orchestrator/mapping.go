@@ -26,6 +26,9 @@ const (
 	ConcurrencyMax = 1000
 	// QueueDefault is the worker pool of a mapping that names none.
 	QueueDefault = "runs"
+	// QueueNotify is the queue that sends run notifications; every process running workers serves it, and no
+	// mapping may send its runs there.
+	QueueNotify = "notify"
 	// MaxWaitDefault bounds a quiet period when the mapping sets none.
 	MaxWaitDefault = 30 * time.Minute
 )
@@ -74,11 +77,13 @@ type Mapping struct {
 	// VerifyRevision makes the worker check with the Hub that the revision exists before running.
 	VerifyRevision bool `json:"verify_revision"`
 	// Queue is the worker pool the runs go to; only processes serving it run them.
-	Queue     string    `json:"queue"`
-	Source    string    `json:"source"`
-	Enabled   bool      `json:"enabled"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Queue string `json:"queue"`
+	// Notify lists where notifications of the runs' final statuses go.
+	Notify    []NotifyTarget `json:"notify"`
+	Source    string         `json:"source"`
+	Enabled   bool           `json:"enabled"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
 
 	// The durations as stored, in milliseconds.
 	timeoutMS, quietMS, maxWaitMS int64
@@ -129,6 +134,13 @@ func (m Mapping) WithDefaults() Mapping {
 	}
 	if m.QuietPeriod > 0 && m.MaxWait == 0 {
 		m.MaxWait = max(MaxWaitDefault, m.QuietPeriod)
+	}
+	if m.Notify != nil {
+		targets := make([]NotifyTarget, len(m.Notify))
+		for i, t := range m.Notify {
+			targets[i] = t.withDefaults()
+		}
+		m.Notify = targets
 	}
 	return m
 }
@@ -196,6 +208,17 @@ func (m *Mapping) Validate() error {
 	if !queueNameRE.MatchString(m.Queue) {
 		return invalid("queue %q must be 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit", m.Queue)
 	}
+	if m.Queue == QueueNotify {
+		return invalid("queue %q is reserved for run notifications", m.Queue)
+	}
+	if len(m.Notify) > NotifyTargetsMax {
+		return invalid("notify has %d targets; at most %d are allowed", len(m.Notify), NotifyTargetsMax)
+	}
+	for i, t := range m.Notify {
+		if err := t.validate(); err != nil {
+			return invalid("notify[%d]: %v", i, err)
+		}
+	}
 	switch m.OnNewRevision {
 	case OnNewRevisionQueue, OnNewRevisionSupersede, OnNewRevisionCancelRunning:
 	default:
@@ -227,15 +250,21 @@ func (m *Mapping) WatchesRef(ref string) bool {
 	return false
 }
 
-// MarshalJSON writes the mapping with its timeout in Go duration syntax ("2h0m0s").
+// MarshalJSON writes the mapping with its timeout in Go duration syntax ("2h0m0s") and its notify targets'
+// URLs shortened to scheme://host/… (a Slack URL is a secret).
 func (m Mapping) MarshalJSON() ([]byte, error) {
 	type plain Mapping
+	notify := make([]NotifyTarget, len(m.Notify))
+	for i, t := range m.Notify {
+		notify[i] = t.Redacted()
+	}
 	return json.Marshal(struct {
 		plain
-		Timeout     string `json:"timeout"`
-		QuietPeriod string `json:"quiet_period"`
-		MaxWait     string `json:"max_wait"`
-	}{plain(m), m.Timeout.String(), m.QuietPeriod.String(), m.MaxWait.String()})
+		Timeout     string         `json:"timeout"`
+		QuietPeriod string         `json:"quiet_period"`
+		MaxWait     string         `json:"max_wait"`
+		Notify      []NotifyTarget `json:"notify"`
+	}{plain(m), m.Timeout.String(), m.QuietPeriod.String(), m.MaxWait.String(), notify})
 }
 
 // TimeoutString returns the timeout in Go duration syntax, e.g. "2h0m0s".

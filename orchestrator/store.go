@@ -27,6 +27,9 @@ type Queue interface {
 	// Cancel cancels a job: at once when it waits, and by stopping its command, in whichever process runs
 	// it, when it runs.
 	Cancel(ctx context.Context, jobID int64) error
+	// EnqueueNotificationsTx puts one job per notification into the notify queue as part of tx and returns the
+	// job ids in order. The jobs exist if and only if tx commits.
+	EnqueueNotificationsTx(ctx context.Context, tx pgx.Tx, notificationIDs []int64) ([]int64, error)
 }
 
 // Store keeps mappings, deliveries, decisions, runs and their logs in PostgreSQL.

@@ -10,25 +10,25 @@ import (
 
 const mappingColumns = `id, name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled,
 	created_at, updated_at, quiet_period_ms, max_wait_ms, concurrency, on_new_revision, run_on_baseline, verify_revision,
-	queue`
+	queue, notify`
 
 // mappingDest returns the scan destinations of mappingColumns; call fromMillis after scanning.
 func mappingDest(m *Mapping) []any {
 	return []any{&m.ID, &m.Name, &m.Dataset, &m.Refs, &m.Command, &m.Workdir, &m.Env, &m.timeoutMS,
 		&m.MaxAttempts, &m.Source, &m.Enabled, &m.CreatedAt, &m.UpdatedAt, &m.quietMS, &m.maxWaitMS,
-		&m.Concurrency, &m.OnNewRevision, &m.RunOnBaseline, &m.VerifyRevision, &m.Queue}
+		&m.Concurrency, &m.OnNewRevision, &m.RunOnBaseline, &m.VerifyRevision, &m.Queue, &m.Notify}
 }
 
-// mappingArgs returns the settings of m as arguments $1..$15 of an insert or update.
+// mappingArgs returns the settings of m as arguments $1..$16 of an insert or update.
 func mappingArgs(m Mapping) []any {
 	return []any{m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(),
 		m.MaxAttempts, m.QuietPeriod.Milliseconds(), m.MaxWait.Milliseconds(), m.Concurrency, m.OnNewRevision,
-		m.RunOnBaseline, m.VerifyRevision, m.Queue}
+		m.RunOnBaseline, m.VerifyRevision, m.Queue, notifyOrEmpty(m.Notify)}
 }
 
 // mappingSettings lists the columns of mappingArgs, in order.
 const mappingSettings = `name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, quiet_period_ms, max_wait_ms,
-	concurrency, on_new_revision, run_on_baseline, verify_revision, queue`
+	concurrency, on_new_revision, run_on_baseline, verify_revision, queue, notify`
 
 func scanMapping(row pgx.Row) (*Mapping, error) {
 	var m Mapping
@@ -62,14 +62,15 @@ func (s *Store) MappingSync(ctx context.Context, mappings []Mapping) (*MappingSy
 		names = append(names, m.Name)
 		batch.Queue(`
 			INSERT INTO mappings (`+mappingSettings+`, source, enabled)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'file', true)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'file', true)
 			ON CONFLICT (name) DO UPDATE SET
 				dataset = EXCLUDED.dataset, refs = EXCLUDED.refs, command = EXCLUDED.command,
 				workdir = EXCLUDED.workdir, env = EXCLUDED.env, timeout_ms = EXCLUDED.timeout_ms,
 				max_attempts = EXCLUDED.max_attempts, quiet_period_ms = EXCLUDED.quiet_period_ms,
 				max_wait_ms = EXCLUDED.max_wait_ms, concurrency = EXCLUDED.concurrency,
 				on_new_revision = EXCLUDED.on_new_revision, run_on_baseline = EXCLUDED.run_on_baseline,
-				verify_revision = EXCLUDED.verify_revision, queue = EXCLUDED.queue, source = 'file', enabled = true,
+				verify_revision = EXCLUDED.verify_revision, queue = EXCLUDED.queue, notify = EXCLUDED.notify,
+				source = 'file', enabled = true,
 				updated_at = now()`,
 			mappingArgs(m)...)
 	}
@@ -154,7 +155,7 @@ func (s *Store) MappingCreate(ctx context.Context, m Mapping) (*Mapping, error) 
 	}
 	created, err := scanMapping(s.pool.QueryRow(ctx, `
 		INSERT INTO mappings (`+mappingSettings+`, source, enabled)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'api', true)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'api', true)
 		ON CONFLICT (name) DO NOTHING
 		RETURNING `+mappingColumns, mappingArgs(m)...))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -180,7 +181,7 @@ func (s *Store) MappingUpdate(ctx context.Context, m Mapping) (*Mapping, error) 
 	updated, err := scanMapping(s.pool.QueryRow(ctx, `
 		UPDATE mappings SET dataset = $2, refs = $3, command = $4, workdir = $5, env = $6, timeout_ms = $7,
 			max_attempts = $8, quiet_period_ms = $9, max_wait_ms = $10, concurrency = $11, on_new_revision = $12,
-			run_on_baseline = $13, verify_revision = $14, queue = $15, enabled = true, updated_at = now()
+			run_on_baseline = $13, verify_revision = $14, queue = $15, notify = $16, enabled = true, updated_at = now()
 		WHERE name = $1 AND source = 'api'
 		RETURNING `+mappingColumns, mappingArgs(m)...))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -219,6 +220,13 @@ func (s *Store) mappingCheckEditable(ctx context.Context, name string) error {
 		return Errorf(CodeConflict, "mapping %q is declared in the configuration file; change it there", name)
 	}
 	return nil
+}
+
+func notifyOrEmpty(targets []NotifyTarget) []NotifyTarget {
+	if targets == nil {
+		return []NotifyTarget{}
+	}
+	return targets
 }
 
 func envOrEmpty(env map[string]string) map[string]string {

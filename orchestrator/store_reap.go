@@ -133,9 +133,23 @@ func (s *Store) reapOne(ctx context.Context, runID int64, silence time.Duration)
 	batch.Queue(`UPDATE run_attempts SET status = 'interrupted', error = $3, finished_at = now()
 		WHERE run_id = $1 AND attempt = $2`, runID, attempt, msg)
 	batch.Queue(`UPDATE runs SET status = $2, error = $3, updated_at = now(),
-		finished_at = CASE WHEN $2 = 'failed' THEN now() END WHERE id = $1`, runID, string(status), msg)
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		finished_at = CASE WHEN $2 = 'failed' THEN now() END WHERE id = $1
+		RETURNING mapping_id, ref, (SELECT m.notify FROM mappings m WHERE m.id = runs.mapping_id)`, runID, string(status), msg)
+	results := tx.SendBatch(ctx, batch)
+	fin := finishedRun{RunID: runID, Status: status}
+	_, err = results.Exec()
+	if err == nil {
+		err = results.QueryRow().Scan(&fin.MappingID, &fin.Ref, &fin.Targets)
+	}
+	if closeErr := results.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
 		return nil, dbError(err, "close orphaned attempt")
+	}
+	// A run that failed for good this way notifies like any other failure.
+	if err := s.notifyTx(ctx, tx, fin); err != nil {
+		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, dbError(err, "commit reap")

@@ -330,8 +330,14 @@ type RunAttemptFinishParams struct {
 }
 
 // RunAttemptFinish closes an attempt and moves the run to its next status. A run that an operator finished
-// meanwhile keeps its status.
+// meanwhile keeps its status. When the run ends succeeded or failed, the notifications its mapping asks for are
+// written and queued in the same transaction.
 func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return dbError(err, "begin finish attempt")
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
 	batch := &pgx.Batch{}
 	batch.Queue(`
 		UPDATE run_attempts SET status = $3, exit_code = $4, signal = NULLIF($5, ''), error = $6, finished_at = now(),
@@ -345,10 +351,31 @@ func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) 
 				THEN 'stopped: superseded by run ' || superseded_by || ' on a newer revision' ELSE $5 END,
 			exit_code = $3, signal = NULLIF($4, ''), updated_at = now(), finished_at = CASE WHEN $6 THEN now() END,
 			output = coalesce($7::jsonb, output)
-		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')`,
+		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')
+		RETURNING status, mapping_id, ref, (SELECT m.notify FROM mappings m WHERE m.id = runs.mapping_id)`,
 		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished(), nullJSON(p.Output))
-	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+	results := tx.SendBatch(ctx, batch)
+	if _, err := results.Exec(); err != nil {
+		_ = results.Close()
 		return dbError(err, "finish attempt")
+	}
+	fin := finishedRun{RunID: p.RunID}
+	err = results.QueryRow().Scan(&fin.Status, &fin.MappingID, &fin.Ref, &fin.Targets)
+	changed := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		_ = results.Close()
+		return dbError(err, "finish attempt")
+	}
+	if err := results.Close(); err != nil {
+		return dbError(err, "finish attempt")
+	}
+	if changed {
+		if err := s.notifyTx(ctx, tx, fin); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return dbError(err, "commit finish attempt")
 	}
 	return nil
 }

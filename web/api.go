@@ -80,6 +80,8 @@ type runDetail struct {
 	Attempts        []orchestrator.Attempt `json:"attempts"`
 	Log             string                 `json:"log"`
 	LogOmittedBytes int64                  `json:"log_omitted_bytes"`
+	// Notifications are what the run's final status sent to its mapping's notify targets.
+	Notifications []orchestrator.Notification `json:"notifications"`
 }
 
 func (s *Server) runDetail(r *http.Request) (*runDetail, error) {
@@ -95,9 +97,16 @@ func (s *Server) runDetail(r *http.Request) (*runDetail, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &runDetail{Run: *run, Attempts: attempts}
+	notifications, err := s.store.NotificationList(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	d := &runDetail{Run: *run, Attempts: attempts, Notifications: notifications}
 	if d.Attempts == nil {
 		d.Attempts = []orchestrator.Attempt{}
+	}
+	if d.Notifications == nil {
+		d.Notifications = []orchestrator.Notification{}
 	}
 	if len(attempts) > 0 {
 		log, omitted, err := s.store.RunLogTail(r.Context(), id, attempts[len(attempts)-1].Number, logTailBytes)

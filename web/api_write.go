@@ -36,6 +36,8 @@ type mappingInput struct {
 	RunOnBaseline  bool   `json:"run_on_baseline"`
 	VerifyRevision bool   `json:"verify_revision"`
 	Queue          string `json:"queue"`
+	// Notify replaces the mapping's notify targets.
+	Notify []orchestrator.NotifyTarget `json:"notify"`
 }
 
 // mapping converts the input to a Mapping, checking what the store's validation cannot see (the duration).
@@ -45,6 +47,7 @@ func (in mappingInput) mapping() (orchestrator.Mapping, error) {
 		Workdir: strings.TrimSpace(in.Workdir), Env: in.Env, MaxAttempts: in.MaxAttempts,
 		Concurrency: in.Concurrency, OnNewRevision: strings.TrimSpace(in.OnNewRevision),
 		RunOnBaseline: in.RunOnBaseline, VerifyRevision: in.VerifyRevision, Queue: strings.TrimSpace(in.Queue),
+		Notify: in.Notify,
 	}
 	for _, d := range []struct {
 		name, value string

@@ -190,6 +190,8 @@ func (s *Server) handleMappingUpdateForm(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return s.formError(w, r, current, form, err)
 	}
+	// The form does not edit notify targets (the API does): they stay as they are.
+	m.Notify = current.Notify
 	if _, err := s.store.MappingUpdate(r.Context(), m); err != nil {
 		return s.formError(w, r, current, form, err)
 	}

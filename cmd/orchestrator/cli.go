@@ -366,10 +366,12 @@ type apiMapping struct {
 	Env         map[string]string `json:"env"`
 	Timeout     string            `json:"timeout"`
 	MaxAttempts int               `json:"max_attempts"`
-	Source      string            `json:"source"`
-	Enabled     bool              `json:"enabled"`
-	CreatedAt   time.Time         `json:"created_at"`
-	UpdatedAt   time.Time         `json:"updated_at"`
+	// Notify holds the targets with their URLs shortened, as the API shows them.
+	Notify    []orchestrator.NotifyTarget `json:"notify"`
+	Source    string                      `json:"source"`
+	Enabled   bool                        `json:"enabled"`
+	CreatedAt time.Time                   `json:"created_at"`
+	UpdatedAt time.Time                   `json:"updated_at"`
 }
 
 // runListFilters are the flags of "runs list" that become the query string.
@@ -678,6 +680,19 @@ func printMapping(w io.Writer, m *apiMapping) error {
 	line("env", strings.Join(env, " "))
 	line("timeout", shortDuration(m.Timeout))
 	line("max_attempts", strconv.Itoa(m.MaxAttempts))
+	targets := make([]string, 0, len(m.Notify))
+	for _, t := range m.Notify {
+		on := make([]string, len(t.On))
+		for i, e := range t.On {
+			on[i] = string(e)
+		}
+		target := fmt.Sprintf("%s %s on %s", t.URL, t.Format, strings.Join(on, ","))
+		if t.SecretEnv != "" {
+			target += " signed with $" + t.SecretEnv
+		}
+		targets = append(targets, target)
+	}
+	line("notify", strings.Join(targets, "; "))
 	line("source", m.Source)
 	line("enabled", yesNo(m.Enabled))
 	line("created", formatTime(m.CreatedAt))

@@ -57,6 +57,9 @@ type Config struct {
 	Role string
 	// Queues (--queues, ORCHESTRATOR_QUEUES) are the worker pools this process serves, comma-separated.
 	Queues []string
+	// PublicURL (--public-url, ORCHESTRATOR_PUBLIC_URL) is the address the console is reached at; run
+	// notifications link to run pages under it.
+	PublicURL string
 }
 
 // Roles of a process.
@@ -92,6 +95,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		"directory for the embedded PostgreSQL when DATABASE_URL is unset (ORCHESTRATOR_DATA_DIR)")
 	fs.StringVar(&c.Role, "role", env("ORCHESTRATOR_ROLE", RoleAll), "all, web (no commands) or worker (only commands) (ORCHESTRATOR_ROLE)")
 	queues := fs.String("queues", env("ORCHESTRATOR_QUEUES", jobs.QueueRuns), "worker pools this process serves, comma-separated (ORCHESTRATOR_QUEUES)")
+	fs.StringVar(&c.PublicURL, "public-url", env("ORCHESTRATOR_PUBLIC_URL", ""),
+		"address the console is reached at, for links in run notifications (ORCHESTRATOR_PUBLIC_URL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("ORCHESTRATOR_LOG_FORMAT", "text"), "log format: text or json (ORCHESTRATOR_LOG_FORMAT)")
 
 	var maxBody, maxWorkers int64
@@ -180,6 +185,12 @@ func (c *Config) validate() error {
 		return errors.New("--data-dir must not be empty when DATABASE_URL is unset")
 	case c.ReconcileInterval < 0 || (c.ReconcileInterval > 0 && c.ReconcileInterval < time.Second):
 		return fmt.Errorf("ORCHESTRATOR_RECONCILE_INTERVAL (%s) must be 0 (catch-up off) or at least 1s", c.ReconcileInterval)
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("ORCHESTRATOR_PUBLIC_URL %q must be an http or https URL without query, such as https://orchestrator.example.com", c.PublicURL)
+		}
 	}
 	if c.HFEndpoint != "" {
 		u, err := url.Parse(c.HFEndpoint)

@@ -45,7 +45,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return errors.New("HUGGINGFACE_WEBHOOK_SECRET is not set: set it to the secret you entered in the " +
 			"webhook's settings on Hugging Face, for example: export HUGGINGFACE_WEBHOOK_SECRET=$(openssl rand -hex 32)")
 	}
-	m := &Main{Config: *cfg, Logger: newLogger(cfg.LogFormat, stderr)}
+	m := &Main{Config: *cfg, Logger: newLogger(cfg.LogFormat, stderr), Getenv: getenv}
 	if err := m.Run(ctx); err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
@@ -84,6 +84,8 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 type Main struct {
 	Config Config
 	Logger *slog.Logger
+	// Getenv reads the secrets of notify targets; os.Getenv when nil.
+	Getenv func(string) string
 
 	cluster  *pgcluster.Cluster
 	pool     *pgxpool.Pool
@@ -122,6 +124,11 @@ func (m *Main) Run(ctx context.Context) error {
 			return fmt.Errorf("sync mappings: %w", err)
 		}
 		m.Logger.Info("mappings loaded", "config", m.Config.ConfigPath, "mappings", res.Upserted, "disabled", res.Disabled)
+		if m.Config.Role != RoleWeb {
+			for _, warning := range orchestrator.MissingNotifySecrets(mappings, m.getenv()) {
+				m.Logger.Warn(warning)
+			}
+		}
 	}
 	longest, err := m.store.MappingMaxTimeout(ctx)
 	if err != nil {
@@ -159,12 +166,14 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	// One registry for the whole process: /metrics shows the webhook's and the workers' metrics together.
 	registry := prometheus.NewRegistry()
+	metrics := jobs.NewMetrics(registry)
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers:     m.Config.MaxWorkers,
 		Queues:         m.Config.Queues,
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
-			Processes: procs, Revisions: hubClient, Metrics: jobs.NewMetrics(registry), Logger: m.Logger},
+			Processes: procs, Revisions: hubClient, Metrics: metrics, Logger: m.Logger},
+		Notify:     jobs.NotifyConfig{PublicURL: m.Config.PublicURL, Getenv: m.getenv(), Metrics: metrics, Logger: m.Logger},
 		Reconciler: reconciler,
 		Logger:     m.Logger,
 	})
@@ -229,6 +238,14 @@ func (m *Main) Run(ctx context.Context) error {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.listener) }()
 	return nil
+}
+
+// getenv returns the environment the secrets of notify targets are read from.
+func (m *Main) getenv() func(string) string {
+	if m.Getenv != nil {
+		return m.Getenv
+	}
+	return os.Getenv
 }
 
 // openDatabase connects to DATABASE_URL, or starts the embedded PostgreSQL, and applies the schema.

@@ -1,0 +1,208 @@
+package orchestrator
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// NotifyEvent is a transition of a run that a notify target may ask to hear about.
+type NotifyEvent string
+
+// Notify events.
+const (
+	// NotifyFailed fires when a run ends failed.
+	NotifyFailed NotifyEvent = "failed"
+	// NotifySucceeded fires when a run ends succeeded.
+	NotifySucceeded NotifyEvent = "succeeded"
+	// NotifyRecovered fires when a run succeeds and the previous finished run of the same mapping and ref failed.
+	NotifyRecovered NotifyEvent = "recovered"
+)
+
+// Formats of a notification's body.
+const (
+	// NotifyFormatJSON posts a JSON document describing the run, signed when the target has a secret.
+	NotifyFormatJSON = "json"
+	// NotifyFormatSlack posts {"text": "..."} as a Slack-compatible incoming webhook expects.
+	NotifyFormatSlack = "slack"
+)
+
+// Limits of a mapping's notify targets.
+const (
+	// NotifyTargetsMax is the most notify targets a mapping may have.
+	NotifyTargetsMax = 10
+	// NotifyURLMaxLen is the longest target URL accepted.
+	NotifyURLMaxLen = 2048
+)
+
+// NotifyOnDefault is what a target hears about when it does not say: failures, and the success that ends them.
+var NotifyOnDefault = []NotifyEvent{NotifyFailed, NotifyRecovered}
+
+// NotifyTarget is where a mapping's run notifications go. The secret that signs them is never stored: SecretEnv
+// names the environment variable of the sending process that holds it.
+type NotifyTarget struct {
+	URL       string        `json:"url" yaml:"url"`
+	Format    string        `json:"format" yaml:"format"`
+	On        []NotifyEvent `json:"on" yaml:"on"`
+	SecretEnv string        `json:"secret_env,omitempty" yaml:"secret_env"`
+}
+
+// withDefaults returns t with an empty format and event list replaced by their defaults.
+func (t NotifyTarget) withDefaults() NotifyTarget {
+	t.URL = strings.TrimSpace(t.URL)
+	if t.Format == "" {
+		t.Format = NotifyFormatJSON
+	}
+	if len(t.On) == 0 {
+		t.On = slices.Clone(NotifyOnDefault)
+	} else {
+		t.On = slices.Clone(t.On)
+	}
+	return t
+}
+
+// validate checks one target, with its defaults applied.
+func (t NotifyTarget) validate() error {
+	if t.URL == "" {
+		return fmt.Errorf("url must not be empty")
+	}
+	if len(t.URL) > NotifyURLMaxLen {
+		return fmt.Errorf("url must be at most %d characters", NotifyURLMaxLen)
+	}
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return fmt.Errorf("url is not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "" {
+		return fmt.Errorf("url scheme %q must be http or https", u.Scheme)
+	}
+	if u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("url must be an absolute http or https URL, such as https://hooks.example.com/orchestrator")
+	}
+	switch t.Format {
+	case NotifyFormatJSON, NotifyFormatSlack:
+	default:
+		return fmt.Errorf("format %q must be json or slack", t.Format)
+	}
+	seen := map[NotifyEvent]bool{}
+	for _, e := range t.On {
+		switch e {
+		case NotifyFailed, NotifySucceeded, NotifyRecovered:
+		default:
+			return fmt.Errorf("event %q in on must be failed, succeeded or recovered", e)
+		}
+		if seen[e] {
+			return fmt.Errorf("event %q is listed twice in on", e)
+		}
+		seen[e] = true
+	}
+	if t.SecretEnv != "" && !envNameRE.MatchString(t.SecretEnv) {
+		return fmt.Errorf("secret_env %q must be the name of an environment variable: letters, digits and '_', not starting with a digit", t.SecretEnv)
+	}
+	return nil
+}
+
+// Wants reports whether the target asked for event.
+func (t NotifyTarget) Wants(event NotifyEvent) bool { return slices.Contains(t.On, event) }
+
+// EventFor returns the event a run that ended with status fires for this target, if any. recovered says
+// whether the previous finished run of the same mapping and ref failed. A recovery fires recovered for a
+// target that asked for it and succeeded otherwise (when asked for): one event per target at most.
+func (t NotifyTarget) EventFor(status RunStatus, recovered bool) (NotifyEvent, bool) {
+	switch status {
+	case RunFailed:
+		return NotifyFailed, t.Wants(NotifyFailed)
+	case RunSucceeded:
+		if recovered && t.Wants(NotifyRecovered) {
+			return NotifyRecovered, true
+		}
+		return NotifySucceeded, t.Wants(NotifySucceeded)
+	}
+	return "", false
+}
+
+// Redacted returns the target with its URL shortened to scheme://host/…, for showing: a Slack URL carries its
+// own secret in its path.
+func (t NotifyTarget) Redacted() NotifyTarget {
+	t.URL = RedactURL(t.URL)
+	return t
+}
+
+// RedactURL returns scheme://host of a URL, with "/…" when it has more: path, query or fragment. Credentials
+// in the URL are dropped. What cannot be parsed becomes "…".
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "…"
+	}
+	out := u.Scheme + "://" + u.Host
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		out += "/…"
+	}
+	return out
+}
+
+// MissingNotifySecrets returns a warning for each notify target of the mappings whose secret_env is not set in
+// the environment that getenv reads: their notifications would fail.
+func MissingNotifySecrets(mappings []Mapping, getenv func(string) string) []string {
+	var out []string
+	for _, m := range mappings {
+		for i, t := range m.Notify {
+			if t.SecretEnv != "" && getenv(t.SecretEnv) == "" {
+				out = append(out, fmt.Sprintf("mapping %q: notify[%d] (%s) names secret_env %s, which is not set: its notifications will fail",
+					m.Name, i, RedactURL(t.URL), t.SecretEnv))
+			}
+		}
+	}
+	return out
+}
+
+// Notification states.
+const (
+	NotificationPending   = "pending"   // not delivered yet; another attempt is scheduled
+	NotificationDelivered = "delivered" // the target answered 2xx
+	NotificationFailed    = "failed"    // every attempt failed, or it cannot be sent at all
+)
+
+// Notification is one message to a notify target about a run's transition, with its delivery attempts.
+type Notification struct {
+	ID     int64       `json:"id"`
+	RunID  int64       `json:"run_id"`
+	Event  NotifyEvent `json:"event"`
+	Format string      `json:"format"`
+	// URL is the full target URL; it is never shown (Target is), since a Slack URL is a secret.
+	URL         string                `json:"-"`
+	SecretEnv   string                `json:"secret_env,omitempty"`
+	State       string                `json:"state"`
+	Attempts    int                   `json:"attempts"`
+	LastError   string                `json:"last_error"`
+	CreatedAt   time.Time             `json:"created_at"`
+	DeliveredAt *time.Time            `json:"delivered_at"`
+	History     []NotificationAttempt `json:"history"`
+}
+
+// Target returns the target URL shortened to scheme://host/….
+func (n Notification) Target() string { return RedactURL(n.URL) }
+
+// MarshalJSON adds the shortened target to the notification.
+func (n Notification) MarshalJSON() ([]byte, error) {
+	type plain Notification
+	return json.Marshal(struct {
+		plain
+		Target string `json:"target"`
+	}{plain(n), n.Target()})
+}
+
+// NotificationAttempt is one try to deliver a notification.
+type NotificationAttempt struct {
+	Attempt    int       `json:"attempt"`
+	StartedAt  time.Time `json:"started_at"`
+	DurationMS int       `json:"duration_ms"`
+	// StatusCode is the HTTP status the target answered, nil when no answer came.
+	StatusCode *int   `json:"status_code"`
+	Error      string `json:"error"`
+	Response   string `json:"response"`
+}

@@ -1,0 +1,144 @@
+package orchestrator
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseConfigNotify(t *testing.T) {
+	t.Parallel()
+	const head = "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    notify:\n"
+
+	t.Run("TargetsWithDefaults", func(t *testing.T) {
+		t.Parallel()
+		mappings, err := ParseConfig([]byte(head+`
+      - url: https://hooks.example.com/orchestrator
+        secret_env: NOTIFY_SECRET_OPS
+      - url: https://hooks.slack.com/services/T0/B0/xyz
+        format: slack
+        on: [failed, succeeded, recovered]
+`), "/")
+		require.NoError(t, err)
+		require.Equal(t, []NotifyTarget{
+			{URL: "https://hooks.example.com/orchestrator", Format: NotifyFormatJSON, On: []NotifyEvent{NotifyFailed, NotifyRecovered}, SecretEnv: "NOTIFY_SECRET_OPS"},
+			{URL: "https://hooks.slack.com/services/T0/B0/xyz", Format: NotifyFormatSlack, On: []NotifyEvent{NotifyFailed, NotifySucceeded, NotifyRecovered}},
+		}, mappings[0].Notify)
+	})
+
+	errorCases := []struct {
+		name, targets, wantErr string
+	}{
+		{"NoURL", "      - format: json\n", "notify[0]: url must not be empty"},
+		{"RelativeURL", "      - url: /hooks/x\n", "must be an absolute http or https URL"},
+		{"OtherScheme", "      - url: ftp://example.com/x\n", `url scheme "ftp" must be http or https`},
+		{"NoHost", "      - url: \"https://\"\n", "must be an absolute http or https URL"},
+		{"BadURL", "      - url: \"http://[::1\"\n", "url is not a valid URL"},
+		{"BadFormat", "      - url: https://example.com\n        format: xml\n", `format "xml" must be json or slack`},
+		{"BadEvent", "      - url: https://example.com\n        on: [failed, cancelled]\n", `event "cancelled" in on must be failed, succeeded or recovered`},
+		{"DuplicateEvent", "      - url: https://example.com\n        on: [failed, failed]\n", `event "failed" is listed twice`},
+		{"BadSecretEnv", "      - url: https://example.com\n        secret_env: \"1SECRET\"\n", `secret_env "1SECRET" must be the name of an environment variable`},
+		{"SecretInline", "      - url: https://example.com\n        secret: hunter2\n", "line 7: field secret not found"},
+		{"UnknownKey", "      - url: https://example.com\n        events: [failed]\n", "line 7: field events not found"},
+		{"SecondTargetBad", "      - url: https://example.com\n      - url: mailto:ops@example.com\n", `notify[1]: url scheme "mailto"`},
+		{"TooMany", strings.Repeat("      - url: https://example.com\n", NotifyTargetsMax+1), "at most 10 are allowed"},
+	}
+	for _, tc := range errorCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseConfig([]byte(head+tc.targets), "/")
+			require.Error(t, err)
+			require.Equal(t, CodeInvalid, ErrorCode(err))
+			require.Contains(t, ErrorMessage(err), tc.wantErr)
+			if !strings.Contains(tc.wantErr, "not found") { // a decoding error names the line instead
+				require.Contains(t, ErrorMessage(err), `mapping "a" (line 2)`)
+			}
+		})
+	}
+
+	t.Run("QueueNotifyIsReserved", func(t *testing.T) {
+		t.Parallel()
+		_, err := ParseConfig([]byte("mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    queue: notify\n"), "/")
+		require.ErrorContains(t, err, `queue "notify" is reserved`)
+	})
+}
+
+func TestNotifyTargetEventFor(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		on        []NotifyEvent
+		status    RunStatus
+		recovered bool
+		want      NotifyEvent // "" for none
+	}{
+		{"DefaultFailed", nil, RunFailed, false, NotifyFailed},
+		{"DefaultFailedAfterFailure", nil, RunFailed, true, NotifyFailed},
+		{"DefaultPlainSuccess", nil, RunSucceeded, false, ""},
+		{"DefaultRecovery", nil, RunSucceeded, true, NotifyRecovered},
+		{"SucceededOnly", []NotifyEvent{NotifySucceeded}, RunSucceeded, false, NotifySucceeded},
+		{"SucceededOnlyHearsRecoveryAsSuccess", []NotifyEvent{NotifySucceeded}, RunSucceeded, true, NotifySucceeded},
+		{"BothGetsOneRecovered", []NotifyEvent{NotifySucceeded, NotifyRecovered}, RunSucceeded, true, NotifyRecovered},
+		{"BothPlainSuccess", []NotifyEvent{NotifySucceeded, NotifyRecovered}, RunSucceeded, false, NotifySucceeded},
+		{"RecoveredOnlyIgnoresFailure", []NotifyEvent{NotifyRecovered}, RunFailed, false, ""},
+		{"FailedOnlyIgnoresRecovery", []NotifyEvent{NotifyFailed}, RunSucceeded, true, ""},
+		{"CancelledNeverNotifies", []NotifyEvent{NotifyFailed, NotifySucceeded, NotifyRecovered}, RunCancelled, false, ""},
+		{"SupersededNeverNotifies", []NotifyEvent{NotifyFailed, NotifySucceeded, NotifyRecovered}, RunSuperseded, true, ""},
+		{"RetryingIsNotFinal", []NotifyEvent{NotifyFailed}, RunRetrying, false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			target := NotifyTarget{URL: "https://example.com", On: tc.on}.withDefaults()
+			event, ok := target.EventFor(tc.status, tc.recovered)
+			require.Equal(t, tc.want != "", ok)
+			if ok {
+				require.Equal(t, tc.want, event)
+			}
+		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"https://hooks.slack.com/services/T0/B0/secret": "https://hooks.slack.com/…",
+		"https://example.com":                           "https://example.com",
+		"https://example.com/":                          "https://example.com",
+		"http://example.com:8080/?token=x":              "http://example.com:8080/…",
+		"https://user:pass@example.com/hook":            "https://example.com/…",
+		"not a url":                                     "…",
+		"http://[::1":                                   "…",
+	}
+	for in, want := range cases {
+		require.Equal(t, want, RedactURL(in), in)
+	}
+}
+
+func TestMappingJSONHidesNotifyURL(t *testing.T) {
+	t.Parallel()
+	m := Mapping{Name: "a", Dataset: "x/y", Command: []string{"true"},
+		Notify: []NotifyTarget{{URL: "https://hooks.slack.com/services/T0/B0/secret", Format: NotifyFormatSlack, SecretEnv: "S"}}}.WithDefaults()
+	data, err := json.Marshal(m)
+	require.NoError(t, err)
+	require.NotContains(t, string(data), "secret\"")
+	require.NotContains(t, string(data), "/services/")
+	require.Contains(t, string(data), `"url":"https://hooks.slack.com/…"`)
+	require.Contains(t, string(data), `"secret_env":"S"`)
+	require.Equal(t, "https://hooks.slack.com/services/T0/B0/secret", m.Notify[0].URL, "the mapping itself keeps the URL")
+}
+
+func TestMissingNotifySecrets(t *testing.T) {
+	t.Parallel()
+	mappings := []Mapping{{Name: "a", Notify: []NotifyTarget{
+		{URL: "https://example.com/a", SecretEnv: "SET"},
+		{URL: "https://example.com/b", SecretEnv: "UNSET"},
+		{URL: "https://example.com/c"},
+	}}}
+	env := map[string]string{"SET": "x"}
+	warnings := MissingNotifySecrets(mappings, func(k string) string { return env[k] })
+	require.Len(t, warnings, 1)
+	require.Contains(t, warnings[0], `mapping "a": notify[1] (https://example.com/…) names secret_env UNSET, which is not set`)
+}

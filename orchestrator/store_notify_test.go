@@ -1,0 +1,178 @@
+package orchestrator_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// notifyMapping is a mapping with one target per way of listening: the default (failed, recovered), succeeded
+// only, succeeded and recovered, and failed only.
+func notifyMapping(name, dataset string) orchestrator.Mapping {
+	m := mapping(name, dataset, "refs/heads/*")
+	m.Notify = []orchestrator.NotifyTarget{
+		{URL: "https://example.com/default"},
+		{URL: "https://example.com/succeeded", On: []orchestrator.NotifyEvent{orchestrator.NotifySucceeded}},
+		{URL: "https://example.com/both", On: []orchestrator.NotifyEvent{orchestrator.NotifySucceeded, orchestrator.NotifyRecovered}},
+		{URL: "https://example.com/failed", Format: orchestrator.NotifyFormatSlack, On: []orchestrator.NotifyEvent{orchestrator.NotifyFailed}},
+	}
+	return m.WithDefaults()
+}
+
+// pushRun records a delivery of a new commit on ref of dataset and returns the new run's id.
+func pushRun(t *testing.T, b *testBundle, dataset, ref string, n int) int64 {
+	t.Helper()
+	res, err := b.store.DeliveryInsert(context.Background(), orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
+		Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: dataset, RepoID: "66a1f0c2b9e4d3a1f2c3d4e5",
+		Raw:  []byte(`{}`),
+		Refs: []orchestrator.RefUpdate{{Ref: ref, NewSha: fmt.Sprintf("%040x", n+1)}},
+	}})
+	require.NoError(t, err)
+	require.Len(t, res.RunIDs, 1, "decisions: %+v", res.Decisions)
+	return res.RunIDs[0]
+}
+
+// finishRun starts attempt 1 of a run and ends it with status.
+func finishRun(t *testing.T, b *testBundle, runID int64, status orchestrator.RunStatus) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: 1, Argv: []string{"x"}}))
+	attemptStatus := status
+	if status == orchestrator.RunRetrying {
+		attemptStatus = orchestrator.RunFailed
+	}
+	require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
+		RunID: runID, Attempt: 1, AttemptStatus: attemptStatus, RunStatus: status,
+	}))
+}
+
+// notified returns the event each target heard about a run, by the path of its URL.
+func notified(t *testing.T, b *testBundle, runID int64) map[string]orchestrator.NotifyEvent {
+	t.Helper()
+	list, err := b.store.NotificationList(context.Background(), runID)
+	require.NoError(t, err)
+	out := map[string]orchestrator.NotifyEvent{}
+	for _, n := range list {
+		key := n.URL[len("https://example.com/"):]
+		_, dup := out[key]
+		require.False(t, dup, "one notification per target at most")
+		out[key] = n.Event
+		require.Equal(t, orchestrator.NotificationPending, n.State)
+	}
+	return out
+}
+
+func TestRunTransitionsNotify(t *testing.T) {
+	t.Parallel()
+	const (
+		failed    = orchestrator.RunFailed
+		succeeded = orchestrator.RunSucceeded
+	)
+	type step struct {
+		ref    string
+		status orchestrator.RunStatus
+		want   map[string]orchestrator.NotifyEvent
+	}
+	main := "refs/heads/main"
+	failure := map[string]orchestrator.NotifyEvent{"default": "failed", "failed": "failed"}
+	success := map[string]orchestrator.NotifyEvent{"succeeded": "succeeded", "both": "succeeded"}
+	recovery := map[string]orchestrator.NotifyEvent{"default": "recovered", "succeeded": "succeeded", "both": "recovered"}
+	none := map[string]orchestrator.NotifyEvent{}
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"FailThenSucceedRecovers", []step{{main, failed, failure}, {main, succeeded, recovery}}},
+		{"SucceedTwiceNeverRecovers", []step{{main, succeeded, success}, {main, succeeded, success}}},
+		{"FirstRunSucceedingIsNoRecovery", []step{{main, succeeded, success}}},
+		{"FailTwiceThenRecover", []step{{main, failed, failure}, {main, failed, failure}, {main, succeeded, recovery}, {main, succeeded, success}}},
+		{"OtherRefDoesNotRecover", []step{{main, failed, failure}, {"refs/heads/dev", succeeded, success}, {main, succeeded, recovery}}},
+		{"RetryingNotifiesNothing", []step{{main, orchestrator.RunRetrying, none}}},
+		{"CancelledNotifiesNothingAndDoesNotCount", []step{{main, failed, failure}, {main, orchestrator.RunCancelled, none}, {main, succeeded, recovery}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, notifyMapping("tickets", "acme/support-tickets"))
+			for i, s := range tc.steps {
+				id := pushRun(t, b, "acme/support-tickets", s.ref, i)
+				finishRun(t, b, id, s.status)
+				require.Equal(t, s.want, notified(t, b, id), "step %d: %s on %s", i+1, s.status, s.ref)
+			}
+		})
+	}
+}
+
+func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("QueuedOnceWithTheirJobs", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, notifyMapping("tickets", "acme/support-tickets"))
+		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0)
+		finishRun(t, b, id, orchestrator.RunFailed)
+		// Finishing again (a worker recording its result twice) changes nothing.
+		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
+			RunID: id, Attempt: 1, AttemptStatus: orchestrator.RunFailed, RunStatus: orchestrator.RunFailed,
+		}))
+		require.Equal(t, 2, count(t, b.pool, `SELECT count(*) FROM notifications WHERE run_id = $1`, id))
+		require.Equal(t, 2, count(t, b.pool, `
+			SELECT count(*) FROM notifications n JOIN river_job j ON j.id = n.job_id
+			WHERE n.run_id = $1 AND j.kind = 'notify' AND j.queue = 'notify' AND j.max_attempts = 10
+				AND (j.args->>'notification_id')::bigint = n.id`, id))
+	})
+
+	t.Run("NoTargetsNoRows", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets", "refs/heads/*"))
+		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0)
+		finishRun(t, b, id, orchestrator.RunFailed)
+		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM notifications`))
+	})
+
+	t.Run("ReapedRunThatFailsNotifies", func(t *testing.T) {
+		t.Parallel()
+		m := notifyMapping("tickets", "acme/support-tickets")
+		m.MaxAttempts = 1
+		b := setup(t, m)
+		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0)
+		run, err := b.store.RunGetByID(ctx, id)
+		require.NoError(t, err)
+		_, err = b.pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, *run.JobID)
+		require.NoError(t, err)
+		require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: 1, Argv: []string{"x"}}))
+		_, err = b.pool.Exec(ctx, `UPDATE run_attempts SET heartbeat_at = now() - interval '10 minutes' WHERE run_id = $1`, id)
+		require.NoError(t, err)
+		reaped, err := b.store.RunReapOrphans(ctx, time.Minute)
+		require.NoError(t, err)
+		require.Equal(t, []orchestrator.ReapedRun{{RunID: id, Attempt: 1, Status: orchestrator.RunFailed}}, reaped)
+		require.Equal(t, map[string]orchestrator.NotifyEvent{"default": "failed", "failed": "failed"}, notified(t, b, id))
+	})
+
+	t.Run("TargetsSyncAndSecretNames", func(t *testing.T) {
+		t.Parallel()
+		m := notifyMapping("tickets", "acme/support-tickets")
+		m.Notify[0].SecretEnv = "NOTIFY_SECRET_OPS"
+		b := setup(t, m)
+		got, err := b.store.MappingGetByName(ctx, "tickets")
+		require.NoError(t, err)
+		require.Equal(t, m.Notify, got.Notify)
+		names, err := b.store.NotifySecretEnvNames(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []string{"NOTIFY_SECRET_OPS"}, names)
+
+		// The file drops the targets: the mapping keeps none.
+		m.Notify = nil
+		_, err = b.store.MappingSync(ctx, []orchestrator.Mapping{m})
+		require.NoError(t, err)
+		got, err = b.store.MappingGetByName(ctx, "tickets")
+		require.NoError(t, err)
+		require.Empty(t, got.Notify)
+	})
+}
