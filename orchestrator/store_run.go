@@ -66,15 +66,55 @@ func (p RunListParams) PageSize() int {
 }
 
 // RunList returns runs matching p, newest first.
+//
+// The WHERE clause holds only the filters given, so that each combination is its own prepared statement with a
+// plan of its own. When a filter has an index of (column, id DESC), the rows are ordered by that column and id,
+// with the equality written as a range: the planner can then only serve the order from that index and stops
+// after a page, where with a plain equality it may walk the primary key backwards through the whole table
+// looking for the rows of a filter whose runs are old.
 func (s *Store) RunList(ctx context.Context, p RunListParams) ([]Run, error) {
-	limit := p.PageSize()
-	return s.runQuery(ctx, "list runs", `
-		SELECT `+runColumns+`
-		FROM runs r JOIN mappings m ON m.id = r.mapping_id
-		WHERE ($1 = '' OR r.dataset = $1) AND ($2 = '' OR m.name = $2) AND ($3 = '' OR r.status = $3)
-			AND ($4 = '' OR r.trigger = $4) AND ($5 = 0 OR r.id < $5)
-		ORDER BY r.id DESC
-		LIMIT $6`, p.Dataset, p.Mapping, string(p.Status), p.Trigger, p.BeforeID, limit)
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	order := "r.id DESC"
+	// By the index that orders the page, most selective first; the other filters only filter.
+	indexed := []struct {
+		value, column string
+	}{
+		{p.Mapping, "r.mapping_id"},
+		{p.Dataset, "r.dataset"},
+		{string(p.Status), "r.status"},
+		{p.Trigger, "r.trigger"},
+	}
+	ordered := false
+	for _, f := range indexed {
+		if f.value == "" {
+			continue
+		}
+		value := arg(f.value)
+		if f.column == "r.mapping_id" {
+			value = "(SELECT id FROM mappings WHERE name = " + value + ")"
+		}
+		if ordered {
+			where = append(where, f.column+" = "+value)
+			continue
+		}
+		where = append(where, f.column+" >= "+value+" AND "+f.column+" <= "+value)
+		order = f.column + ", r.id DESC"
+		ordered = true
+	}
+	if p.BeforeID > 0 {
+		where = append(where, "r.id < "+arg(p.BeforeID))
+	}
+	sql := `SELECT ` + runColumns + ` FROM runs r JOIN mappings m ON m.id = r.mapping_id`
+	if len(where) > 0 {
+		sql += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	sql += ` ORDER BY ` + order + ` LIMIT ` + arg(p.PageSize())
+	return s.runQuery(ctx, "list runs", sql, args...)
 }
 
 // runQuery runs a query that selects runColumns and collects the runs.
@@ -117,48 +157,44 @@ func (s *Store) RunAttemptList(ctx context.Context, runID int64) ([]Attempt, err
 }
 
 // RunLogTail returns at most maxBytes of the end of an attempt's captured output (whole chunks, so it may be a
-// little less), and how many bytes of the output came before it and are not returned.
+// little less), and how many bytes of the output came before it and are not returned. It reads only the chunks
+// it returns, newest first, however long the kept log is.
 func (s *Store) RunLogTail(ctx context.Context, runID int64, attempt int, maxBytes int) ([]byte, int64, error) {
 	var total int64
-	err := s.pool.QueryRow(ctx, `SELECT log_bytes FROM run_attempts WHERE run_id = $1 AND attempt = $2`,
-		runID, attempt).Scan(&total)
+	var chunks [][]byte
+	err := s.pool.QueryRow(ctx, `
+		SELECT a.log_bytes, coalesce((
+			SELECT array_agg(t.data ORDER BY t.seq DESC) FROM (
+				SELECT l.seq, l.data, sum(octet_length(l.data)) OVER (ORDER BY l.seq DESC) AS upto
+				FROM run_logs l WHERE l.run_id = a.run_id AND l.attempt = a.attempt
+				ORDER BY l.seq DESC
+			) t
+			-- Every chunk that ends within the limit, and the first that does not (trimmed below).
+			WHERE t.upto - octet_length(t.data) < $3), '{}')
+		FROM run_attempts a WHERE a.run_id = $1 AND a.attempt = $2`, runID, attempt, maxBytes).Scan(&total, &chunks)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, nil
 	}
 	if err != nil {
 		return nil, 0, dbError(err, "read log")
 	}
-	rows, err := s.pool.Query(ctx, `SELECT data FROM run_logs WHERE run_id = $1 AND attempt = $2 ORDER BY seq DESC`,
-		runID, attempt)
-	if err != nil {
-		return nil, 0, dbError(err, "read log")
-	}
-	defer rows.Close()
-	var chunks [][]byte
+	var kept [][]byte
 	size := 0
-	for rows.Next() {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			return nil, 0, dbError(err, "read log")
-		}
+	for _, data := range chunks {
 		if size+len(data) > maxBytes {
 			if size == 0 { // a single chunk larger than asked: keep its end
 				data = data[len(data)-maxBytes:]
-				chunks = append(chunks, data)
+				kept = append(kept, data)
 				size += len(data)
 			}
 			break
 		}
-		chunks = append(chunks, data)
+		kept = append(kept, data)
 		size += len(data)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, dbError(err, "read log")
-	}
-	rows.Close()
-	slices.Reverse(chunks)
+	slices.Reverse(kept)
 	out := make([]byte, 0, size)
-	for _, c := range chunks {
+	for _, c := range kept {
 		out = append(out, c...)
 	}
 	return out, total - int64(len(out)), nil

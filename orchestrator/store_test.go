@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -362,6 +363,79 @@ func TestRunList(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, none)
 
+	// Every combination of filters gives the runs that match all of them, newest first, page by page.
+	filters := []orchestrator.RunListParams{
+		{Mapping: "all"}, {Dataset: "acme/support-tickets"}, {Status: orchestrator.RunQueued}, {Trigger: "webhook"},
+		{Mapping: "all", Status: orchestrator.RunQueued}, {Dataset: "acme/support-tickets", Trigger: "webhook"},
+		{Mapping: "tickets", Dataset: "acme/support-tickets", Status: orchestrator.RunQueued, Trigger: "webhook"},
+		{Mapping: "missing"}, {Mapping: "all", Trigger: "retry"},
+	}
+	for _, f := range filters {
+		var want []int64
+		for _, r := range all {
+			if (f.Mapping == "" || r.Mapping == f.Mapping) && (f.Dataset == "" || r.Dataset == f.Dataset) &&
+				(f.Status == "" || r.Status == f.Status) && (f.Trigger == "" || r.Trigger == f.Trigger) {
+				want = append(want, r.ID)
+			}
+		}
+		var got []int64
+		for before := int64(0); ; {
+			p := f
+			p.Limit, p.BeforeID = 2, before
+			page, err := b.store.RunList(ctx, p)
+			require.NoError(t, err, "%+v", f)
+			for _, r := range page {
+				got = append(got, r.ID)
+			}
+			if len(page) < 2 {
+				break
+			}
+			before = page[len(page)-1].ID
+		}
+		require.Equal(t, want, got, "%+v", f)
+	}
+
 	_, err = b.store.RunGetByID(ctx, 999999)
 	require.Equal(t, orchestrator.CodeNotFound, orchestrator.ErrorCode(err))
+}
+
+func TestRunLogTail(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, mapping("tickets", "acme/support-tickets"))
+	res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, "dataset-main-push.json")})
+	require.NoError(t, err)
+	runID := res.RunIDs[0]
+	require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: 1, Argv: []string{"true"}}))
+	// Five chunks of 10 bytes ("0000000000", "1111111111", …); the first two fell out of the kept window.
+	var written int64
+	for seq := range 5 {
+		chunk := []byte(strings.Repeat(fmt.Sprint(seq), 10))
+		written += int64(len(chunk))
+		require.NoError(t, b.store.RunLogAppend(ctx, orchestrator.RunLogAppendParams{
+			RunID: runID, Attempt: 1, Seq: seq, Data: chunk, LogBytes: written, DropBelowSeq: max(seq-2, 0), LogDropped: int64(max(seq-2, 0)) * 10,
+		}))
+	}
+	tests := []struct {
+		max      int
+		want     string
+		notShown int64
+	}{
+		{max: 1 << 20, want: "222222222233333333334444444444", notShown: 20},
+		{max: 30, want: "222222222233333333334444444444", notShown: 20},
+		{max: 29, want: "33333333334444444444", notShown: 30},
+		{max: 20, want: "33333333334444444444", notShown: 30},
+		{max: 10, want: "4444444444", notShown: 40},
+		{max: 4, want: "4444", notShown: 46},
+	}
+	for _, tt := range tests {
+		data, notShown, err := b.store.RunLogTail(ctx, runID, 1, tt.max)
+		require.NoError(t, err)
+		require.Equal(t, tt.want, string(data), "max %d", tt.max)
+		require.Equal(t, tt.notShown, notShown, "max %d", tt.max)
+	}
+	data, notShown, err := b.store.RunLogTail(ctx, runID, 2, 100)
+	require.NoError(t, err)
+	require.Empty(t, data, "an attempt that never ran has no log")
+	require.Zero(t, notShown)
 }
