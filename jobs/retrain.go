@@ -148,24 +148,21 @@ func (w *RetrainWorker) Timeout(*river.Job[RetrainArgs]) time.Duration { return 
 // Work runs one attempt of a run.
 func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) error {
 	logger := w.cfg.Logger.With("run_id", job.Args.RunID, "attempt", job.Attempt)
-	run, mapping, err := w.store.RunForWork(ctx, job.Args.RunID)
+	work, err := w.store.RunForWork(ctx, job.Args.RunID)
 	if err != nil {
 		if orchestrator.ErrorCode(err) == orchestrator.CodeNotFound {
 			return river.JobCancel(err)
 		}
 		return err
 	}
+	run, mapping := work.Run, work.Mapping
 	if run.Status.Finished() {
 		logger.InfoContext(ctx, "run already finished, nothing to do", "status", run.Status)
 		return nil
 	}
 
 	// The secrets that sign notifications are the orchestrator's, not the command's.
-	notifySecrets, err := w.store.NotifySecretEnvNames(ctx)
-	if err != nil {
-		return err
-	}
-	env := RunEnv(withoutVars(w.cfg.BaseEnv, notifySecrets), mapping, run, job.Attempt)
+	env := RunEnv(withoutVars(w.cfg.BaseEnv, work.SecretEnv), mapping, run, job.Attempt)
 	outputDir, err := os.MkdirTemp("", fmt.Sprintf("run-%d-%d-*", run.ID, job.Attempt))
 	if err != nil {
 		return fmt.Errorf("create output directory: %w", err)

@@ -166,19 +166,3 @@ func (s *Store) NotificationList(ctx context.Context, runID int64) ([]Notificati
 	}
 	return list, nil
 }
-
-// NotifySecretEnvNames returns the environment variables that any mapping's notify targets take their secret
-// from, so that training commands can be kept from seeing them.
-func (s *Store) NotifySecretEnvNames(ctx context.Context) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT DISTINCT t->>'secret_env' FROM mappings, jsonb_array_elements(notify) AS t
-		WHERE coalesce(t->>'secret_env', '') <> ''`)
-	if err != nil {
-		return nil, dbError(err, "list notify secrets")
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, dbError(err, "list notify secrets")
-	}
-	return names, nil
-}

@@ -163,9 +163,14 @@ func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
 		got, err := b.store.MappingGetByName(ctx, "tickets")
 		require.NoError(t, err)
 		require.Equal(t, m.Notify, got.Notify)
-		names, err := b.store.NotifySecretEnvNames(ctx)
+		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, "dataset-main-push.json")})
 		require.NoError(t, err)
-		require.Equal(t, []string{"NOTIFY_SECRET_OPS"}, names)
+		require.Len(t, res.RunIDs, 1)
+		work, err := b.store.RunForWork(ctx, res.RunIDs[0])
+		require.NoError(t, err)
+		require.Equal(t, []string{"NOTIFY_SECRET_OPS"}, work.SecretEnv, "the worker keeps the secret from the command")
+		require.Equal(t, "tickets", work.Mapping.Name)
+		require.Equal(t, res.RunIDs[0], work.Run.ID)
 
 		// The file drops the targets: the mapping keeps none.
 		m.Notify = nil

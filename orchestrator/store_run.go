@@ -203,21 +203,35 @@ func (s *Store) RunLogTail(ctx context.Context, runID int64, attempt int, maxByt
 // mappingColumnsOfM is mappingColumns qualified by the alias m, for joins.
 var mappingColumnsOfM = "m." + strings.Join(strings.Split(strings.Join(strings.Fields(mappingColumns), " "), ", "), ", m.")
 
-// RunForWork returns a run and its mapping, for a worker about to execute it, in one round trip.
-func (s *Store) RunForWork(ctx context.Context, runID int64) (*Run, *Mapping, error) {
+// RunWork is what a worker needs to execute a run.
+type RunWork struct {
+	Run     *Run
+	Mapping *Mapping
+	// SecretEnv names the environment variables that hold the secrets of any mapping's notify targets: they
+	// are the orchestrator's, and no command sees them.
+	SecretEnv []string
+}
+
+// RunForWork returns a run, its mapping and the names of the notification secrets, for a worker about to
+// execute it, in one round trip.
+func (s *Store) RunForWork(ctx context.Context, runID int64) (*RunWork, error) {
 	var run Run
 	var m Mapping
-	err := s.pool.QueryRow(ctx, `SELECT `+runColumns+`, `+mappingColumnsOfM+`
+	var secrets []string
+	dest := append(runDest(&run), mappingDest(&m)...)
+	err := s.pool.QueryRow(ctx, `SELECT `+runColumns+`, `+mappingColumnsOfM+`,
+			(SELECT coalesce(array_agg(DISTINCT t->>'secret_env'), '{}') FROM mappings a, jsonb_array_elements(a.notify) AS t
+				WHERE coalesce(t->>'secret_env', '') <> '')
 		FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`, runID).
-		Scan(append(runDest(&run), mappingDest(&m)...)...)
+		Scan(append(dest, &secrets)...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil, Errorf(CodeNotFound, "run %d not found", runID)
+		return nil, Errorf(CodeNotFound, "run %d not found", runID)
 	}
 	if err != nil {
-		return nil, nil, dbError(err, "get run for work")
+		return nil, dbError(err, "get run for work")
 	}
 	m.fromMillis()
-	return &run, &m, nil
+	return &RunWork{Run: &run, Mapping: &m, SecretEnv: secrets}, nil
 }
 
 // RunAttemptStartParams starts an attempt of a run.
@@ -266,10 +280,11 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 
 	// The mapping's row lock serializes the starts of its runs across processes, so the counts hold. NO KEY
 	// UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take through
-	// their foreign keys, so starts and deliveries never block each other. The id is an integer, formatted
-	// into the statement so that it travels with BEGIN.
-	if _, err := conn.Exec(ctx, fmt.Sprintf(`BEGIN; SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id
-		WHERE r.id = %d FOR NO KEY UPDATE OF r, m`, p.RunID)); err != nil {
+	// their foreign keys, so starts and deliveries never block each other. BEGIN travels with the locks.
+	lock := &pgx.Batch{}
+	lock.Queue(`BEGIN`)
+	lock.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, p.RunID)
+	if err := conn.SendBatch(ctx, lock).Close(); err != nil {
 		return dbError(err, "lock run")
 	}
 
