@@ -150,21 +150,24 @@ func (m *Main) Run(ctx context.Context) error {
 	// The Hub checks revisions for mappings with verify_revision, and, unless the interval is 0, catches up
 	// with the commits no webhook brought.
 	hubClient := hub.New(m.Config.HFEndpoint, m.Config.HFToken)
+	// One registry for the whole process: /metrics shows the webhook's, the workers' and catch-up's metrics
+	// together.
+	registry := prometheus.NewRegistry()
+	workerMetrics := jobs.NewMetrics(registry)
 	var reconciler *jobs.Reconciler
 	if m.Config.ReconcileInterval > 0 {
-		reconciler = &jobs.Reconciler{Store: m.store, Hub: hubClient, Interval: m.Config.ReconcileInterval, Logger: m.Logger}
+		reconciler = &jobs.Reconciler{Store: m.store, Hub: hubClient, Interval: m.Config.ReconcileInterval,
+			Metrics: workerMetrics, Logger: m.Logger}
 		m.Logger.Info("catch-up with the Hub is on", "hub", hubClient, "interval", m.Config.ReconcileInterval)
 	} else {
 		m.Logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
 	}
-	// One registry for the whole process: /metrics shows the webhook's and the workers' metrics together.
-	registry := prometheus.NewRegistry()
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers:     m.Config.MaxWorkers,
 		Queues:         m.Config.Queues,
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
-			Processes: procs, Revisions: hubClient, Metrics: jobs.NewMetrics(registry), Logger: m.Logger},
+			Processes: procs, Revisions: hubClient, Metrics: workerMetrics, Logger: m.Logger},
 		Reconciler: reconciler,
 		Logger:     m.Logger,
 	})
