@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
+	"go.opentelemetry.io/otel/trace"
 	"riverqueue.com/riverui"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -23,6 +24,7 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/hub"
 	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
+	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 	"github.com/retrainhq/orchestrator/web"
 )
 
@@ -84,6 +86,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 type Main struct {
 	Config Config
 	Logger *slog.Logger
+	// TracerProvider, when set, receives the spans instead of the exporter Config.Tracing would start (tests
+	// record them in memory); nil with tracing off traces nothing.
+	TracerProvider trace.TracerProvider
 
 	cluster  *pgcluster.Cluster
 	pool     *pgxpool.Pool
@@ -95,6 +100,7 @@ type Main struct {
 
 	stopRiverUI  context.CancelFunc
 	stopSweeper  context.CancelFunc
+	stopTracing  func(context.Context) error
 	riverStarted bool
 }
 
@@ -107,6 +113,17 @@ func (m *Main) Run(ctx context.Context) error {
 		return errors.New("no webhook secret configured")
 	}
 	m.Config.applyDefaults()
+	tracerProvider := m.TracerProvider
+	if tracerProvider == nil {
+		var err error
+		if tracerProvider, m.stopTracing, err = tracing.Setup(ctx, m.Config.Tracing); err != nil {
+			return err
+		}
+		if tracerProvider != nil {
+			m.Logger.Info("tracing is on: spans of each delivery, its jobs and commands go out with OTLP over HTTP; " +
+				"commands get TRACEPARENT")
+		}
+	}
 	if err := m.openDatabase(ctx); err != nil {
 		return err
 	}
@@ -168,8 +185,9 @@ func (m *Main) Run(ctx context.Context) error {
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
 			Processes: procs, Revisions: hubClient, Metrics: workerMetrics, Logger: m.Logger},
-		Reconciler: reconciler,
-		Logger:     m.Logger,
+		Reconciler:     reconciler,
+		TracerProvider: tracerProvider,
+		Logger:         m.Logger,
 	})
 	if err != nil {
 		return err
@@ -207,6 +225,7 @@ func (m *Main) Run(ctx context.Context) error {
 		ReconcileInterval:     m.Config.ReconcileInterval,
 		RiverUI:               riverUI,
 		Registry:              registry,
+		TracerProvider:        tracerProvider,
 		Ready:                 m.ready,
 		Logger:                m.Logger,
 	})
@@ -316,6 +335,13 @@ func (m *Main) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop workers: %w", err))
 		}
 		m.river = nil
+	}
+	// The commands' and jobs' spans have ended: what is still buffered goes out.
+	if m.stopTracing != nil {
+		if err := m.stopTracing(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		m.stopTracing = nil
 	}
 	if m.pool != nil {
 		m.pool.Close()

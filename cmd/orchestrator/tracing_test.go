@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+)
+
+// traceParentRE is the W3C traceparent of a sampled span: version, trace id, span id, flags.
+var traceParentRE = regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-01$`)
+
+// TestTracing posts a webhook to the whole orchestrator and follows its trace to the command. Tracing on, the
+// delivery's request span is the root (or continues the caller's traceparent), and each attempt of the run,
+// a first that fails and its retry, both after a quiet period, runs in a command span of that trace, whose
+// traceparent the command gets in TRACEPARENT. Tracing off, the command gets no TRACEPARENT.
+func TestTracing(t *testing.T) {
+	t.Parallel()
+	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	cases := []struct {
+		name        string
+		tracing     bool
+		traceparent string // sent with the webhook
+	}{
+		{name: "on", tracing: true},
+		{name: "continues the caller's trace", tracing: true, traceparent: "00-" + callerTrace + "-00f067aa0ba902b7-01"},
+		{name: "off", tracing: false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			url, _ := dbtest.NewSchema(t)
+			dir := t.TempDir()
+			// Each attempt writes what it got; the first fails, so that the run is retried.
+			script := `printf '%s' "${TRACEPARENT-unset}" > "$1/attempt-$RUN_ATTEMPT"; [ "$RUN_ATTEMPT" -gt 1 ]`
+			cfg := writeConfig(t, dir, fmt.Sprintf(`
+mappings:
+  - name: traced
+    dataset: acme/traced
+    quiet_period: 300ms
+    max_attempts: 2
+    command: ["sh", "-c", %q, "sh", %q]
+`, script, dir))
+			m := &Main{
+				Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
+					KillGrace: time.Second, LogFormat: "text"},
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			}
+			exporter := tracetest.NewInMemoryExporter()
+			if tc.tracing {
+				provider := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exporter))
+				t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+				m.TracerProvider = provider
+			}
+			require.NoError(t, m.Run(context.Background()))
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				require.NoError(t, m.Close(ctx))
+			})
+			base := "http://" + m.Addr()
+
+			req, err := http.NewRequest(http.MethodPost, base+"/webhooks/huggingface",
+				strings.NewReader(push("acme/traced", strings.Repeat("a", 40))))
+			require.NoError(t, err)
+			req.Header.Set("X-Webhook-Secret", e2eSecret)
+			if tc.traceparent != "" {
+				req.Header.Set("traceparent", tc.traceparent)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			var answer map[string]any
+			require.NoError(t, decodeJSON(resp, &answer))
+			require.Equal(t, http.StatusOK, resp.StatusCode, answer)
+			runID := int64(answer["runs"].([]any)[0].(float64))
+			run := waitRun(t, base, runID, "succeeded", "failed")
+			require.Equal(t, "succeeded", run.Status, run.Error)
+			require.Equal(t, 2, run.Attempt)
+
+			got := make([]string, 2)
+			for i := range got {
+				data, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("attempt-%d", i+1)))
+				require.NoError(t, err)
+				got[i] = string(data)
+			}
+			if !tc.tracing {
+				require.Equal(t, []string{"unset", "unset"}, got, "tracing off: no TRACEPARENT")
+				require.Empty(t, exporter.GetSpans())
+				return
+			}
+
+			// Every span of the run's jobs has ended once River has recorded the second attempt's result.
+			var spans tracetest.SpanStubs
+			require.Eventually(t, func() bool {
+				spans = exporter.GetSpans()
+				works := 0
+				for _, s := range spans {
+					if s.Name == "river.work/retrain" && !hasAttr(s, "snooze") {
+						works++
+					}
+				}
+				return works == 2
+			}, 10*time.Second, 20*time.Millisecond, "spans: %v", spanNames(exporter.GetSpans()))
+			byID := map[trace.SpanID]tracetest.SpanStub{}
+			var webhook *tracetest.SpanStub
+			for i, s := range spans {
+				byID[s.SpanContext.SpanID()] = s
+				if s.Name == "POST /webhooks/huggingface" {
+					webhook = &spans[i]
+				}
+			}
+			require.NotNil(t, webhook, "no webhook span in %v", spanNames(spans))
+			require.Equal(t, trace.SpanKindServer, webhook.SpanKind)
+			traceID := webhook.SpanContext.TraceID()
+			if tc.traceparent != "" {
+				require.Equal(t, callerTrace, traceID.String(), "the caller's trace goes on")
+			} else {
+				require.False(t, webhook.Parent.IsValid(), "the webhook's request is the root")
+			}
+
+			for attempt, tp := range got {
+				match := traceParentRE.FindStringSubmatch(tp)
+				require.NotNil(t, match, "attempt %d: TRACEPARENT %q", attempt+1, tp)
+				require.Equal(t, traceID.String(), match[1], "attempt %d: the command is in the delivery's trace", attempt+1)
+				spanID, err := trace.SpanIDFromHex(match[2])
+				require.NoError(t, err)
+				command, ok := byID[spanID]
+				require.True(t, ok, "attempt %d: TRACEPARENT names no recorded span", attempt+1)
+				require.Equal(t, "command traced", command.Name)
+
+				// From the command up to the webhook's request, parent by parent.
+				var chain []string
+				for s := command; ; {
+					chain = append(chain, s.Name)
+					require.Equal(t, traceID, s.SpanContext.TraceID(), "%s is in the trace", s.Name)
+					parent, ok := byID[s.Parent.SpanID()]
+					if !ok {
+						break
+					}
+					s = parent
+				}
+				require.Equal(t, []string{"command traced", "river.work/retrain", "river.insert_many", "record delivery",
+					"POST /webhooks/huggingface"}, chain, "attempt %d", attempt+1)
+			}
+			require.NotEqual(t, got[0], got[1], "each attempt has its own command span")
+
+			// The quiet period snoozed the job first: that work is in the trace too.
+			snoozed := 0
+			for _, s := range spans {
+				if s.Name == "river.work/retrain" && hasAttr(s, "snooze") {
+					snoozed++
+					require.Equal(t, traceID, s.SpanContext.TraceID())
+				}
+			}
+			require.Positive(t, snoozed, "spans: %v", spanNames(spans))
+		})
+	}
+}
+
+func decodeJSON(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func hasAttr(s tracetest.SpanStub, key string) bool {
+	for _, a := range s.Attributes {
+		if string(a.Key) == key {
+			return true
+		}
+	}
+	return false
+}
+
+func spanNames(spans tracetest.SpanStubs) []string {
+	names := make([]string, len(spans))
+	for i, s := range spans {
+		names[i] = s.Name
+	}
+	return names
+}
+
+func TestTracingConfig(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		{name: "off by default", want: "off"},
+		{name: "on with an OTLP endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, want: "otlp"},
+		{name: "explicitly off", env: map[string]string{"ORCHESTRATOR_TRACING": "off", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, want: "off"},
+		{name: "unknown", env: map[string]string{"ORCHESTRATOR_TRACING": "yes"}, wantErr: "ORCHESTRATOR_TRACING must be otlp or off"},
+		{name: "grpc", env: map[string]string{"ORCHESTRATOR_TRACING": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, wantErr: "OTLP over HTTP only"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := parseConfig("serve", nil, func(k string) string { return tc.env[k] }, io.Discard)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, cfg.Tracing)
+		})
+	}
+	var c Config
+	c.applyDefaults()
+	require.Empty(t, c.Tracing, "a Config built in code traces nothing unless it says so")
+}
