@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -223,4 +228,106 @@ func TestTracingConfig(t *testing.T) {
 	var c Config
 	c.applyDefaults()
 	require.Empty(t, c.Tracing, "a Config built in code traces nothing unless it says so")
+}
+
+// otlpCollector plays an OpenTelemetry collector's OTLP/HTTP traces endpoint and keeps what it receives.
+type otlpCollector struct {
+	server *httptest.Server
+
+	mu     sync.Mutex
+	bodies [][]byte
+	types  []string
+}
+
+func newOTLPCollector(t *testing.T) *otlpCollector {
+	t.Helper()
+	c := &otlpCollector{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/traces", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		c.mu.Lock()
+		c.bodies = append(c.bodies, body)
+		c.types = append(c.types, r.Header.Get("Content-Type"))
+		c.mu.Unlock()
+		// An empty ExportTraceServiceResponse: every span accepted.
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	})
+	c.server = httptest.NewServer(mux)
+	t.Cleanup(c.server.Close)
+	return c
+}
+
+// received returns the bodies posted so far, all in one, and their content types.
+func (c *otlpCollector) received() ([]byte, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Join(c.bodies, nil), slices.Clone(c.types)
+}
+
+// TestTracingOTLP runs the real binary configured by the standard OpenTelemetry environment alone, against a
+// collector: the spans of a delivery, its job and its command, with the service name, reach it over OTLP/HTTP,
+// and those still buffered when SIGTERM comes are sent before the process exits.
+func TestTracingOTLP(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "orchestrator-otlp-*")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin := buildBinary(t, dir)
+	url, _ := dbtest.NewSchema(t)
+	out := filepath.Join(dir, "traceparent")
+	cfg := writeConfig(t, dir, `
+mappings:
+  - name: traced
+    dataset: acme/traced
+    command: ["sh", "-c", "printf '%s' \"$TRACEPARENT\" > `+out+`"]
+`)
+	collector := newOTLPCollector(t)
+	p := startProcess(t, bin, freePort(t), []string{"DATABASE_URL=" + url, "HUGGINGFACE_WEBHOOK_SECRET=" + e2eSecret,
+		"ORCHESTRATOR_CONFIG=" + cfg, "OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.server.URL,
+		"OTEL_SERVICE_NAME=orchestrator-otlp-test",
+		// Nothing goes out before shutdown, which must then send it all.
+		"OTEL_BSP_SCHEDULE_DELAY=600000"})
+
+	res := postDelivery(t, p.base, push("acme/traced", randomRevision()))
+	run := waitRun(t, p.base, int64(res["runs"].([]any)[0].(float64)), "succeeded", "failed")
+	require.Equal(t, "succeeded", run.Status, run.Error)
+	traceparent, err := os.ReadFile(out)
+	require.NoError(t, err)
+	match := traceParentRE.FindStringSubmatch(string(traceparent))
+	require.NotNil(t, match, "TRACEPARENT %q", traceparent)
+	traceID, err := trace.TraceIDFromHex(match[1])
+	require.NoError(t, err)
+	spanID, err := trace.SpanIDFromHex(match[2])
+	require.NoError(t, err)
+	body, _ := collector.received()
+	require.Empty(t, body, "the batch waits for its delay or the shutdown")
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "exit after SIGTERM: %s", p.logs)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit 30 s after SIGTERM: %s", p.logs)
+	}
+
+	require.Contains(t, p.logs.String(), "tracing is on")
+	body, types := collector.received()
+	require.NotEmpty(t, types, "no spans reached the collector: %s", p.logs)
+	for _, ct := range types {
+		require.Equal(t, "application/x-protobuf", ct)
+	}
+	// The protobuf holds names as they are and ids as their bytes.
+	for _, want := range []string{"POST /webhooks/huggingface", "record delivery", "river.insert_many",
+		"river.work/retrain", "command traced", "orchestrator-otlp-test"} {
+		require.True(t, bytes.Contains(body, []byte(want)), "%q was not exported", want)
+	}
+	require.True(t, bytes.Contains(body, traceID[:]), "the command's trace was not exported")
+	require.True(t, bytes.Contains(body, spanID[:]), "the command's span was not exported")
 }
