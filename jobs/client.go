@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
@@ -45,6 +46,10 @@ type ClientConfig struct {
 	Worker WorkerConfig
 	// Notify configures the sender of run notifications, which serves QueueNotify alongside Queues.
 	Notify NotifyConfig
+	// TracerProvider, when set, traces jobs: inserting one records the inserting span's context in the job's
+	// metadata, and its work and command are spans of that trace. It is the workers' too unless
+	// Worker.TracerProvider is set. Nil: tracing is off.
+	TracerProvider trace.TracerProvider
 	// Reconciler, when set, catches up with the Hub: its worker runs on River's default queue, one pass at a
 	// time per process, from a periodic job on the elected leader. Nil turns catch-up off.
 	Reconciler *Reconciler
@@ -70,6 +75,9 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 	}
 	if cfg.Worker.Logger == nil {
 		cfg.Worker.Logger = cfg.Logger
+	}
+	if cfg.Worker.TracerProvider == nil {
+		cfg.Worker.TracerProvider = cfg.TracerProvider
 	}
 	queues := map[string]river.QueueConfig{}
 	serve := cfg.Queues
@@ -102,6 +110,7 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 		RescueStuckJobsAfter: cfg.RescueAfter(),
 		FetchCooldown:        FetchCooldownDefault,
 		FetchPollInterval:    FetchPollIntervalDefault,
+		Middleware:           tracingMiddleware(cfg.TracerProvider),
 		Logger:               cfg.Logger,
 	}
 	if err := cfg.Reconciler.register(workers, riverCfg); err != nil {

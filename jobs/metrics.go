@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,14 +9,35 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
-// Metrics are the workers' Prometheus metrics.
+// Outcomes of a catch-up pass, counted by orchestrator_reconcile_passes_total.
+const (
+	reconcileOK      = "ok"      // the Hub answered for every dataset asked, and none waits out a failure
+	reconcilePartial = "partial" // the Hub answered for some datasets; others failed or wait out a failure
+	reconcileFailed  = "failed"  // the Hub answered for none of the datasets, which failed or wait out a failure
+	reconcileError   = "error"   // the pass stopped early: the database failed, or the pass ran out of time
+)
+
+// Results of a watched ref on the Hub, per mapping, counted by orchestrator_reconcile_revisions_total.
+const (
+	revisionUnchanged = "unchanged" // the Hub's commit is the revision recorded
+	revisionCaughtUp  = "caught_up" // a commit no webhook brought: a run was queued
+	revisionBaseline  = "baseline"  // the ref seen for the first time: recorded, not run
+	revisionDuplicate = "duplicate" // a commit not recorded for the ref, but which already has its run
+)
+
+// Metrics are the workers' and catch-up's Prometheus metrics.
 type Metrics struct {
 	runsFinished  *prometheus.CounterVec
 	runDuration   *prometheus.HistogramVec
 	notifications *prometheus.CounterVec
+
+	reconcilePasses    *prometheus.CounterVec
+	reconcileRevisions *prometheus.CounterVec
+	reconcileFailures  prometheus.Counter
+	reconcileLastOK    prometheus.Gauge
 }
 
-// NewMetrics creates the workers' metrics and registers them with reg.
+// NewMetrics creates the workers' and catch-up's metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -31,8 +53,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "orchestrator_notifications_total",
 			Help: "Notification delivery attempts, by event and outcome: delivered, retry (another attempt follows) or failed (given up).",
 		}, []string{"event", "outcome"}),
+		reconcilePasses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orchestrator_reconcile_passes_total",
+			Help: "Catch-up passes this process ran, by outcome: ok (the Hub answered for every dataset), partial (for some), failed (for none), error (the pass stopped early).",
+		}, []string{"outcome"}),
+		reconcileRevisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orchestrator_reconcile_revisions_total",
+			Help: "Watched refs catch-up found on the Hub, per mapping, by result: unchanged, caught_up (a missed commit was queued), baseline (first seen, not run), duplicate (the commit already had its run).",
+		}, []string{"result"}),
+		reconcileFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orchestrator_reconcile_dataset_failures_total",
+			Help: "Datasets catch-up could not learn the refs of, in a pass: the Hub failed to answer, or was not asked after it stopped answering.",
+		}),
+		reconcileLastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orchestrator_reconcile_last_success_timestamp_seconds",
+			Help: "When this process last ended a catch-up pass in which the Hub answered (outcome ok or partial), in Unix seconds; 0 before the first.",
+		}),
 	}
-	reg.MustRegister(m.runsFinished, m.runDuration, m.notifications)
+	for _, outcome := range []string{reconcileOK, reconcilePartial, reconcileFailed, reconcileError} {
+		m.reconcilePasses.WithLabelValues(outcome)
+	}
+	for _, result := range []string{revisionUnchanged, revisionCaughtUp, revisionBaseline, revisionDuplicate} {
+		m.reconcileRevisions.WithLabelValues(result)
+	}
+	reg.MustRegister(m.runsFinished, m.runDuration, m.notifications, m.reconcilePasses, m.reconcileRevisions, m.reconcileFailures,
+		m.reconcileLastOK)
 	return m
 }
 
@@ -53,4 +98,55 @@ func (m *Metrics) observeNotification(event orchestrator.NotifyEvent, outcome st
 		return
 	}
 	m.notifications.WithLabelValues(string(event), outcome).Inc()
+}
+
+// observePass records a catch-up pass that ended at now, with its result and error.
+func (m *Metrics) observePass(res *ReconcileResult, err error, now time.Time) {
+	if m == nil {
+		return
+	}
+	if res != nil {
+		m.reconcileFailures.Add(float64(len(res.Failed)))
+	}
+	if err != nil || res == nil {
+		m.reconcilePasses.WithLabelValues(reconcileError).Inc()
+		return
+	}
+	answered := 0
+	for _, ds := range res.Asked {
+		if !slices.Contains(res.Failed, ds) {
+			answered++
+		}
+	}
+	outcome := reconcileOK
+	switch {
+	case len(res.Failed) == 0 && len(res.Held) == 0:
+	case answered > 0:
+		outcome = reconcilePartial
+	default:
+		outcome = reconcileFailed
+	}
+	m.reconcilePasses.WithLabelValues(outcome).Inc()
+	if outcome != reconcileFailed {
+		m.reconcileLastOK.Set(float64(now.UnixNano()) / 1e9)
+	}
+}
+
+// observeRevisions records what catch-up found for one dataset: how many watched refs are unchanged, and the
+// decisions of the delivery it recorded for the others.
+func (m *Metrics) observeRevisions(unchanged int, decisions []orchestrator.Decision) {
+	if m == nil {
+		return
+	}
+	m.reconcileRevisions.WithLabelValues(revisionUnchanged).Add(float64(unchanged))
+	for _, d := range decisions {
+		switch d.Decision {
+		case orchestrator.DecisionQueued:
+			m.reconcileRevisions.WithLabelValues(revisionCaughtUp).Inc()
+		case orchestrator.DecisionBaseline:
+			m.reconcileRevisions.WithLabelValues(revisionBaseline).Inc()
+		case orchestrator.DecisionDuplicate:
+			m.reconcileRevisions.WithLabelValues(revisionDuplicate).Inc()
+		}
+	}
 }

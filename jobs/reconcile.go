@@ -83,6 +83,8 @@ type Reconciler struct {
 	Interval time.Duration
 	// BackoffBase is the first wait after a failure. Defaults to ReconcileBackoffBaseDefault, at most Interval.
 	BackoffBase time.Duration
+	// Metrics, when set, counts the passes and what they found.
+	Metrics *Metrics
 	// Logger receives catch-up's log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -183,8 +185,16 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) (*ReconcileResult, error
 	return r.pass(ctx, true)
 }
 
-// pass asks the Hub about every dataset (full) or the failing ones only, and records what it finds.
+// pass asks the Hub about every dataset (full) or the failing ones only, records what it finds, and counts
+// the pass in the metrics.
 func (r *Reconciler) pass(ctx context.Context, full bool) (*ReconcileResult, error) {
+	res, err := r.reconcile(ctx, full)
+	r.Metrics.observePass(res, err, time.Now())
+	return res, err
+}
+
+// reconcile does the work of pass.
+func (r *Reconciler) reconcile(ctx context.Context, full bool) (*ReconcileResult, error) {
 	if full {
 		r.mu.Lock()
 		r.lastFull = time.Now()
@@ -325,14 +335,25 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, dataset string, mappi
 	}
 	var updates []orchestrator.RefUpdate
 	seen := map[string]bool{}
+	type mappingRef struct {
+		mapping int64
+		ref     string
+	}
+	unchanged := map[mappingRef]bool{}
 	for _, m := range mappings {
 		recorded, err := r.Store.RefRecordedRevisions(ctx, m.ID)
 		if err != nil {
 			return nil, fmt.Errorf("read the revisions recorded for mapping %s: %w", m.Name, err)
 		}
 		for _, ref := range refs.All() {
-			if seen[ref.Ref] || !m.WatchesRef(ref.Ref) || !orchestrator.ValidSha(ref.TargetCommit) ||
-				recorded[ref.Ref] == ref.TargetCommit {
+			if !m.WatchesRef(ref.Ref) || !orchestrator.ValidSha(ref.TargetCommit) {
+				continue
+			}
+			if recorded[ref.Ref] == ref.TargetCommit {
+				unchanged[mappingRef{m.ID, ref.Ref}] = true
+				continue
+			}
+			if seen[ref.Ref] {
 				continue
 			}
 			seen[ref.Ref] = true
@@ -340,6 +361,7 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, dataset string, mappi
 		}
 	}
 	if len(updates) == 0 {
+		r.Metrics.observeRevisions(len(unchanged), nil)
 		return nil, nil
 	}
 
@@ -363,6 +385,15 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, dataset string, mappi
 	if err != nil {
 		return nil, fmt.Errorf("record catch-up delivery for %s: %w", dataset, err)
 	}
+	// A mapping whose ref is unchanged gets a decision too when another mapping's record of the same ref
+	// differs: it counts once, as unchanged.
+	var found []orchestrator.Decision
+	for _, dec := range ins.Decisions {
+		if !unchanged[mappingRef{dec.MappingID, dec.Ref}] {
+			found = append(found, dec)
+		}
+	}
+	r.Metrics.observeRevisions(len(unchanged), found)
 	res.Deliveries = append(res.Deliveries, ins.DeliveryID)
 	res.Runs = append(res.Runs, ins.RunIDs...)
 	res.Decisions = append(res.Decisions, ins.Decisions...)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -159,10 +160,11 @@ func (h *reconcileHub) counts(dataset string) (refs, ids int) {
 
 // reconcileBundle is a store on a fresh schema with a running River client, a fake Hub and a Reconciler on it.
 type reconcileBundle struct {
-	pool  *pgxpool.Pool
-	store *orchestrator.Store
-	hub   *reconcileHub
-	rec   *jobs.Reconciler
+	pool     *pgxpool.Pool
+	store    *orchestrator.Store
+	hub      *reconcileHub
+	rec      *jobs.Reconciler
+	registry *prometheus.Registry
 }
 
 // reconcileSetup starts it all; with periodic, the client runs catch-up itself every interval.
@@ -184,9 +186,10 @@ func reconcileSetupBackoff(t *testing.T, interval, backoff time.Duration, period
 	require.NoError(t, err)
 
 	fake := newReconcileHub(t)
-	b := &reconcileBundle{pool: pool, store: store, hub: fake, rec: &jobs.Reconciler{
+	registry := prometheus.NewRegistry()
+	b := &reconcileBundle{pool: pool, store: store, hub: fake, registry: registry, rec: &jobs.Reconciler{
 		Store: store, Hub: hub.New(fake.server.URL, "hf_reconcileTestToken"), Interval: interval,
-		BackoffBase: backoff, Logger: quietLogger,
+		BackoffBase: backoff, Metrics: jobs.NewMetrics(registry), Logger: quietLogger,
 	}}
 	cfg := jobs.ClientConfig{Logger: quietLogger, Worker: jobs.WorkerConfig{
 		KillGrace: 300 * time.Millisecond, LogFlushInterval: 20 * time.Millisecond,
@@ -212,6 +215,53 @@ func (b *reconcileBundle) once(t *testing.T) *jobs.ReconcileResult {
 	res, err := b.rec.ReconcileOnce(context.Background())
 	require.NoError(t, err)
 	return res
+}
+
+// metrics returns the catch-up metrics, by series, such as `orchestrator_reconcile_passes_total{outcome="ok"}`.
+func (b *reconcileBundle) metrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	families, err := b.registry.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "orchestrator_reconcile_") {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			series := f.GetName()
+			for _, l := range m.GetLabel() {
+				series += fmt.Sprintf("{%s=%q}", l.GetName(), l.GetValue())
+			}
+			out[series] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// reconcileCounts are the counters of catch-up, by outcome or result.
+type reconcileCounts struct {
+	ok, partial, failed, errored             float64 // passes
+	unchanged, caughtUp, baseline, duplicate float64 // revisions
+	datasetFailures                          float64
+}
+
+// requireCounts checks the counters, and returns when the last pass in which the Hub answered ended.
+func (b *reconcileBundle) requireCounts(t *testing.T, want reconcileCounts) time.Time {
+	t.Helper()
+	m := b.metrics(t)
+	require.Equal(t, want, reconcileCounts{
+		ok:              m[`orchestrator_reconcile_passes_total{outcome="ok"}`],
+		partial:         m[`orchestrator_reconcile_passes_total{outcome="partial"}`],
+		failed:          m[`orchestrator_reconcile_passes_total{outcome="failed"}`],
+		errored:         m[`orchestrator_reconcile_passes_total{outcome="error"}`],
+		unchanged:       m[`orchestrator_reconcile_revisions_total{result="unchanged"}`],
+		caughtUp:        m[`orchestrator_reconcile_revisions_total{result="caught_up"}`],
+		baseline:        m[`orchestrator_reconcile_revisions_total{result="baseline"}`],
+		duplicate:       m[`orchestrator_reconcile_revisions_total{result="duplicate"}`],
+		datasetFailures: m["orchestrator_reconcile_dataset_failures_total"],
+	})
+	last := m["orchestrator_reconcile_last_success_timestamp_seconds"]
+	return time.Unix(0, int64(last*1e9))
 }
 
 func (b *reconcileBundle) status(t *testing.T, dataset string) *orchestrator.ReconcileStatus {
@@ -324,6 +374,8 @@ func TestReconcile(t *testing.T) {
 			"tickets refs/heads/main": orchestrator.DecisionBaseline,
 		}, reconcileDecisions(res.Decisions))
 		require.Zero(t, b.count(t, `SELECT count(*) FROM runs WHERE dataset = 'acme/tickets'`), "a baseline runs nothing")
+		lastOK := b.requireCounts(t, reconcileCounts{ok: 1, baseline: 2, caughtUp: 1})
+		require.WithinDuration(t, time.Now(), lastOK, 5*time.Second)
 
 		eager := b.waitRun(t, res.Runs[0])
 		require.Equal(t, orchestrator.RunSucceeded, eager.Status, eager.Error)
@@ -373,6 +425,7 @@ func TestReconcile(t *testing.T) {
 		refs, ids := b.hub.counts("acme/tickets")
 		require.Equal(t, 2, refs)
 		require.Equal(t, 1, ids)
+		require.True(t, b.requireCounts(t, reconcileCounts{ok: 2, baseline: 2, caughtUp: 1, unchanged: 3}).After(lastOK))
 
 		// A commit whose webhook got lost: one run, pinned to it, as a webhook would have made.
 		b.hub.set("acme/tickets", reconcileTicketsID, "refs/heads/main", reconcileRev("b"))
@@ -388,6 +441,7 @@ func TestReconcile(t *testing.T) {
 		require.Equal(t, orchestrator.TriggerWebhook, run.Trigger)
 		require.Equal(t, res.Deliveries[0], *run.DeliveryID)
 		require.Equal(t, "trained "+reconcileRev("b")+" old="+reconcileRev("a")+"\n", b.runLog(t, run.ID))
+		b.requireCounts(t, reconcileCounts{ok: 3, baseline: 2, caughtUp: 2, unchanged: 5})
 
 		// The late webhook of the same commit is a duplicate of that run.
 		late, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
@@ -415,6 +469,7 @@ func TestReconcile(t *testing.T) {
 		require.Empty(t, res.Deliveries)
 		require.Equal(t, before, b.count(t, `SELECT count(*) FROM deliveries`))
 		require.Equal(t, 3, b.count(t, `SELECT count(*) FROM runs`), "eager, the caught-up commit and the webhook's")
+		b.requireCounts(t, reconcileCounts{ok: 4, baseline: 2, caughtUp: 2, unchanged: 8})
 
 		// A dataset no enabled mapping names anymore loses its status.
 		_, err = b.store.MappingSync(ctx, []orchestrator.Mapping{reconcileMapping("tickets", "acme/tickets")})
@@ -425,6 +480,13 @@ func TestReconcile(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, statuses, 1)
 		require.Equal(t, "acme/tickets", statuses[0].Dataset)
+
+		// A pass that cannot reach the database stops early, and counts as an error.
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err = b.rec.ReconcileOnce(cancelled)
+		require.Error(t, err)
+		b.requireCounts(t, reconcileCounts{ok: 5, errored: 1, baseline: 2, caughtUp: 2, unchanged: 9})
 	})
 
 	t.Run("HubOutage", func(t *testing.T) {
@@ -444,6 +506,7 @@ func TestReconcile(t *testing.T) {
 		require.Equal(t, datasets, res.Asked)
 		require.Empty(t, res.Failed)
 		require.Zero(t, res.RetryIn)
+		lastOK := b.requireCounts(t, reconcileCounts{ok: 1, baseline: 5})
 
 		// The Hub answers 503 for everything: every dataset is failing, and waits before it is asked again.
 		b.hub.failWith("*", &reconcileFailure{status: http.StatusServiceUnavailable})
@@ -453,6 +516,8 @@ func TestReconcile(t *testing.T) {
 		require.Equal(t, datasets, res.Failed)
 		require.Greater(t, res.RetryIn, time.Duration(0))
 		require.LessOrEqual(t, res.RetryIn, backoff)
+		require.Equal(t, lastOK, b.requireCounts(t, reconcileCounts{ok: 1, failed: 1, baseline: 5, datasetFailures: 5}),
+			"a pass the Hub answered nothing in is no success")
 		first := b.status(t, "acme/a")
 		require.True(t, first.Failing())
 		require.True(t, first.Held)
@@ -475,6 +540,7 @@ func TestReconcile(t *testing.T) {
 		require.Equal(t, datasets, res.Held)
 		refsAfter, _ := b.hub.counts("acme/a")
 		require.Equal(t, refsBefore, refsAfter)
+		b.requireCounts(t, reconcileCounts{ok: 1, failed: 2, baseline: 5, datasetFailures: 5})
 
 		// No answer at all: after three datasets in a row, the others are not asked; the wait doubles.
 		b.hub.failWith("*", &reconcileFailure{})
@@ -485,6 +551,7 @@ func TestReconcile(t *testing.T) {
 		require.Equal(t, datasets[:3], res.Asked)
 		require.Equal(t, datasets, res.Failed)
 		require.Empty(t, res.Deliveries)
+		b.requireCounts(t, reconcileCounts{ok: 1, failed: 3, baseline: 5, datasetFailures: 10})
 		for i, ds := range datasets {
 			st := b.status(t, ds)
 			require.Equal(t, 2, st.Failures, ds)
@@ -503,6 +570,10 @@ func TestReconcile(t *testing.T) {
 		}, 4*backoff, 50*time.Millisecond)
 		require.Empty(t, res.Failed)
 		require.Zero(t, res.RetryIn)
+		m := b.metrics(t)
+		require.Equal(t, 2.0, m[`orchestrator_reconcile_passes_total{outcome="ok"}`])
+		require.Equal(t, 1.0, m[`orchestrator_reconcile_revisions_total{result="caught_up"}`], "the commit made during the outage")
+		require.Greater(t, m["orchestrator_reconcile_last_success_timestamp_seconds"], float64(lastOK.UnixNano())/1e9)
 		var runID int64
 		require.NoError(t, b.pool.QueryRow(ctx, `SELECT id FROM runs WHERE revision = $1`, reconcileRev("b")).Scan(&runID))
 		require.Equal(t, 1, b.count(t, `SELECT count(*) FROM runs`))
@@ -544,6 +615,7 @@ func TestReconcile(t *testing.T) {
 		require.Contains(t, gone.LastError, "404 Not Found")
 		require.Less(t, time.Until(*gone.NextAttemptAt), time.Second, "no Retry-After: the backoff")
 		require.False(t, b.status(t, "acme/fine").Failing(), "one dataset's limit does not stop the others")
+		b.requireCounts(t, reconcileCounts{partial: 1, baseline: 1, datasetFailures: 3})
 
 		// Until Retry-After, a rate-limited dataset is not asked, across passes.
 		b.waitHeld(t, "acme/gone")

@@ -18,8 +18,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 )
 
 // QueueRuns is the River queue that training runs go through.
@@ -58,6 +60,9 @@ type WorkerConfig struct {
 	Revisions RevisionChecker
 	// Metrics, when set, counts finished attempts and their durations.
 	Metrics *Metrics
+	// TracerProvider, when set, traces each command in a span of its job's trace, and gives the command that
+	// span as TRACEPARENT (and TRACESTATE). Nil: no span, and no TRACEPARENT.
+	TracerProvider trace.TracerProvider
 	// BaseEnv is the environment every command starts from. Defaults to the orchestrator's own environment
 	// without its secrets (see ScrubbedEnv).
 	BaseEnv []string
@@ -132,13 +137,18 @@ func withoutVars(env []string, names []string) []string {
 // run's status back as it changes.
 type RetrainWorker struct {
 	river.WorkerDefaults[RetrainArgs]
-	store *orchestrator.Store
-	cfg   WorkerConfig
+	store  *orchestrator.Store
+	cfg    WorkerConfig
+	tracer trace.Tracer // nil when tracing is off
 }
 
 // NewRetrainWorker returns a worker that records into store.
 func NewRetrainWorker(store *orchestrator.Store, cfg WorkerConfig) *RetrainWorker {
-	return &RetrainWorker{store: store, cfg: cfg.WithDefaults()}
+	w := &RetrainWorker{store: store, cfg: cfg.WithDefaults()}
+	if cfg.TracerProvider != nil {
+		w.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	return w
 }
 
 // Timeout disables River's own job timeout: the worker enforces the mapping's timeout itself, stopping the
@@ -227,9 +237,11 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	output := newLogWriter(w.store, logger, run.ID, job.Attempt, w.cfg.LogLimit, w.cfg.LogFlushInterval)
 	cmdCtx, stopCmd := context.WithCancelCause(ctx)
 	defer stopCmd(nil)
+	spanCtx, span := startCommandSpan(cmdCtx, w.tracer, mapping, run, job.Attempt, argv)
 	heartbeatDone := w.heartbeat(cmdCtx, logger, run.ID, job.Attempt, stopCmd)
-	res := RunCommand(cmdCtx, Command{
-		Argv: argv, Dir: mapping.Workdir, Env: env, Timeout: mapping.Timeout, KillGrace: w.cfg.KillGrace, Output: output,
+	res := RunCommand(spanCtx, Command{
+		Argv: argv, Dir: mapping.Workdir, Env: tracing.CommandEnv(spanCtx, env), Timeout: mapping.Timeout,
+		KillGrace: w.cfg.KillGrace, Output: output,
 	})
 	stopCmd(nil)
 	<-heartbeatDone
@@ -239,6 +251,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		// The reaper gave the job to another worker while this one could not reach the database: the attempt
 		// is closed already, and its result belongs to nobody.
 		logger.WarnContext(ctx, "attempt was closed by the reaper; stopped the command", "result", res.Describe())
+		endCommandSpan(span, res, "taken over")
 		return nil
 	}
 
@@ -276,6 +289,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	logger.InfoContext(ctx, "command ended", "result", res.Describe(), "status", finish.RunStatus,
 		"duration", res.Finished.Sub(res.Started).Round(time.Millisecond))
 	w.cfg.Metrics.observe(mapping.Name, finish.RunStatus, res.Finished.Sub(res.Started))
+	endCommandSpan(span, res, string(finish.RunStatus))
 	if err := w.store.RunAttemptFinish(finishCtx, finish); err != nil {
 		return fmt.Errorf("record result (%s): %w", res.Describe(), err)
 	}
@@ -394,7 +408,8 @@ func readRunOutput(path string) ([]byte, error) {
 }
 
 // RunEnv returns the environment of a run's command: base, then the mapping's env, then the run's own
-// variables, which always win.
+// variables, which always win. TRACEPARENT and TRACESTATE are left out: the worker adds the run's own when
+// tracing is on.
 func RunEnv(base []string, m *orchestrator.Mapping, run *orchestrator.Run, attempt int) []string {
 	vars := map[string]string{}
 	var order []string
@@ -406,6 +421,9 @@ func RunEnv(base []string, m *orchestrator.Mapping, run *orchestrator.Run, attem
 	}
 	for _, kv := range base {
 		k, v, _ := strings.Cut(kv, "=")
+		if k == tracing.EnvTraceParent || k == tracing.EnvTraceState {
+			continue // the orchestrator's own trace is not the run's: the worker sets the run's
+		}
 		set(k, v)
 	}
 	keys := make([]string, 0, len(m.Env))

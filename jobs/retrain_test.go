@@ -360,7 +360,8 @@ func TestRunEnv(t *testing.T) {
 	t.Parallel()
 	m := &orchestrator.Mapping{Name: "m", Env: map[string]string{"WANDB_PROJECT": "x", "SHARED": "mapping"}}
 	run := &orchestrator.Run{ID: 7, Dataset: "a/b", Ref: "refs/heads/main", Revision: shaB, OldRevision: shaA}
-	env := jobs.RunEnv([]string{"SHARED=base", "PATH=/bin", "DATASET_REVISION=forged"}, m, run, 2)
+	env := jobs.RunEnv([]string{"SHARED=base", "PATH=/bin", "DATASET_REVISION=forged",
+		"TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "TRACESTATE=a=b"}, m, run, 2)
 	got := map[string]string{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
@@ -372,7 +373,7 @@ func TestRunEnv(t *testing.T) {
 		"SHARED": "mapping", "PATH": "/bin", "WANDB_PROJECT": "x",
 		"DATASET_REPO": "a/b", "DATASET_REF": "refs/heads/main", "DATASET_REVISION": shaB, "DATASET_OLD_REVISION": shaA,
 		"RUN_ID": "7", "RUN_ATTEMPT": "2", "MAPPING_NAME": "m",
-	}, got)
+	}, got, "the orchestrator's own trace is not passed on")
 }
 
 func TestScrubbedEnv(t *testing.T) {

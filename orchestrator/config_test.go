@@ -74,6 +74,7 @@ mappings:
 		{"MissingName", "mappings:\n  - dataset: x/y\n    command: [true]\n", `mapping 1 (line 2): name "" must be`},
 		{"MissingDataset", "mappings:\n  - name: a\n    command: [true]\n", "dataset must not be empty"},
 		{"ReservedEnv", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    env: {DATASET_REVISION: x}\n", `env name "DATASET_REVISION" is set by the orchestrator`},
+		{"ReservedTraceEnv", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    env: {TRACEPARENT: x}\n", `env name "TRACEPARENT" is set by the orchestrator`},
 		{"BadEnvName", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    env: {\"1X\": x}\n", `env name "1X" must be letters`},
 		{"ZeroAttempts", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    max_attempts: -1\n", "max_attempts -1 must be between 1 and 100"},
 		{"NotYAML", "mappings: [\n", "invalid configuration"},

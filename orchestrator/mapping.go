@@ -107,6 +107,7 @@ var (
 var ReservedEnv = []string{
 	"DATASET_REPO", "DATASET_REF", "DATASET_REVISION", "DATASET_OLD_REVISION",
 	"RUN_ID", "RUN_ATTEMPT", "MAPPING_NAME", "RUN_OUTPUT", "ORCHESTRATOR_ATTEMPT_MARKER",
+	"TRACEPARENT", "TRACESTATE",
 }
 
 // WithDefaults returns a copy of m with zero settings replaced by their defaults.

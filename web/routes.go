@@ -30,7 +30,7 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/healthz", s.handleHealth)
 	r.Get("/health", s.handleHealth)
 	r.Get("/readyz", s.handleReady)
-	r.Post("/webhooks/huggingface", s.handle(s.handleWebhook))
+	r.Method(http.MethodPost, "/webhooks/huggingface", s.traceWebhook(s.handle(s.handleWebhook)))
 	r.Handle("/static/*", staticHandler())
 	r.Get("/login", s.handle(s.handleLoginForm))
 	r.Post("/login", s.handle(s.handleLogin))

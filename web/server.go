@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
@@ -41,6 +42,9 @@ type Config struct {
 	// Registry, when set, is where the server registers its metrics and what /metrics serves, so that other
 	// parts of the process (the workers) can add theirs. A registry of its own when nil.
 	Registry *prometheus.Registry
+	// TracerProvider, when set, traces each webhook delivery: the request, its recording, and the jobs it
+	// queues, whose trace goes on in the workers. Nil: tracing is off, and nothing of it is installed.
+	TracerProvider trace.TracerProvider
 	// Logger receives request and error log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -72,6 +76,7 @@ type Server struct {
 	auth           *auth
 	riverUI        http.Handler
 	reconcileEvery time.Duration
+	tracerProvider trace.TracerProvider // nil when tracing is off
 }
 
 // New returns a Server, parsing its templates; a template error fails here, at start-up.
@@ -104,6 +109,7 @@ func New(cfg Config) (*Server, error) {
 		auth:           newAuth(cfg.AdminToken, cfg.ProtectReads),
 		riverUI:        cfg.RiverUI,
 		reconcileEvery: cfg.ReconcileInterval,
+		tracerProvider: cfg.TracerProvider,
 	}
 	s.secretFailures = &failureLog{interval: time.Minute, log: func(count int, remotes []string) {
 		s.logger.Warn("webhook requests with a missing or wrong secret: the Hub retries them and may suspend the webhook; "+

@@ -78,9 +78,11 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 	// 4. Record it, decide, and enqueue, in one transaction.
 	ctx, cancel := context.WithTimeout(r.Context(), webhookDBTimeout)
 	defer cancel()
+	ctx, span := s.startDeliverySpan(ctx, delivery)
 	res, err := s.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{
 		Delivery: delivery, RemoteAddr: remoteHost(r), Secret: secret,
 	})
+	endDeliverySpan(span, res, err)
 	if err != nil {
 		return outcomeUnavailable, err
 	}

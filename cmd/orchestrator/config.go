@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 	"github.com/retrainhq/orchestrator/web"
 )
 
@@ -60,6 +61,10 @@ type Config struct {
 	// PublicURL (--public-url, ORCHESTRATOR_PUBLIC_URL) is the address the console is reached at; run
 	// notifications link to run pages under it.
 	PublicURL string
+	// Tracing (ORCHESTRATOR_TRACING) is otlp or off: whether deliveries are traced with OpenTelemetry, their
+	// spans sent with OTLP over HTTP where the standard OTEL_EXPORTER_OTLP_* variables say. parseConfig turns it
+	// on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; empty is off.
+	Tracing string
 }
 
 // Roles of a process.
@@ -133,6 +138,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return nil, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
 	}
 	c.MaxWorkers = *workers
+	if c.Tracing, err = tracing.ModeFromEnv(getenv); err != nil {
+		return nil, err
+	}
 	for _, q := range strings.Split(*queues, ",") {
 		if q = strings.TrimSpace(q); q != "" {
 			c.Queues = append(c.Queues, q)

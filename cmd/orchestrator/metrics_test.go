@@ -40,25 +40,8 @@ mappings:
 		require.NoError(t, m.Close(ctx))
 	})
 	base := "http://" + m.Addr()
-	scrape := func() string {
-		resp, err := http.Get(base + "/metrics")
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return string(body)
-	}
-	value := func(body, series string) float64 {
-		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
-		match := re.FindStringSubmatch(body)
-		if match == nil {
-			return 0
-		}
-		v, err := strconv.ParseFloat(match[1], 64)
-		require.NoError(t, err)
-		return v
-	}
+	scrape := func() string { return scrapeMetrics(t, base) }
+	value := func(body, series string) float64 { return metricValue(t, body, series) }
 	before := scrape()
 	require.Equal(t, 0.0, value(before, `orchestrator_webhook_deliveries_total{outcome="accepted"}`))
 	require.Equal(t, 0.0, value(before, "orchestrator_runs_waiting"))
@@ -84,4 +67,30 @@ mappings:
 			value(after, `orchestrator_webhook_duration_seconds_count`) == 4 &&
 			value(after, "orchestrator_runs_waiting") == 0
 	}, 10*time.Second, 50*time.Millisecond, "metrics after:\n%s", scrape())
+}
+
+// scrapeMetrics returns the page /metrics serves.
+func scrapeMetrics(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+// metricValue returns the value of one series, such as `orchestrator_runs_waiting`, in a scraped page; 0 when
+// the page does not have it.
+func metricValue(t *testing.T, body, series string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	match := re.FindStringSubmatch(body)
+	if match == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(match[1], 64)
+	require.NoError(t, err)
+	return v
 }

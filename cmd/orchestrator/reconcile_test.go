@@ -234,6 +234,19 @@ mappings:
 	require.NoError(t, err)
 	require.Equal(t, "trained "+shaB+"\n", string(trained))
 
+	// /metrics counts what catch-up found: the baseline, the missed commit, and the dataset the Hub does not
+	// know, in passes that are partial successes.
+	metrics := scrapeMetrics(t, base)
+	require.Equal(t, 1.0, metricValue(t, metrics, `orchestrator_reconcile_revisions_total{result="baseline"}`), metrics)
+	require.Equal(t, 1.0, metricValue(t, metrics, `orchestrator_reconcile_revisions_total{result="caught_up"}`), metrics)
+	require.Positive(t, metricValue(t, metrics, `orchestrator_reconcile_revisions_total{result="unchanged"}`), metrics)
+	require.Positive(t, metricValue(t, metrics, `orchestrator_reconcile_passes_total{outcome="partial"}`), metrics)
+	require.Zero(t, metricValue(t, metrics, `orchestrator_reconcile_passes_total{outcome="ok"}`), "acme/ghost always fails")
+	require.Zero(t, metricValue(t, metrics, `orchestrator_reconcile_passes_total{outcome="error"}`), metrics)
+	require.Positive(t, metricValue(t, metrics, "orchestrator_reconcile_dataset_failures_total"), metrics)
+	lastOK := metricValue(t, metrics, "orchestrator_reconcile_last_success_timestamp_seconds")
+	require.InDelta(t, float64(time.Now().Unix()), lastOK, 10)
+
 	// The dashboard tells how catch-up fares, per dataset.
 	page := catchUpGet(t, base+"/", nil)
 	require.Contains(t, page, "Catch-up with the Hub")
@@ -261,6 +274,11 @@ mappings:
 	page = catchUpGet(t, base+"/", nil)
 	require.Contains(t, page, `<tr data-dataset="acme/tickets" class="reconcile-failing">`)
 	require.Contains(t, page, "503 Service Unavailable")
+	failedPasses := metricValue(t, scrapeMetrics(t, base), `orchestrator_reconcile_passes_total{outcome="failed"}`)
+	require.Eventually(t, func() bool {
+		metrics := scrapeMetrics(t, base)
+		return metricValue(t, metrics, `orchestrator_reconcile_passes_total{outcome="failed"}`) > failedPasses
+	}, 20*time.Second, 50*time.Millisecond, "a pass the Hub answers nothing in is not counted as failed")
 	shaC := strings.Repeat("c", 40)
 	res := postDelivery(t, base, push("acme/tickets", shaC))
 	run = waitRun(t, base, int64(res["runs"].([]any)[0].(float64)), "succeeded", "failed")

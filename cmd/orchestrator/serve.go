@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
+	"go.opentelemetry.io/otel/trace"
 	"riverqueue.com/riverui"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -23,6 +24,7 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/hub"
 	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
+	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 	"github.com/retrainhq/orchestrator/web"
 )
 
@@ -86,6 +88,9 @@ type Main struct {
 	Logger *slog.Logger
 	// Getenv reads the secrets of notify targets; os.Getenv when nil.
 	Getenv func(string) string
+	// TracerProvider, when set, receives the spans instead of the exporter Config.Tracing would start (tests
+	// record them in memory); nil with tracing off traces nothing.
+	TracerProvider trace.TracerProvider
 
 	cluster  *pgcluster.Cluster
 	pool     *pgxpool.Pool
@@ -97,6 +102,7 @@ type Main struct {
 
 	stopRiverUI  context.CancelFunc
 	stopSweeper  context.CancelFunc
+	stopTracing  func(context.Context) error
 	riverStarted bool
 }
 
@@ -109,6 +115,17 @@ func (m *Main) Run(ctx context.Context) error {
 		return errors.New("no webhook secret configured")
 	}
 	m.Config.applyDefaults()
+	tracerProvider := m.TracerProvider
+	if tracerProvider == nil {
+		var err error
+		if tracerProvider, m.stopTracing, err = tracing.Setup(ctx, m.Config.Tracing); err != nil {
+			return err
+		}
+		if tracerProvider != nil {
+			m.Logger.Info("tracing is on: spans of each delivery, its jobs and commands go out with OTLP over HTTP; " +
+				"commands get TRACEPARENT")
+		}
+	}
 	if err := m.openDatabase(ctx); err != nil {
 		return err
 	}
@@ -157,25 +174,28 @@ func (m *Main) Run(ctx context.Context) error {
 	// The Hub checks revisions for mappings with verify_revision, and, unless the interval is 0, catches up
 	// with the commits no webhook brought.
 	hubClient := hub.New(m.Config.HFEndpoint, m.Config.HFToken)
+	// One registry for the whole process: /metrics shows the webhook's, the workers' and catch-up's metrics
+	// together.
+	registry := prometheus.NewRegistry()
+	workerMetrics := jobs.NewMetrics(registry)
 	var reconciler *jobs.Reconciler
 	if m.Config.ReconcileInterval > 0 {
-		reconciler = &jobs.Reconciler{Store: m.store, Hub: hubClient, Interval: m.Config.ReconcileInterval, Logger: m.Logger}
+		reconciler = &jobs.Reconciler{Store: m.store, Hub: hubClient, Interval: m.Config.ReconcileInterval,
+			Metrics: workerMetrics, Logger: m.Logger}
 		m.Logger.Info("catch-up with the Hub is on", "hub", hubClient, "interval", m.Config.ReconcileInterval)
 	} else {
 		m.Logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
 	}
-	// One registry for the whole process: /metrics shows the webhook's and the workers' metrics together.
-	registry := prometheus.NewRegistry()
-	metrics := jobs.NewMetrics(registry)
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers:     m.Config.MaxWorkers,
 		Queues:         m.Config.Queues,
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
-			Processes: procs, Revisions: hubClient, Metrics: metrics, Logger: m.Logger},
-		Notify:     jobs.NotifyConfig{PublicURL: m.Config.PublicURL, Getenv: m.getenv(), Metrics: metrics, Logger: m.Logger},
-		Reconciler: reconciler,
-		Logger:     m.Logger,
+			Processes: procs, Revisions: hubClient, Metrics: workerMetrics, Logger: m.Logger},
+		Notify:         jobs.NotifyConfig{PublicURL: m.Config.PublicURL, Getenv: m.getenv(), Metrics: workerMetrics, Logger: m.Logger},
+		Reconciler:     reconciler,
+		TracerProvider: tracerProvider,
+		Logger:         m.Logger,
 	})
 	if err != nil {
 		return err
@@ -213,6 +233,7 @@ func (m *Main) Run(ctx context.Context) error {
 		ReconcileInterval:     m.Config.ReconcileInterval,
 		RiverUI:               riverUI,
 		Registry:              registry,
+		TracerProvider:        tracerProvider,
 		Ready:                 m.ready,
 		Logger:                m.Logger,
 	})
@@ -330,6 +351,13 @@ func (m *Main) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop workers: %w", err))
 		}
 		m.river = nil
+	}
+	// The commands' and jobs' spans have ended: what is still buffered goes out.
+	if m.stopTracing != nil {
+		if err := m.stopTracing(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		m.stopTracing = nil
 	}
 	if m.pool != nil {
 		m.pool.Close()
