@@ -222,7 +222,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	// Writes after the command ends must happen even when ctx was cancelled.
 	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	finish := orchestrator.RunAttemptFinishParams{RunID: run.ID, Attempt: job.Attempt}
+	finish := orchestrator.RunAttemptFinishParams{RunID: run.ID, Attempt: job.Attempt, NoTargets: len(mapping.Notify) == 0}
 	lastAttempt := job.Attempt >= job.MaxAttempts
 
 	if expandErr != nil {

@@ -181,3 +181,47 @@ func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
 		require.Empty(t, got.Notify)
 	})
 }
+
+func TestRunAttemptFinishWithoutTargets(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	tests := []struct {
+		name        string
+		addTarget   bool // a target is added to the mapping while the run runs
+		wantNotices int
+	}{
+		{name: "NoTargetsNoNotifications"},
+		{name: "TargetAddedWhileRunningIsNotified", addTarget: true, wantNotices: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := mapping("tickets", "acme/support-tickets", "refs/heads/*")
+			b := setup(t, m)
+			runID := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 1)
+			require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: 1, Argv: []string{"x"}}))
+			if tt.addTarget {
+				m.Notify = []orchestrator.NotifyTarget{{URL: "https://example.com/late"}}
+				_, err := b.store.MappingSync(ctx, []orchestrator.Mapping{m.WithDefaults()})
+				require.NoError(t, err)
+			}
+			code := 1
+			require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
+				RunID: runID, Attempt: 1, AttemptStatus: orchestrator.RunFailed, RunStatus: orchestrator.RunFailed,
+				ExitCode: &code, Error: "exit status 1", NoTargets: true,
+			}))
+			run, err := b.store.RunGetByID(ctx, runID)
+			require.NoError(t, err)
+			require.Equal(t, orchestrator.RunFailed, run.Status)
+			require.NotNil(t, run.FinishedAt)
+			attempts, err := b.store.RunAttemptList(ctx, runID)
+			require.NoError(t, err)
+			require.Equal(t, orchestrator.RunFailed, attempts[0].Status)
+			list, err := b.store.NotificationList(ctx, runID)
+			require.NoError(t, err)
+			require.Len(t, list, tt.wantNotices)
+			require.Equal(t, tt.wantNotices, count(t, b.pool, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
+		})
+	}
+}

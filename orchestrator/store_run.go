@@ -261,9 +261,10 @@ func (e *WaitError) Error() string { return "run must wait: " + e.Reason }
 // job), in which case the command must not run, and a *WaitError when the mapping's concurrency is used up or
 // an older run of it waits first. An attempt left unfinished by a crashed process is closed as interrupted.
 //
-// It costs three round trips: the transaction begins with the locks of the run and its mapping in one, the
-// decision is read in a second statement (whose snapshot, taken after the locks were granted, sees every start
-// committed before), and the writes travel with the commit.
+// It costs two round trips: the transaction begins with the locks of the run and its mapping, then one
+// statement decides and writes, and travels with the commit. That statement's snapshot is taken after the locks
+// were granted, so it sees every start committed before: the mapping's row lock serializes the starts of its runs
+// across processes, and the counts hold.
 func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -278,9 +279,8 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 		}
 	}()
 
-	// The mapping's row lock serializes the starts of its runs across processes, so the counts hold. NO KEY
-	// UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take through
-	// their foreign keys, so starts and deliveries never block each other. BEGIN travels with the locks.
+	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
+	// through their foreign keys, so starts and deliveries never block each other.
 	lock := &pgx.Batch{}
 	lock.Queue(`BEGIN`)
 	lock.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, p.RunID)
@@ -288,85 +288,106 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 		return dbError(err, "lock run")
 	}
 
-	// Free slots go to the oldest waiting runs first, so runs start in the order their revisions arrived. The
-	// runs that wait are those refused a slot before (waiting_since) and those a worker has taken from the
-	// queue but not started yet (their job running, their run queued); the rest of the backlog is not counted,
-	// so a long queue costs nothing here.
-	var status RunStatus
-	var trigger, policy string
-	var concurrency, running, olderWaiting int
-	var newer *int64
+	var action, status string
+	var running, concurrency, olderWaiting int
 	var wait time.Duration
-	err = conn.QueryRow(ctx, `
-		SELECT r.status, r.trigger, m.on_new_revision, m.concurrency, greatest(r.not_before - now(), interval '0'),
-			(SELECT count(*) FROM runs x WHERE x.mapping_id = r.mapping_id AND x.status = 'running' AND x.id <> r.id),
-			(SELECT count(*) FROM runs x
-				WHERE x.id IN (
-					SELECT w.id FROM runs w WHERE w.mapping_id = r.mapping_id AND w.waiting_since IS NOT NULL
-						AND w.status = 'queued' AND w.id < r.id
-					UNION ALL
-					SELECT (j.args->>'run_id')::bigint FROM river_job j WHERE j.state = 'running' AND j.kind = 'retrain')
-				AND x.mapping_id = r.mapping_id AND x.id < r.id AND x.status = 'queued'
-				AND coalesce(x.not_before, x.created_at) <= now()
-				AND (m.on_new_revision = 'queue' OR x.trigger <> 'webhook' OR NOT EXISTS (
-					SELECT 1 FROM runs n WHERE n.mapping_id = x.mapping_id AND n.ref = x.ref AND n.id > x.id
-						AND n.trigger = 'webhook' AND n.status <> 'superseded'))),
-			(SELECT max(n.id) FROM runs n WHERE n.mapping_id = r.mapping_id AND n.ref = r.ref AND n.id > r.id
-				AND n.trigger = 'webhook' AND n.status <> 'superseded')
-		FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`, p.RunID).
-		Scan(&status, &trigger, &policy, &concurrency, &wait, &running, &olderWaiting, &newer)
+	var newer *int64
+	start := &pgx.Batch{}
+	start.Queue(runAttemptStartSQL, p.RunID, p.Attempt, p.Argv).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&action, &status, &running, &concurrency, &olderWaiting, &wait, &newer)
+	})
+	start.Queue(`COMMIT`)
+	err = conn.SendBatch(ctx, start).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Errorf(CodeNotFound, "run %d not found", p.RunID)
 	}
 	if err != nil {
-		return dbError(err, "check concurrency")
-	}
-	if status.Finished() {
-		return Errorf(CodeConflict, "run %d is already %s", p.RunID, status)
-	}
-
-	batch := &pgx.Batch{}
-	var result error
-	switch {
-	// A webhook run that has not started gives way to a newer revision of its ref, unless the mapping queues
-	// every revision (cancel_running also replaces runs waiting to be retried).
-	case newer != nil && trigger == TriggerWebhook && policy != OnNewRevisionQueue &&
-		(status == RunQueued || (status == RunRetrying && policy == OnNewRevisionCancelRunning)):
-		batch.Queue(`UPDATE runs SET status = 'superseded', superseded_by = $2::bigint, finished_at = now(),
-			updated_at = now(), error = 'superseded by run ' || $2::bigint || ' on a newer revision' WHERE id = $1`, p.RunID, *newer)
-		result = Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
-	case wait > 0:
-		return &WaitError{Reason: "the quiet period is not over", Delay: wait}
-	case running >= concurrency || running+olderWaiting >= concurrency:
-		reason := fmt.Sprintf("%d of %d runs of the mapping are running", running, concurrency)
-		if running < concurrency {
-			reason = fmt.Sprintf("%d older runs of the mapping wait for the free slots first", olderWaiting)
-		}
-		batch.Queue(`UPDATE runs SET waiting_since = coalesce(waiting_since, now()) WHERE id = $1`, p.RunID)
-		result = &WaitError{Reason: reason}
-	default:
-		batch.Queue(`
-			UPDATE run_attempts SET status = 'interrupted', finished_at = now(),
-				error = 'interrupted: the orchestrator stopped while the command ran'
-			WHERE run_id = $1 AND finished_at IS NULL`, p.RunID)
-		batch.Queue(`DELETE FROM run_logs WHERE run_id = $1 AND attempt = $2`, p.RunID, p.Attempt)
-		batch.Queue(`
-			INSERT INTO run_attempts (run_id, attempt, argv, status) VALUES ($1, $2, $3, 'running')
-			ON CONFLICT (run_id, attempt) DO UPDATE SET argv = EXCLUDED.argv, status = 'running', exit_code = NULL,
-				signal = NULL, error = '', log_bytes = 0, log_dropped = 0, started_at = now(), finished_at = NULL`,
-			p.RunID, p.Attempt, p.Argv)
-		batch.Queue(`
-			UPDATE runs SET status = 'running', attempt = $2, started_at = coalesce(started_at, now()),
-				exit_code = NULL, signal = NULL, error = '', waiting_since = NULL, updated_at = now()
-			WHERE id = $1`, p.RunID, p.Attempt)
-	}
-	batch.Queue(`COMMIT`)
-	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 		return dbError(err, "start attempt")
 	}
 	committed = true
-	return result
+	switch action {
+	case "finished":
+		return Errorf(CodeConflict, "run %d is already %s", p.RunID, status)
+	case "supersede":
+		return Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
+	case "quiet":
+		return &WaitError{Reason: "the quiet period is not over", Delay: wait}
+	case "slot":
+		if running >= concurrency {
+			return &WaitError{Reason: fmt.Sprintf("%d of %d runs of the mapping are running", running, concurrency)}
+		}
+		return &WaitError{Reason: fmt.Sprintf("%d older runs of the mapping wait for the free slots first", olderWaiting)}
+	}
+	return nil
 }
+
+// runAttemptStartSQL decides whether a run may start, and writes what follows, in one statement; it returns
+// the decision and the figures behind it.
+//
+//   - finished: the run has a final status already; nothing is written.
+//   - supersede: a webhook run that has not started gives way to a newer revision of its ref, unless the
+//     mapping queues every revision (cancel_running also replaces runs waiting to be retried).
+//   - quiet: its quiet period is not over; nothing is written.
+//   - slot: the mapping's concurrency is used up, or older runs wait for the free slots first. Free slots go to
+//     the oldest waiting runs, so runs start in the order their revisions arrived. The runs that wait are those
+//     refused a slot before (waiting_since, which this marks) and those a worker has taken from the queue but
+//     not started yet (their job running, their run queued); the rest of the backlog is not counted, so a long
+//     queue costs nothing here.
+//   - start: an attempt left unfinished by a crashed process is closed as interrupted, and the attempt and the
+//     run become running.
+const runAttemptStartSQL = `
+WITH g AS (
+	SELECT r.id, r.status, r.trigger, m.on_new_revision AS policy, m.concurrency,
+		greatest(r.not_before - now(), interval '0') AS wait,
+		(SELECT count(*) FROM runs x WHERE x.mapping_id = r.mapping_id AND x.status = 'running' AND x.id <> r.id) AS running,
+		(SELECT count(*) FROM runs x
+			WHERE x.id IN (
+				SELECT w.id FROM runs w WHERE w.mapping_id = r.mapping_id AND w.waiting_since IS NOT NULL
+					AND w.status = 'queued' AND w.id < r.id
+				UNION ALL
+				SELECT (j.args->>'run_id')::bigint FROM river_job j WHERE j.state = 'running' AND j.kind = 'retrain')
+			AND x.mapping_id = r.mapping_id AND x.id < r.id AND x.status = 'queued'
+			AND coalesce(x.not_before, x.created_at) <= now()
+			AND (m.on_new_revision = 'queue' OR x.trigger <> 'webhook' OR NOT EXISTS (
+				SELECT 1 FROM runs n WHERE n.mapping_id = x.mapping_id AND n.ref = x.ref AND n.id > x.id
+					AND n.trigger = 'webhook' AND n.status <> 'superseded'))) AS older,
+		(SELECT max(n.id) FROM runs n WHERE n.mapping_id = r.mapping_id AND n.ref = r.ref AND n.id > r.id
+			AND n.trigger = 'webhook' AND n.status <> 'superseded') AS newer
+	FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1
+), d AS (
+	SELECT g.*, CASE
+		WHEN g.status IN ('succeeded', 'failed', 'cancelled', 'superseded') THEN 'finished'
+		WHEN g.newer IS NOT NULL AND g.trigger = 'webhook' AND g.policy <> 'queue'
+			AND (g.status = 'queued' OR (g.status = 'retrying' AND g.policy = 'cancel_running')) THEN 'supersede'
+		WHEN g.wait > interval '0' THEN 'quiet'
+		WHEN g.running >= g.concurrency OR g.running + g.older >= g.concurrency THEN 'slot'
+		ELSE 'start' END AS action
+	FROM g
+), superseded AS (
+	UPDATE runs SET status = 'superseded', superseded_by = d.newer, finished_at = now(), updated_at = now(),
+		error = 'superseded by run ' || d.newer || ' on a newer revision'
+	FROM d WHERE runs.id = d.id AND d.action = 'supersede'
+), waiting AS (
+	UPDATE runs SET waiting_since = coalesce(runs.waiting_since, now())
+	FROM d WHERE runs.id = d.id AND d.action = 'slot'
+), interrupted AS (
+	UPDATE run_attempts SET status = 'interrupted', finished_at = now(),
+		error = 'interrupted: the orchestrator stopped while the command ran'
+	FROM d WHERE run_attempts.run_id = d.id AND d.action = 'start' AND run_attempts.finished_at IS NULL
+		AND run_attempts.attempt <> $2
+), dropped AS (
+	DELETE FROM run_logs USING d WHERE run_logs.run_id = d.id AND d.action = 'start' AND run_logs.attempt = $2
+), attempt AS (
+	INSERT INTO run_attempts (run_id, attempt, argv, status)
+	SELECT d.id, $2, $3, 'running' FROM d WHERE d.action = 'start'
+	ON CONFLICT (run_id, attempt) DO UPDATE SET argv = EXCLUDED.argv, status = 'running', exit_code = NULL,
+		signal = NULL, error = '', log_bytes = 0, log_dropped = 0, started_at = now(), finished_at = NULL
+), started AS (
+	UPDATE runs SET status = 'running', attempt = $2, started_at = coalesce(runs.started_at, now()),
+		exit_code = NULL, signal = NULL, error = '', waiting_since = NULL, updated_at = now()
+	FROM d WHERE runs.id = d.id AND d.action = 'start'
+)
+SELECT d.action, d.status, d.running, d.concurrency, d.older, d.wait, d.newer FROM d`
 
 // RunAttemptFinishParams records how an attempt ended and what the run's status becomes.
 type RunAttemptFinishParams struct {
@@ -378,17 +399,46 @@ type RunAttemptFinishParams struct {
 	Signal        string
 	Error         string
 	Output        []byte // the JSON object from RUN_OUTPUT, or nil
+	// NoTargets says that the run's mapping had no notify targets when the run started. The finish is then one
+	// round trip without a transaction of its own; a target added while the run ran is still notified, in a
+	// transaction that follows.
+	NoTargets bool
 }
 
 // RunAttemptFinish closes an attempt and moves the run to its next status. A run that an operator finished
 // meanwhile keeps its status. When the run ends succeeded or failed, the notifications its mapping asks for are
 // written and queued in the same transaction.
 func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) error {
+	if p.NoTargets {
+		// One implicit transaction: the batch's statements commit together.
+		fin, changed, err := finishBatch(s.pool.SendBatch(ctx, queueFinish(p)), p.RunID)
+		if err != nil || !changed || len(fin.Targets) == 0 {
+			return err
+		}
+		return s.notifyLate(ctx, fin)
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return dbError(err, "begin finish attempt")
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
+	fin, changed, err := finishBatch(tx.SendBatch(ctx, queueFinish(p)), p.RunID)
+	if err != nil {
+		return err
+	}
+	if changed {
+		if err := s.notifyTx(ctx, tx, fin); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return dbError(err, "commit finish attempt")
+	}
+	return nil
+}
+
+// queueFinish returns the statements that close the attempt and move the run to its next status.
+func queueFinish(p RunAttemptFinishParams) *pgx.Batch {
 	batch := &pgx.Batch{}
 	batch.Queue(`
 		UPDATE run_attempts SET status = $3, exit_code = $4, signal = NULLIF($5, ''), error = $6, finished_at = now(),
@@ -405,28 +455,42 @@ func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) 
 		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')
 		RETURNING status, mapping_id, ref, (SELECT m.notify FROM mappings m WHERE m.id = runs.mapping_id)`,
 		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished(), nullJSON(p.Output))
-	results := tx.SendBatch(ctx, batch)
+	return batch
+}
+
+// finishBatch reads the results of queueFinish: the run as it was left, and whether this call changed it (a run
+// finished meanwhile is left alone).
+func finishBatch(results pgx.BatchResults, runID int64) (finishedRun, bool, error) {
+	fin := finishedRun{RunID: runID}
 	if _, err := results.Exec(); err != nil {
 		_ = results.Close()
-		return dbError(err, "finish attempt")
+		return fin, false, dbError(err, "finish attempt")
 	}
-	fin := finishedRun{RunID: p.RunID}
-	err = results.QueryRow().Scan(&fin.Status, &fin.MappingID, &fin.Ref, &fin.Targets)
+	err := results.QueryRow().Scan(&fin.Status, &fin.MappingID, &fin.Ref, &fin.Targets)
 	changed := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		_ = results.Close()
-		return dbError(err, "finish attempt")
+		return fin, false, dbError(err, "finish attempt")
 	}
 	if err := results.Close(); err != nil {
-		return dbError(err, "finish attempt")
+		return fin, false, dbError(err, "finish attempt")
 	}
-	if changed {
-		if err := s.notifyTx(ctx, tx, fin); err != nil {
-			return err
-		}
+	return fin, changed, nil
+}
+
+// notifyLate writes and queues the notifications of a run whose mapping gained notify targets while it ran, in
+// a transaction of its own after the one that finished the run.
+func (s *Store) notifyLate(ctx context.Context, fin finishedRun) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return dbError(err, "begin notifications")
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if err := s.notifyTx(ctx, tx, fin); err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return dbError(err, "commit finish attempt")
+		return dbError(err, "commit notifications")
 	}
 	return nil
 }
