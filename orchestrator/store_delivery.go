@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -159,6 +160,11 @@ const (
 // DeliveryList returns deliveries, newest first, with their refs and decisions.
 func (s *Store) DeliveryList(ctx context.Context, p DeliveryListParams) ([]DeliveryRecord, error) {
 	limit := clampLimit(p.Limit, DeliveryListLimitDefault, DeliveryListLimitMax)
+	// A bound, never an optional one, so that any plan starts the walk of the primary key at the page.
+	before := p.BeforeID
+	if before <= 0 {
+		before = math.MaxInt64
+	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT d.id, d.received_at, d.source, d.scope || '.' || d.action, d.repo_type, d.repo_name, d.repo_id,
 			d.webhook_id, d.remote_addr, d.secret,
@@ -170,9 +176,9 @@ func (s *Store) DeliveryList(ctx context.Context, p DeliveryListParams) ([]Deliv
 				FROM decisions x LEFT JOIN mappings m ON m.id = x.mapping_id LEFT JOIN runs r ON r.id = x.run_id
 				WHERE x.delivery_id = d.id), '[]')
 		FROM deliveries d
-		WHERE ($1 = 0 OR d.id < $1)
+		WHERE d.id < $1
 		ORDER BY d.id DESC
-		LIMIT $2`, p.BeforeID, limit)
+		LIMIT $2`, before, limit)
 	if err != nil {
 		return nil, dbError(err, "list deliveries")
 	}
