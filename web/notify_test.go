@@ -140,7 +140,7 @@ func TestMappingsAPINotify(t *testing.T) {
 		require.Contains(t, resp["error"], tc.want, tc.notify)
 	}
 
-	// The form edits everything but the notify targets, which it keeps.
+	// A form post without the notify rows keeps the targets as they are.
 	basic := map[string]string{"Authorization": "Basic " + basicAuth("me", adminToken)}
 	p := b.getPage(t, "/mappings/faces", basic)
 	resp2 := b.form(t, "/mappings/faces", url.Values{"csrf_token": {csrfFrom(t, p)}, "dataset": {"acme/faces2"}, "command": {"true"}}, nil, basic)
