@@ -82,6 +82,9 @@ func (t NotifyTarget) validate() error {
 	if u.Scheme == "" || u.Host == "" {
 		return fmt.Errorf("url must be an absolute http or https URL, such as https://hooks.example.com/orchestrator")
 	}
+	if strings.Contains(t.URL, redactedMore) {
+		return fmt.Errorf("url contains '…', as the shortened form shown for a target does: give the full URL")
+	}
 	switch t.Format {
 	case NotifyFormatJSON, NotifyFormatSlack:
 	default:
@@ -140,9 +143,57 @@ func RedactURL(raw string) string {
 	}
 	out := u.Scheme + "://" + u.Host
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		out += "/…"
+		out += "/" + redactedMore
 	}
 	return out
+}
+
+// redactedMore stands for the part of a URL that RedactURL leaves out.
+const redactedMore = "…"
+
+// ResolveNotifyURL returns the URL a target sent as raw means, given the targets the mapping has now. A client
+// that reads a mapping sees each target's URL shortened by RedactURL; when raw is such a shortened form of the
+// URL of exactly one existing target, that full URL is returned, so that sending back what was shown keeps the
+// target where it was. Any other URL is returned as sent, trimmed, unless it contains '…' (a shortened form that
+// matches no target) or is the shortened form of several different URLs: then the full URL is needed, and the
+// error, with CodeInvalid, says so.
+func ResolveNotifyURL(raw string, existing []NotifyTarget) (string, error) {
+	raw = strings.TrimSpace(raw)
+	var matches []string
+	for _, t := range existing {
+		if t.URL != raw && RedactURL(t.URL) == raw && !slices.Contains(matches, t.URL) {
+			matches = append(matches, t.URL)
+		}
+	}
+	switch {
+	case len(matches) == 1:
+		return matches[0], nil
+	case len(matches) > 1:
+		return "", Errorf(CodeInvalid, "url %q is the shortened form of %d different target URLs of the mapping: send the full URL",
+			RedactURL(raw), len(matches))
+	case strings.Contains(raw, redactedMore):
+		return "", Errorf(CodeInvalid, "url %q is a shortened URL, as shown for a target, and no target of the mapping has it: send the full URL",
+			RedactURL(raw))
+	}
+	return raw, nil
+}
+
+// ResolveNotifyURLs returns a copy of targets with each URL resolved by ResolveNotifyURL against existing. The
+// error names the first target whose URL cannot be resolved.
+func ResolveNotifyURLs(targets, existing []NotifyTarget) ([]NotifyTarget, error) {
+	if targets == nil {
+		return nil, nil
+	}
+	out := make([]NotifyTarget, len(targets))
+	for i, t := range targets {
+		resolved, err := ResolveNotifyURL(t.URL, existing)
+		if err != nil {
+			return nil, Errorf(CodeInvalid, "notify[%d]: %s", i, ErrorMessage(err))
+		}
+		t.URL = resolved
+		out[i] = t
+	}
+	return out, nil
 }
 
 // MissingNotifySecrets returns a warning for each notify target of the mappings whose secret_env is not set in

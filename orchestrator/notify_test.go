@@ -43,6 +43,7 @@ func TestParseConfigNotify(t *testing.T) {
 		{"SecretInline", "      - url: https://example.com\n        secret: hunter2\n", "line 7: field secret not found"},
 		{"UnknownKey", "      - url: https://example.com\n        events: [failed]\n", "line 7: field events not found"},
 		{"SecondTargetBad", "      - url: https://example.com\n      - url: mailto:ops@example.com\n", `notify[1]: url scheme "mailto"`},
+		{"ShortenedURL", "      - url: https://hooks.slack.com/…\n", "notify[0]: url contains '…', as the shortened form shown for a target does: give the full URL"},
 		{"TooMany", strings.Repeat("      - url: https://example.com\n", NotifyTargetsMax+1), "at most 10 are allowed"},
 	}
 	for _, tc := range errorCases {
@@ -141,4 +142,64 @@ func TestMissingNotifySecrets(t *testing.T) {
 	warnings := MissingNotifySecrets(mappings, func(k string) string { return env[k] })
 	require.Len(t, warnings, 1)
 	require.Contains(t, warnings[0], `mapping "a": notify[1] (https://example.com/…) names secret_env UNSET, which is not set`)
+}
+
+func TestResolveNotifyURL(t *testing.T) {
+	t.Parallel()
+	const (
+		slackA = "https://hooks.slack.com/services/T0/B0/aaa"
+		slackB = "https://hooks.slack.com/services/T0/B1/bbb"
+		ops    = "https://ops.example.com/hooks/orchestrator?key=abc"
+	)
+	existing := []NotifyTarget{{URL: slackA}, {URL: ops}, {URL: "https://bare.example.com"}, {URL: "https://user:pw@creds.example.com"}}
+	cases := []struct {
+		name, raw string
+		existing  []NotifyTarget
+		want      string
+		wantErr   string
+	}{
+		{"ShortenedKeepsFullURL", "https://hooks.slack.com/…", existing, slackA, ""},
+		{"ShortenedWithQuery", "https://ops.example.com/…", existing, ops, ""},
+		{"Trimmed", "  https://ops.example.com/…\n", existing, ops, ""},
+		{"FullURLAsSent", "https://hooks.slack.com/services/T9/B9/new", existing, "https://hooks.slack.com/services/T9/B9/new", ""},
+		{"SameFullURL", slackA, existing, slackA, ""},
+		{"NoPathShownAsIs", "https://bare.example.com", existing, "https://bare.example.com", ""},
+		{"CredentialsKept", "https://creds.example.com", existing, "https://user:pw@creds.example.com", ""},
+		{"SameURLTwiceIsNotAmbiguous", "https://hooks.slack.com/…", []NotifyTarget{{URL: slackA}, {URL: slackA}}, slackA, ""},
+		{"OtherScheme", "http://hooks.slack.com/…", existing, "", `url "http://hooks.slack.com/…" is a shortened URL`},
+		{"OtherHost", "https://hooks.example.com/…", existing, "", "no target of the mapping has it: send the full URL"},
+		{"NoTargets", "https://hooks.slack.com/…", nil, "", "no target of the mapping has it"},
+		{"EllipsisInsideURL", "https://hooks.slack.com/services/…/bbb", existing, "", `url "https://hooks.slack.com/…" is a shortened URL`},
+		{"Ambiguous", "https://hooks.slack.com/…", []NotifyTarget{{URL: slackA}, {URL: slackB}}, "",
+			`url "https://hooks.slack.com/…" is the shortened form of 2 different target URLs of the mapping: send the full URL`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ResolveNotifyURL(tc.raw, tc.existing)
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				require.Equal(t, CodeInvalid, ErrorCode(err))
+				require.Contains(t, ErrorMessage(err), tc.wantErr)
+				require.NotContains(t, ErrorMessage(err), "bbb", "the error does not repeat a secret path")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+
+	t.Run("List", func(t *testing.T) {
+		t.Parallel()
+		in := []NotifyTarget{{URL: "https://ops.example.com/…", Format: NotifyFormatJSON}, {URL: "https://hooks.slack.com/…", Format: NotifyFormatSlack}}
+		got, err := ResolveNotifyURLs(in, existing)
+		require.NoError(t, err)
+		require.Equal(t, []NotifyTarget{{URL: ops, Format: NotifyFormatJSON}, {URL: slackA, Format: NotifyFormatSlack}}, got)
+		require.Equal(t, "https://ops.example.com/…", in[0].URL, "the input is not changed")
+		_, err = ResolveNotifyURLs(append(in, NotifyTarget{URL: "https://x.example.com/…"}), existing)
+		require.ErrorContains(t, err, `notify[2]: url "https://x.example.com/…" is a shortened URL`)
+		got, err = ResolveNotifyURLs(nil, existing)
+		require.NoError(t, err)
+		require.Nil(t, got)
+	})
 }

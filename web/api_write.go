@@ -150,6 +150,10 @@ func (s *Server) handleAPIMappingCreate(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
+	// A new mapping has no targets yet: a shortened URL copied from another mapping cannot be resolved.
+	if m.Notify, err = orchestrator.ResolveNotifyURLs(m.Notify, nil); err != nil {
+		return err
+	}
 	created, err := s.store.MappingCreate(r.Context(), m)
 	if err != nil {
 		return err
@@ -172,6 +176,14 @@ func (s *Server) handleAPIMappingUpdate(w http.ResponseWriter, r *http.Request) 
 	in.Name = name
 	m, err := in.mapping()
 	if err != nil {
+		return err
+	}
+	// A body read from GET carries the targets' URLs shortened: those keep the URLs they stand for.
+	current, err := s.store.MappingGetByName(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if m.Notify, err = orchestrator.ResolveNotifyURLs(m.Notify, current.Notify); err != nil {
 		return err
 	}
 	updated, err := s.store.MappingUpdate(r.Context(), m)

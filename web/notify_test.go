@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -139,7 +140,7 @@ func TestMappingsAPINotify(t *testing.T) {
 		require.Contains(t, resp["error"], tc.want, tc.notify)
 	}
 
-	// The form edits everything but the notify targets, which it keeps.
+	// A form post without the notify rows keeps the targets as they are.
 	basic := map[string]string{"Authorization": "Basic " + basicAuth("me", adminToken)}
 	p := b.getPage(t, "/mappings/faces", basic)
 	resp2 := b.form(t, "/mappings/faces", url.Values{"csrf_token": {csrfFrom(t, p)}, "dataset": {"acme/faces2"}, "command": {"true"}}, nil, basic)
@@ -153,4 +154,113 @@ func TestMappingsAPINotify(t *testing.T) {
 	status, _, resp = b.request(t, http.MethodPut, "/api/v1/mappings/faces", `{"dataset":"acme/faces","command":["true"]}`, auth)
 	require.Equal(t, http.StatusOK, status, "%v", resp)
 	require.Empty(t, resp["mapping"].(map[string]any)["notify"])
+}
+
+// TestMappingsAPIShortenedURLs checks that a target URL sent back as the API shows it keeps the full URL it
+// stands for, and that one that stands for no URL, or for several, is refused and never stored.
+func TestMappingsAPIShortenedURLs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupWithOpts(t, setupOpts{adminToken: adminToken})
+	auth := map[string]string{"Authorization": "Bearer " + adminToken}
+	const (
+		ops    = "https://ops.example.com/hooks/orchestrator?key=abc"
+		slack2 = "https://hooks.slack.com/services/T0AAA/B0CCC/otherpath"
+		newURL = "https://hooks.slack.com/services/T0AAA/B0DDD/newpath"
+	)
+	targetsJSON := func(urls ...string) string {
+		var parts []string
+		for _, u := range urls {
+			parts = append(parts, fmt.Sprintf(`{"url":%q}`, u))
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	}
+
+	cases := []struct {
+		name     string
+		existing []string // the full URLs the mapping is created with
+		notify   string   // the notify sent; "" sends back what GET shows
+		create   bool     // POST a new mapping instead of a PUT
+		status   int
+		want     []string // the URLs stored afterwards
+		wantErr  string
+	}{
+		{name: "GetThenPut", existing: []string{slackHook, ops}, status: http.StatusOK, want: []string{slackHook, ops}},
+		{name: "ShownFormsKeepURLs", existing: []string{slackHook, ops},
+			notify: targetsJSON("https://hooks.slack.com/…", "https://ops.example.com/…"), status: http.StatusOK, want: []string{slackHook, ops}},
+		{name: "Reordered", existing: []string{slackHook, ops},
+			notify: targetsJSON("https://ops.example.com/…", " https://hooks.slack.com/… "), status: http.StatusOK, want: []string{ops, slackHook}},
+		{name: "OneRemovedOneAdded", existing: []string{slackHook, ops},
+			notify: targetsJSON("https://ops.example.com/…", newURL), status: http.StatusOK, want: []string{ops, newURL}},
+		{name: "SameHostFullURLs", existing: []string{slackHook, slack2},
+			notify: targetsJSON(slack2, slackHook), status: http.StatusOK, want: []string{slack2, slackHook}},
+		{name: "UnknownHost", existing: []string{slackHook, ops}, notify: targetsJSON("https://hooks.slack.com/…", "https://hooks.example.com/…"),
+			status: http.StatusBadRequest, want: []string{slackHook, ops},
+			wantErr: `notify[1]: url "https://hooks.example.com/…" is a shortened URL, as shown for a target, and no target of the mapping has it: send the full URL`},
+		{name: "OtherScheme", existing: []string{slackHook}, notify: targetsJSON("http://hooks.slack.com/…"),
+			status: http.StatusBadRequest, want: []string{slackHook}, wantErr: "send the full URL"},
+		{name: "EllipsisInPath", existing: []string{slackHook}, notify: targetsJSON("https://hooks.slack.com/services/…"),
+			status: http.StatusBadRequest, want: []string{slackHook}, wantErr: "no target of the mapping has it: send the full URL"},
+		{name: "Ambiguous", existing: []string{slackHook, slack2},
+			status: http.StatusBadRequest, want: []string{slackHook, slack2},
+			wantErr: `notify[0]: url "https://hooks.slack.com/…" is the shortened form of 2 different target URLs of the mapping: send the full URL`},
+		{name: "NoTargets", existing: nil, notify: targetsJSON("https://hooks.slack.com/…"),
+			status: http.StatusBadRequest, want: []string{}, wantErr: "no target of the mapping has it"},
+		{name: "Create", create: true, notify: targetsJSON("https://hooks.slack.com/…"),
+			status: http.StatusBadRequest, wantErr: "notify[0]: url \"https://hooks.slack.com/…\" is a shortened URL"},
+	}
+	t.Run("Cases", func(t *testing.T) {
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				name := fmt.Sprintf("shortened-%d", i)
+				if !tc.create {
+					status, _, resp := b.request(t, http.MethodPost, "/api/v1/mappings",
+						fmt.Sprintf(`{"name":%q,"dataset":"acme/faces","command":["true"],"notify":%s}`, name, targetsJSON(tc.existing...)), auth)
+					require.Equal(t, http.StatusCreated, status, "%v", resp)
+				}
+				notify := tc.notify
+				if notify == "" {
+					raw := b.rawGet(t, "/api/v1/mappings/"+name)
+					var got struct {
+						Mapping struct {
+							Notify json.RawMessage `json:"notify"`
+						} `json:"mapping"`
+					}
+					require.NoError(t, json.Unmarshal([]byte(raw), &got))
+					notify = string(got.Mapping.Notify)
+					require.Contains(t, notify, "https://hooks.slack.com/…")
+				}
+				method, path := http.MethodPut, "/api/v1/mappings/"+name
+				if tc.create {
+					method, path = http.MethodPost, "/api/v1/mappings"
+				}
+				status, _, resp := b.request(t, method, path,
+					fmt.Sprintf(`{"name":%q,"dataset":"acme/faces2","command":["true"],"notify":%s}`, name, notify), auth)
+				require.Equal(t, tc.status, status, "%v", resp)
+				if tc.wantErr != "" {
+					require.Contains(t, resp["error"], tc.wantErr)
+				}
+
+				m, err := b.store.MappingGetByName(ctx, name)
+				if tc.create {
+					require.Equal(t, orchestrator.CodeNotFound, orchestrator.ErrorCode(err))
+					return
+				}
+				require.NoError(t, err)
+				urls := []string{}
+				for _, target := range m.Notify {
+					urls = append(urls, target.URL)
+				}
+				require.Equal(t, tc.want, urls)
+				if tc.status == http.StatusOK {
+					require.Equal(t, "acme/faces2", m.Dataset)
+				} else {
+					require.Equal(t, "acme/faces", m.Dataset, "a refused update changes nothing")
+				}
+			})
+		}
+	})
+	// Every case is done: no shortened URL was stored by any of them.
+	require.Zero(t, b.count(t, `SELECT count(*) FROM mappings WHERE notify::text LIKE '%…%'`))
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -17,6 +19,118 @@ type mappingForm struct {
 	Name, Dataset, Refs, Command, Workdir, Env, Timeout, MaxAttempts string
 	QuietPeriod, MaxWait, Concurrency, OnNewRevision                 string
 	RunOnBaseline, VerifyRevision                                    bool
+	// Notify has a row per notify target of the mapping, then empty rows to add targets with.
+	Notify []notifyRow
+}
+
+// notifyRow is one notify target of the mapping form as typed. The rows of the mapping's targets come first,
+// in their order, each showing its URL shortened: a row whose URL is left as shown keeps the target's URL.
+type notifyRow struct {
+	Num                    int // the row's number on the page, from 1
+	Existing               bool
+	URL, Format, SecretEnv string
+	On                     []string
+	Remove                 bool
+}
+
+// Wants reports whether the row's event box is ticked.
+func (r notifyRow) Wants(event string) bool { return slices.Contains(r.On, event) }
+
+// notifyEmptyRows is how many empty rows the form offers for new targets.
+const notifyEmptyRows = 2
+
+// notifyRows returns the form's rows for targets, then the empty rows, as many as the limit of targets leaves.
+func notifyRows(targets []orchestrator.NotifyTarget) []notifyRow {
+	rows := make([]notifyRow, 0, len(targets)+notifyEmptyRows)
+	for _, t := range targets {
+		row := notifyRow{Existing: true, URL: orchestrator.RedactURL(t.URL), Format: t.Format, SecretEnv: t.SecretEnv}
+		for _, e := range t.On {
+			row.On = append(row.On, string(e))
+		}
+		rows = append(rows, row)
+	}
+	for range min(notifyEmptyRows, max(0, orchestrator.NotifyTargetsMax-len(targets))) {
+		row := notifyRow{Format: orchestrator.NotifyFormatJSON}
+		for _, e := range orchestrator.NotifyOnDefault {
+			row.On = append(row.On, string(e))
+		}
+		rows = append(rows, row)
+	}
+	for i := range rows {
+		rows[i].Num = i + 1
+	}
+	return rows
+}
+
+// readNotifyRows reads the notify rows of a posted form, nil when it has none. Rows are numbered from 0 in the
+// field names; the first len(existing) are the mapping's targets.
+func readNotifyRows(r *http.Request, existing []orchestrator.NotifyTarget) []notifyRow {
+	var rows []notifyRow
+	for i := range orchestrator.NotifyTargetsMax + notifyEmptyRows {
+		n := strconv.Itoa(i)
+		if _, ok := r.PostForm["notify_url_"+n]; !ok {
+			break
+		}
+		rows = append(rows, notifyRow{
+			Num: i + 1, Existing: i < len(existing),
+			URL: r.PostForm.Get("notify_url_" + n), Format: r.PostForm.Get("notify_format_" + n),
+			SecretEnv: r.PostForm.Get("notify_secret_env_" + n), On: r.PostForm["notify_on_"+n],
+			Remove: r.PostForm.Get("notify_remove_"+n) != "",
+		})
+	}
+	return rows
+}
+
+// notifyTargets returns the targets the rows ask for, given the mapping's targets now, and for each target the
+// number of the row it comes from. A row of an existing target whose URL is still the shortened form it was
+// shown with keeps that target's URL; any other URL is resolved as the API does, so a shortened URL that
+// stands for no target, or for several, is refused. Removed rows and empty new rows give no target.
+func (f mappingForm) notifyTargets(existing []orchestrator.NotifyTarget) ([]orchestrator.NotifyTarget, []int, error) {
+	targets := []orchestrator.NotifyTarget{}
+	var rowNums []int
+	for i, row := range f.Notify {
+		u, secretEnv := strings.TrimSpace(row.URL), strings.TrimSpace(row.SecretEnv)
+		if row.Remove || (i >= len(existing) && u == "" && secretEnv == "") {
+			continue
+		}
+		if len(row.On) == 0 {
+			return nil, nil, orchestrator.Errorf(orchestrator.CodeInvalid, "notify target %d: tick at least one event", row.Num)
+		}
+		if i < len(existing) && u == orchestrator.RedactURL(existing[i].URL) {
+			u = existing[i].URL
+		} else if resolved, err := orchestrator.ResolveNotifyURL(u, existing); err != nil {
+			return nil, nil, orchestrator.Errorf(orchestrator.CodeInvalid, "notify target %d: %s", row.Num, orchestrator.ErrorMessage(err))
+		} else {
+			u = resolved
+		}
+		t := orchestrator.NotifyTarget{URL: u, Format: strings.TrimSpace(row.Format), SecretEnv: secretEnv}
+		for _, e := range row.On {
+			t.On = append(t.On, orchestrator.NotifyEvent(e))
+		}
+		targets = append(targets, t)
+		rowNums = append(rowNums, row.Num)
+	}
+	return targets, rowNums, nil
+}
+
+var notifyIndexRE = regexp.MustCompile(`^notify\[(\d+)\]: `)
+
+// notifyRowError names the row instead of the target's index in a validation error about a notify target:
+// rowNums[i] is the row of target i.
+func notifyRowError(err error, rowNums []int) error {
+	if orchestrator.ErrorCode(err) != orchestrator.CodeInvalid {
+		return err
+	}
+	msg := orchestrator.ErrorMessage(err)
+	m := notifyIndexRE.FindStringSubmatch(msg)
+	if m == nil {
+		return err
+	}
+	i, convErr := strconv.Atoi(m[1])
+	if convErr != nil || i >= len(rowNums) {
+		return err
+	}
+	return orchestrator.Errorf(orchestrator.CodeInvalid, "notify target %d: %s", rowNums[i], msg[len(m[0]):])
 }
 
 func formFromMapping(m *orchestrator.Mapping) mappingForm {
@@ -24,7 +138,7 @@ func formFromMapping(m *orchestrator.Mapping) mappingForm {
 		Name: m.Name, Dataset: m.Dataset, Refs: strings.Join(m.Refs, "\n"), Command: strings.Join(m.Command, "\n"),
 		Workdir: m.Workdir, Env: envLines(m.Env), Timeout: m.Timeout.String(), MaxAttempts: strconv.Itoa(m.MaxAttempts),
 		Concurrency: strconv.Itoa(m.Concurrency), OnNewRevision: m.OnNewRevision,
-		RunOnBaseline: m.RunOnBaseline, VerifyRevision: m.VerifyRevision,
+		RunOnBaseline: m.RunOnBaseline, VerifyRevision: m.VerifyRevision, Notify: notifyRows(m.Notify),
 	}
 	if m.QuietPeriod > 0 {
 		f.QuietPeriod, f.MaxWait = m.QuietPeriod.String(), m.MaxWait.String()
@@ -87,8 +201,10 @@ func splitLines(s string) []string {
 	return out
 }
 
-func readMappingForm(r *http.Request) mappingForm {
-	return mappingForm{
+// readMappingForm reads the posted form of a mapping whose notify targets are existing (none for a new one). A
+// form without notify rows keeps the targets as they are.
+func readMappingForm(r *http.Request, existing []orchestrator.NotifyTarget) mappingForm {
+	f := mappingForm{
 		Name: r.PostFormValue("name"), Dataset: r.PostFormValue("dataset"), Refs: r.PostFormValue("refs"),
 		Command: r.PostFormValue("command"), Workdir: r.PostFormValue("workdir"), Env: r.PostFormValue("env"),
 		Timeout: r.PostFormValue("timeout"), MaxAttempts: r.PostFormValue("max_attempts"),
@@ -96,6 +212,10 @@ func readMappingForm(r *http.Request) mappingForm {
 		Concurrency: r.PostFormValue("concurrency"), OnNewRevision: r.PostFormValue("on_new_revision"),
 		RunOnBaseline: r.PostFormValue("run_on_baseline") != "", VerifyRevision: r.PostFormValue("verify_revision") != "",
 	}
+	if f.Notify = readNotifyRows(r, existing); f.Notify == nil {
+		f.Notify = notifyRows(existing)
+	}
+	return f
 }
 
 type mappingPage struct {
@@ -114,7 +234,8 @@ func (s *Server) handleMappingNew(w http.ResponseWriter, r *http.Request) error 
 		basePage: s.base(r, "New mapping"), Editable: true,
 		Form: mappingForm{Refs: strings.Join(orchestrator.RefsDefault, "\n"),
 			Timeout: orchestrator.TimeoutDefault.String(), MaxAttempts: strconv.Itoa(orchestrator.MaxAttemptsDefault),
-			Concurrency: strconv.Itoa(orchestrator.ConcurrencyDefault), OnNewRevision: orchestrator.OnNewRevisionSupersede},
+			Concurrency: strconv.Itoa(orchestrator.ConcurrencyDefault), OnNewRevision: orchestrator.OnNewRevisionSupersede,
+			Notify: notifyRows(nil)},
 	})
 }
 
@@ -157,9 +278,13 @@ func (s *Server) formError(w http.ResponseWriter, r *http.Request, m *orchestrat
 
 // handleMappingCreateForm registers a mapping from the form.
 func (s *Server) handleMappingCreateForm(w http.ResponseWriter, r *http.Request) error {
-	form := readMappingForm(r)
+	form := readMappingForm(r, nil)
 	in, err := form.input()
 	if err != nil {
+		return s.formError(w, r, nil, form, err)
+	}
+	var rowNums []int
+	if in.Notify, rowNums, err = form.notifyTargets(nil); err != nil {
 		return s.formError(w, r, nil, form, err)
 	}
 	m, err := in.mapping()
@@ -168,7 +293,7 @@ func (s *Server) handleMappingCreateForm(w http.ResponseWriter, r *http.Request)
 	}
 	created, err := s.store.MappingCreate(r.Context(), m)
 	if err != nil {
-		return s.formError(w, r, nil, form, err)
+		return s.formError(w, r, nil, form, notifyRowError(err, rowNums))
 	}
 	http.Redirect(w, r, "/mappings/"+url.PathEscape(created.Name), http.StatusSeeOther)
 	return nil
@@ -180,20 +305,22 @@ func (s *Server) handleMappingUpdateForm(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	form := readMappingForm(r)
+	form := readMappingForm(r, current.Notify)
 	form.Name = current.Name
 	in, err := form.input()
 	if err != nil {
+		return s.formError(w, r, current, form, err)
+	}
+	var rowNums []int
+	if in.Notify, rowNums, err = form.notifyTargets(current.Notify); err != nil {
 		return s.formError(w, r, current, form, err)
 	}
 	m, err := in.mapping()
 	if err != nil {
 		return s.formError(w, r, current, form, err)
 	}
-	// The form does not edit notify targets (the API does): they stay as they are.
-	m.Notify = current.Notify
 	if _, err := s.store.MappingUpdate(r.Context(), m); err != nil {
-		return s.formError(w, r, current, form, err)
+		return s.formError(w, r, current, form, notifyRowError(err, rowNums))
 	}
 	http.Redirect(w, r, "/mappings/"+url.PathEscape(current.Name), http.StatusSeeOther)
 	return nil

@@ -20,6 +20,7 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -35,7 +36,8 @@ const (
 
 // TestBrowser drives the pages in a real headless Chromium against the whole orchestrator started in-process:
 // the dashboard, a failed run whose ref and output are hostile HTML, the login a retry leads to, the retry
-// itself followed live to success, and the cancel of a long run. Set UPDATE_SCREENSHOTS=1 to also write the
+// itself followed live to success, the cancel of a long run, and a notify target registered and edited in the
+// mapping form. Set UPDATE_SCREENSHOTS=1 to also write the
 // screenshots to docs/.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
@@ -158,6 +160,33 @@ mappings:
 	require.Equal(t, "cancelled", cancelled.Status)
 	require.Equal(t, "SIGTERM", cancelled.Signal)
 	require.Empty(t, processesWithEnv(t, "BROWSER_TEST_SLEEP="+sleepMark), "the sleep outlived its cancelled run")
+	noDialog()
+
+	// A mapping with a notify target, registered and then edited in the form: the row shows the URL shortened,
+	// and saving it unchanged keeps the full URL.
+	const hook = "https://hooks.slack.com/services/T0/B0/browsersecret"
+	browse(t, ctx, chromedp.Navigate(base+"/mappings/new"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="name"]`), "notified"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="dataset"]`), "acme/notified"),
+		chromedp.SendKeys(chromedp.CSS(`textarea[name="command"]`), "true"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="notify_url_0"]`), hook),
+		chromedp.SetValue(chromedp.CSS(`select[name="notify_format_0"]`), "slack"))
+	require.Equal(t, base+"/mappings/notified", clickAndLoad(t, ctx, "#save"))
+	require.Equal(t, "https://hooks.slack.com/… slack on failed, recovered", text(t, ctx, "#notify"))
+	shown, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(`input[name="notify_url_0"]`)))
+	require.NoError(t, err)
+	require.Equal(t, "https://hooks.slack.com/…", shown)
+	browse(t, ctx, chromedp.Click(chromedp.CSS(`input[name="notify_on_0"][value="succeeded"]`)))
+	require.Equal(t, base+"/mappings/notified", clickAndLoad(t, ctx, "#save"))
+	require.Equal(t, "https://hooks.slack.com/… slack on failed, succeeded, recovered", text(t, ctx, "#notify"))
+	require.NotContains(t, text(t, ctx, "main"), "browsersecret")
+	saveScreenshot(t, ctx, "mapping.png")
+	pool, err := pgxpool.New(ctx, dbURL)
+	require.NoError(t, err)
+	defer pool.Close()
+	var stored string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT notify->0->>'url' FROM mappings WHERE name = 'notified'`).Scan(&stored))
+	require.Equal(t, hook, stored, "the unchanged row kept the full URL")
 	noDialog()
 	require.Empty(t, consoleErrors(), "errors in the browser console")
 
