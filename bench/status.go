@@ -56,6 +56,9 @@ func (b *bench) statusPages(ctx context.Context) error {
 		{"/runs?mapping=… whose runs are older", func() string { return "/runs?mapping=" + mappingBacklog }},
 		{"/runs/{id}", func() string { return "/runs/" + randomRun() }},
 		{"/api/v1/runs", func() string { return "/api/v1/runs" }},
+		{"/mappings/{name}", func() string { return "/mappings/" + statusMapping(rand.IntN(statusMappings)) }},
+		{"/mappings/{name} whose runs are older", func() string { return "/mappings/" + mappingBacklog }},
+		{"/deliveries", func() string { return "/deliveries" }},
 	}
 	if logRun != 0 {
 		pages = append(pages, struct {

@@ -20,3 +20,7 @@ CREATE TRIGGER mappings_generation AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE 
 -- marked runs first, oldest first, without counting the whole backlog of queued runs.
 ALTER TABLE runs ADD COLUMN waiting_since timestamptz;
 CREATE INDEX runs_waiting_idx ON runs (mapping_id, id) WHERE waiting_since IS NOT NULL AND status = 'queued';
+
+-- The chart of a mapping's metrics reads its last succeeded runs that reported an output, without walking the
+-- mapping's other runs.
+CREATE INDEX runs_output_idx ON runs (mapping_id, id DESC) WHERE status = 'succeeded' AND output IS NOT NULL;

@@ -260,15 +260,17 @@ func (m MappingSummary) Latest() *RunBrief {
 }
 
 // MappingSummaryList returns every mapping with its last 10 runs: one query, one index scan per mapping. (The
-// ORDER BY names mapping_id so that the planner walks runs_mapping_idx rather than the primary key backwards,
-// which with a million runs meant reading most of them.)
+// mapping is matched as a range and the ORDER BY names mapping_id: only runs_mapping_idx can then serve the
+// order, where with a plain equality the planner walks the primary key backwards, filtering, which with a
+// million runs meant reading most of them for every mapping whose runs are not the newest.)
 func (s *Store) MappingSummaryList(ctx context.Context) ([]MappingSummary, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT `+mappingColumns+`,
 			coalesce((SELECT json_agg(json_build_object('id', r.id, 'status', r.status, 'ref', r.ref,
 				'revision', r.revision, 'created_at', r.created_at) ORDER BY r.id DESC)
 				FROM (SELECT id, status, ref, revision, created_at FROM runs
-					WHERE mapping_id = mappings.id ORDER BY mapping_id, id DESC LIMIT 10) r), '[]')
+					WHERE mapping_id >= mappings.id AND mapping_id <= mappings.id
+					ORDER BY mapping_id, id DESC LIMIT 10) r), '[]')
 		FROM mappings ORDER BY enabled DESC, name`)
 	if err != nil {
 		return nil, dbError(err, "list mappings")

@@ -566,7 +566,8 @@ func nullJSON(doc []byte) *string {
 // the chart of how its metrics moved.
 func (s *Store) RunOutputList(ctx context.Context, mappingID int64, limit int) ([]Run, error) {
 	runs, err := s.runQuery(ctx, "list outputs", `SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
-		WHERE r.mapping_id = $1 AND r.status = 'succeeded' AND r.output IS NOT NULL ORDER BY r.id DESC LIMIT $2`,
+		WHERE r.mapping_id >= $1 AND r.mapping_id <= $1 AND r.status = 'succeeded' AND r.output IS NOT NULL
+		ORDER BY r.mapping_id, r.id DESC LIMIT $2`,
 		mappingID, limit)
 	slices.Reverse(runs)
 	return runs, err

@@ -439,3 +439,131 @@ func TestRunLogTail(t *testing.T) {
 	require.Empty(t, data, "an attempt that never ran has no log")
 	require.Zero(t, notShown)
 }
+
+func TestRunAttemptStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	start := func(b *testBundle, runID int64, attempt int) error {
+		return b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: attempt, Argv: []string{"x"}})
+	}
+	push := func(t *testing.T, b *testBundle, n int) int64 {
+		t.Helper()
+		d, err := orchestrator.ParseDelivery([]byte(fmt.Sprintf(`{"event":{"scope":"repo.content","action":"update"},
+			"repo":{"type":"dataset","name":"acme/support-tickets","id":"66a1f0c2b9e4d3a1f2c3d4e5"},
+			"updatedRefs":[{"ref":"refs/heads/main","newSha":"%040x"}]}`, n)))
+		require.NoError(t, err)
+		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d})
+		require.NoError(t, err)
+		require.Len(t, res.RunIDs, 1)
+		return res.RunIDs[0]
+	}
+	withSettings := func(f func(*orchestrator.Mapping)) orchestrator.Mapping {
+		m := mapping("tickets", "acme/support-tickets")
+		f(&m)
+		return m
+	}
+	queueEvery := func(m *orchestrator.Mapping) { m.OnNewRevision = orchestrator.OnNewRevisionQueue }
+
+	t.Run("MissingRunIsNotFound", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		require.Equal(t, orchestrator.CodeNotFound, orchestrator.ErrorCode(start(b, 424242, 1)))
+	})
+
+	t.Run("FinishedRunIsAConflict", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		id := push(t, b, 1)
+		require.NoError(t, start(b, id, 1))
+		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 1,
+			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true}))
+		require.Equal(t, orchestrator.CodeConflict, orchestrator.ErrorCode(start(b, id, 2)))
+	})
+
+	t.Run("ConcurrencyMarksTheRunWaitingUntilItStarts", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, withSettings(queueEvery))
+		first, second := push(t, b, 1), push(t, b, 2)
+		require.NoError(t, start(b, first, 1))
+		var wait *orchestrator.WaitError
+		require.ErrorAs(t, start(b, second, 1), &wait)
+		require.Contains(t, wait.Reason, "1 of 1 runs of the mapping are running")
+		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs WHERE id = $1 AND waiting_since IS NOT NULL`, second))
+		jobs, err := b.store.RunWaitingJobs(ctx, b.mappingID(t, "tickets"))
+		require.NoError(t, err)
+		require.Empty(t, jobs, "no free slot yet")
+
+		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
+			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true}))
+		require.NoError(t, start(b, second, 1))
+		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM runs WHERE waiting_since IS NOT NULL`))
+	})
+
+	t.Run("OlderWaitingRunGoesFirst", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, withSettings(func(m *orchestrator.Mapping) { queueEvery(m); m.Concurrency = 2 }))
+		first, second, third := push(t, b, 1), push(t, b, 2), push(t, b, 3)
+		require.NoError(t, start(b, first, 1))
+		require.NoError(t, start(b, second, 1))
+		var wait *orchestrator.WaitError
+		require.ErrorAs(t, start(b, third, 1), &wait) // marked waiting
+		fourth := push(t, b, 4)
+		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
+			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true}))
+		require.ErrorAs(t, start(b, fourth, 1), &wait, "the free slot belongs to the older waiting run")
+		require.Contains(t, wait.Reason, "1 older runs of the mapping wait")
+		require.NoError(t, start(b, third, 1))
+	})
+
+	t.Run("QuietPeriodSaysHowLong", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, withSettings(func(m *orchestrator.Mapping) { m.QuietPeriod, m.MaxWait = time.Minute, time.Hour }))
+		id := push(t, b, 1)
+		var wait *orchestrator.WaitError
+		require.ErrorAs(t, start(b, id, 1), &wait)
+		require.Greater(t, wait.Delay, 50*time.Second)
+		require.LessOrEqual(t, wait.Delay, time.Minute)
+		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM runs WHERE waiting_since IS NOT NULL`), "a quiet period is no slot wait")
+	})
+
+	t.Run("OlderRevisionIsSuperseded", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		older, newer := push(t, b, 1), push(t, b, 2)
+		err := start(b, older, 1)
+		require.Equal(t, orchestrator.CodeConflict, orchestrator.ErrorCode(err))
+		run, err := b.store.RunGetByID(ctx, older)
+		require.NoError(t, err)
+		require.Equal(t, orchestrator.RunSuperseded, run.Status)
+		require.Equal(t, newer, *run.SupersededBy)
+		require.NotNil(t, run.FinishedAt)
+		require.NoError(t, start(b, newer, 1))
+	})
+
+	t.Run("RestartClosesTheInterruptedAttempt", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		id := push(t, b, 1)
+		require.NoError(t, start(b, id, 1))
+		require.NoError(t, start(b, id, 1), "the same attempt again, after its process died: it starts over")
+		require.NoError(t, start(b, id, 2))
+		attempts, err := b.store.RunAttemptList(ctx, id)
+		require.NoError(t, err)
+		require.Len(t, attempts, 2)
+		require.Equal(t, orchestrator.AttemptInterrupted, attempts[0].Status)
+		require.NotNil(t, attempts[0].FinishedAt)
+		require.Equal(t, orchestrator.RunRunning, attempts[1].Status)
+		run, err := b.store.RunGetByID(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, orchestrator.RunRunning, run.Status)
+		require.Equal(t, 2, run.Attempt)
+	})
+}
+
+// mappingID returns the id of the named mapping.
+func (b *testBundle) mappingID(t *testing.T, name string) int64 {
+	t.Helper()
+	m, err := b.store.MappingGetByName(context.Background(), name)
+	require.NoError(t, err)
+	return m.ID
+}
