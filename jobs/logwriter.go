@@ -23,7 +23,8 @@ const (
 // the database: output is buffered up to the limit and flushed periodically in the background, and when the
 // command writes faster than the database takes it, or more than the limit in all, the oldest bytes are let go
 // and counted. The database keeps at least the last limit bytes (whole chunks, so up to one chunk more), and
-// memory stays bounded by about three times the limit.
+// memory stays bounded by about two times the limit: a ring of the last limit bytes written, and the copy of
+// it that a flush stores.
 type logWriter struct {
 	store   *orchestrator.Store
 	logger  *slog.Logger
@@ -31,13 +32,16 @@ type logWriter struct {
 	attempt int
 	limit   int
 
-	mu             sync.Mutex
-	pending        []byte
-	spare          []byte // the buffer of the last flush, reused for the next one
+	mu sync.Mutex
+	// buf holds the bytes written since the last flush, in a ring of limit bytes from start; it grows to the
+	// limit as output comes, so a quiet command costs little memory.
+	buf            []byte
+	start, size    int
 	pendingDropped int64
 	total          int64
 
 	// Owned by the flushing goroutine.
+	out     []byte // the copy being stored, reused from flush to flush
 	seq     int
 	chunks  []logChunk
 	kept    int64
@@ -61,25 +65,38 @@ func newLogWriter(store *orchestrator.Store, logger *slog.Logger, runID int64, a
 	return w
 }
 
-// Write buffers p. It never fails and never blocks on the database.
+// Write buffers p. It never fails and never blocks on the database, and costs one copy of p: the oldest
+// bytes beyond the limit are overwritten in place, never moved.
 func (w *logWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.total += int64(len(p))
-	if len(p) >= w.limit {
-		w.pendingDropped += int64(len(w.pending) + len(p) - w.limit)
-		w.pending = append(w.pending[:0], p[len(p)-w.limit:]...)
-		return len(p), nil
+	n := len(p)
+	if len(p) > w.limit {
+		w.pendingDropped += int64(len(p) - w.limit)
+		p = p[len(p)-w.limit:]
 	}
-	// The buffer may grow to twice the limit before its oldest bytes are dropped, so that a fast writer costs
-	// one move per limit's worth of output, not one per write.
-	if len(w.pending)+len(p) > 2*w.limit {
-		over := len(w.pending) + len(p) - w.limit
+	if len(w.buf) < w.limit {
+		// Growing: the bytes are in order from the start of buf.
+		if w.size+len(p) <= w.limit {
+			w.buf = append(w.buf, p...)
+			w.size = len(w.buf)
+			return n, nil
+		}
+		ring := make([]byte, w.limit)
+		copy(ring, w.buf[:w.size])
+		w.buf = ring
+	}
+	if over := w.size + len(p) - w.limit; over > 0 {
+		w.start = (w.start + over) % w.limit
+		w.size -= over
 		w.pendingDropped += int64(over)
-		w.pending = append(w.pending[:0], w.pending[over:]...)
 	}
-	w.pending = append(w.pending, p...)
-	return len(p), nil
+	end := (w.start + w.size) % w.limit
+	copied := copy(w.buf[end:], p)
+	copy(w.buf, p[copied:])
+	w.size += len(p)
+	return n, nil
 }
 
 func (w *logWriter) loop(interval time.Duration) {
@@ -100,25 +117,19 @@ func (w *logWriter) loop(interval time.Duration) {
 // flush writes what was buffered since the last flush.
 func (w *logWriter) flush() {
 	w.mu.Lock()
-	data := w.pending
-	w.pending = w.spare[:0]
-	w.spare = nil
+	first := w.buf[w.start:min(w.start+w.size, len(w.buf))]
+	data := append(w.out[:0], first...)
+	data = append(data, w.buf[:w.size-len(first)]...)
+	w.start, w.size = 0, 0
+	if len(w.buf) < w.limit {
+		w.buf = w.buf[:0]
+	}
 	w.dropped += w.pendingDropped
 	w.pendingDropped = 0
 	total := w.total
 	w.mu.Unlock()
+	w.out = data
 
-	// The buffer goes back for reuse once stored: no allocation per flush, however much the command writes.
-	buf := data
-	defer func() {
-		w.mu.Lock()
-		w.spare = buf[:0]
-		w.mu.Unlock()
-	}()
-	if len(data) > w.limit {
-		w.dropped += int64(len(data) - w.limit)
-		data = data[len(data)-w.limit:]
-	}
 	if len(data) == 0 {
 		return
 	}

@@ -137,3 +137,46 @@ func TestCommandExtremes(t *testing.T) {
 			"the command's shell %d is still alive", pid)
 	})
 }
+
+// TestLogKeepsTheEndInOrder checks that the kept log is exactly the end of what the command wrote, in order,
+// when the output overflows the limit many times between flushes and within them.
+func TestLogKeepsTheEndInOrder(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		lines    int
+		limit    int
+		interval time.Duration
+	}{
+		{name: "UnderTheLimit", lines: 1000, limit: 64 << 10, interval: 20 * time.Millisecond},
+		{name: "OverflowsBetweenFlushes", lines: 200000, limit: 64 << 10, interval: 250 * time.Millisecond},
+		{name: "LimitSmallerThanAWrite", lines: 100000, limit: 1000, interval: 20 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, shMapping("seq", "seq 1 "+strconv.Itoa(tt.lines), func(m *orchestrator.Mapping) { m.MaxAttempts = 1 }))
+			require.NoError(t, b.client.StopAndCancel(context.Background()))
+			b.cfg.Worker.LogLimit, b.cfg.Worker.LogFlushInterval = tt.limit, tt.interval
+			b.start(t)
+			runID := b.push(t, "acme/seq", "refs/heads/main", shaB)
+			run := b.waitStatus(t, runID, 60*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
+			require.Equal(t, orchestrator.RunSucceeded, run.Status, run.Error)
+
+			var full strings.Builder
+			for i := 1; i <= tt.lines; i++ {
+				full.WriteString(strconv.Itoa(i))
+				full.WriteByte('\n')
+			}
+			attempts, err := b.store.RunAttemptList(context.Background(), runID)
+			require.NoError(t, err)
+			require.Equal(t, int64(full.Len()), attempts[0].LogBytes, "every byte is counted")
+			kept, notShown, err := b.store.RunLogTail(context.Background(), runID, 1, 64<<20)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, len(kept), min(tt.limit, full.Len()), "at least the limit is kept")
+			require.True(t, strings.HasSuffix(full.String(), string(kept)), "the kept log is the end of the output, in order")
+			require.Equal(t, int64(full.Len()), notShown+int64(len(kept)))
+			require.Equal(t, attempts[0].LogDropped, notShown, "what is not kept is counted as dropped")
+		})
+	}
+}
