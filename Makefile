@@ -39,7 +39,7 @@ bench: ## Run the benchmark, short mode (about a minute): docs/BENCHMARKS.md say
 	go test -count=1 -run TestBench -v -timeout 30m ./bench/
 
 .PHONY: bench-full
-bench-full: ## Run the full benchmark (15 to 30 minutes) and write its figures to docs/benchmarks.json
+bench-full: ## Run the full benchmark (5 to 15 minutes) and write its figures to docs/benchmarks.json
 	BENCH_MODE=full BENCH_OUT=$(CURDIR)/docs/benchmarks.json go test -count=1 -run TestBench -v -timeout 120m ./bench/
 
 .PHONY: deps

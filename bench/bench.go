@@ -126,6 +126,9 @@ func startProfile(dir, phase string, logf func(string, ...any)) (func(), error) 
 	if dir == "" {
 		return func() {}, nil
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create profile directory: %w", err)
+	}
 	f, err := os.Create(filepath.Join(dir, phase+".pprof"))
 	if err != nil {
 		return nil, fmt.Errorf("create profile: %w", err)
