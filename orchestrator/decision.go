@@ -32,8 +32,29 @@ type Decision struct {
 	RunStatus    RunStatus `json:"run_status,omitempty"`
 	SupersededBy int64     `json:"superseded_by,omitempty"`
 
+	// Cause says why a decision is ignored, in one of a few words (the Ignore… constants), for metrics; the
+	// reason says it in full.
+	Cause string `json:"-"`
+
 	mapping *Mapping
 }
+
+// Causes of ignored decisions: a bounded set, fit for a metric label.
+const (
+	IgnoreNotContent  = "not_content_update"
+	IgnoreNotDataset  = "not_dataset"
+	IgnoreNoRefs      = "no_refs"
+	IgnoreNoMapping   = "no_mapping"
+	IgnorePullRequest = "pull_request_ref"
+	IgnoreBotRef      = "bot_ref"
+	IgnoreUnwatched   = "ref_not_watched"
+	IgnoreDeleted     = "ref_deleted"
+	IgnoreMalformed   = "malformed_sha"
+)
+
+// IgnoreCauses lists every cause of an ignored decision.
+var IgnoreCauses = []string{IgnoreNotContent, IgnoreNotDataset, IgnoreNoRefs, IgnoreNoMapping, IgnorePullRequest,
+	IgnoreBotRef, IgnoreUnwatched, IgnoreDeleted, IgnoreMalformed}
 
 var shaRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
@@ -44,17 +65,17 @@ func ValidSha(s string) bool { return shaRE.MatchString(s) }
 // ref) that should train, DecisionIgnored with a reason for everything else. It does not know about earlier
 // runs; the store turns a queued decision into a duplicate when the run already exists. Decide is pure.
 func Decide(d *Delivery, mappings []Mapping) []Decision {
-	ignore := func(format string, args ...any) []Decision {
-		return []Decision{{Decision: DecisionIgnored, Reason: fmt.Sprintf(format, args...)}}
+	ignore := func(cause, format string, args ...any) []Decision {
+		return []Decision{{Decision: DecisionIgnored, Cause: cause, Reason: fmt.Sprintf(format, args...)}}
 	}
 	if !d.IsContentUpdate() {
-		return ignore("event %s is not a content update (only repo.content triggers runs)", d.Event())
+		return ignore(IgnoreNotContent, "event %s is not a content update (only repo.content triggers runs)", d.Event())
 	}
 	if d.RepoType != "dataset" {
-		return ignore("%s repo, not a dataset", d.RepoType)
+		return ignore(IgnoreNotDataset, "%s repo, not a dataset", d.RepoType)
 	}
 	if len(d.Refs) == 0 {
-		return ignore("no updatedRefs in the delivery")
+		return ignore(IgnoreNoRefs, "no updatedRefs in the delivery")
 	}
 
 	var matched []*Mapping
@@ -64,7 +85,7 @@ func Decide(d *Delivery, mappings []Mapping) []Decision {
 		}
 	}
 	if len(matched) == 0 {
-		return ignore("no enabled mapping for dataset %s", d.RepoName)
+		return ignore(IgnoreNoMapping, "no enabled mapping for dataset %s", d.RepoName)
 	}
 
 	decisions := make([]Decision, 0, len(matched)*len(d.Refs))
@@ -76,11 +97,11 @@ func Decide(d *Delivery, mappings []Mapping) []Decision {
 			}
 			switch {
 			case !m.WatchesRef(r.Ref):
-				dec.Reason = unwatchedReason(m, r.Ref)
+				dec.Cause, dec.Reason = unwatchedReason(m, r.Ref)
 			case r.NewSha == "":
-				dec.Reason = "ref deleted"
+				dec.Cause, dec.Reason = IgnoreDeleted, "ref deleted"
 			case !ValidSha(r.NewSha):
-				dec.Reason = "malformed newSha: not 40 lowercase hexadecimal characters"
+				dec.Cause, dec.Reason = IgnoreMalformed, "malformed newSha: not 40 lowercase hexadecimal characters"
 				dec.NewSha = ""
 			default:
 				dec.Decision = DecisionQueued
@@ -94,12 +115,13 @@ func Decide(d *Delivery, mappings []Mapping) []Decision {
 	return decisions
 }
 
-func unwatchedReason(m *Mapping, ref string) string {
+// unwatchedReason returns the cause and the reason of a ref the mapping does not watch.
+func unwatchedReason(m *Mapping, ref string) (string, string) {
 	switch {
 	case strings.HasPrefix(ref, "refs/pr/"):
-		return "pull-request ref " + ref
+		return IgnorePullRequest, "pull-request ref " + ref
 	case strings.HasPrefix(ref, "refs/convert/"):
-		return "bot ref " + ref
+		return IgnoreBotRef, "bot ref " + ref
 	}
-	return fmt.Sprintf("ref %s is not watched (refs: %s)", ref, strings.Join(m.Refs, ", "))
+	return IgnoreUnwatched, fmt.Sprintf("ref %s is not watched (refs: %s)", ref, strings.Join(m.Refs, ", "))
 }

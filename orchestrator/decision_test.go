@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -127,6 +128,27 @@ func TestDecide(t *testing.T) {
 				}
 			}
 			require.Equal(t, tc.want, got)
+			for _, dec := range decisions {
+				if dec.Decision == DecisionIgnored {
+					require.Contains(t, IgnoreCauses, dec.Cause, "an ignored decision names its cause")
+				} else {
+					require.Empty(t, dec.Cause)
+				}
+			}
+			name := tc.name
+			if strings.HasPrefix(name, "MalformedSha") {
+				name = "MalformedSha"
+			}
+			if cause, ok := firstCause[name]; ok {
+				require.Equal(t, cause, decisions[0].Cause)
+			}
 		})
 	}
+}
+
+// firstCause is the cause of the first decision of the cases with these names (without the sha of MalformedSha).
+var firstCause = map[string]string{
+	"PullRequestRef": IgnorePullRequest, "ParquetBot": IgnoreBotRef, "Model": IgnoreNotDataset,
+	"Discussion": IgnoreNotContent, "ConfigDois": IgnoreNotContent, "NoMapping": IgnoreNoMapping,
+	"DeletedMain": IgnoreDeleted, "NoRefs": IgnoreNoRefs, "MalformedSha": IgnoreMalformed,
 }

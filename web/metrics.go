@@ -28,6 +28,7 @@ const (
 type metrics struct {
 	registry        *prometheus.Registry
 	deliveries      *prometheus.CounterVec
+	ignored         *prometheus.CounterVec
 	webhookDuration prometheus.Histogram
 	secretFailures  prometheus.Counter
 	previousSecret  prometheus.Counter
@@ -43,6 +44,10 @@ func newMetrics(registry *prometheus.Registry, store *orchestrator.Store) *metri
 			Name: "orchestrator_webhook_deliveries_total",
 			Help: "Webhook deliveries by outcome: accepted, duplicate, ignored, unauthorized, invalid, too_large, unavailable.",
 		}, []string{"outcome"}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orchestrator_webhook_ignored_total",
+			Help: "Ignored webhook deliveries by reason: not_content_update, not_dataset, no_refs, no_mapping, pull_request_ref, bot_ref, ref_not_watched, ref_deleted, malformed_sha (a delivery ignored for several counts once, by its first decision).",
+		}, []string{"reason"}),
 		webhookDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "orchestrator_webhook_duration_seconds",
 			Help:    "Time to answer a webhook delivery.",
@@ -61,7 +66,10 @@ func newMetrics(registry *prometheus.Registry, store *orchestrator.Store) *metri
 		outcomeInvalid, outcomeTooLarge, outcomeUnavailable} {
 		m.deliveries.WithLabelValues(outcome)
 	}
-	m.registry.MustRegister(m.deliveries, m.webhookDuration, m.secretFailures, m.previousSecret, queueCollector{store},
+	for _, cause := range orchestrator.IgnoreCauses {
+		m.ignored.WithLabelValues(cause)
+	}
+	m.registry.MustRegister(m.deliveries, m.ignored, m.webhookDuration, m.secretFailures, m.previousSecret, queueCollector{store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

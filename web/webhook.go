@@ -95,6 +95,9 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 	if len(res.RunIDs) > 0 {
 		outcome = outcomeAccepted
 	}
+	if outcome == outcomeIgnored && len(res.Decisions) > 0 && res.Decisions[0].Cause != "" {
+		s.metrics.ignored.WithLabelValues(res.Decisions[0].Cause).Inc()
+	}
 	s.logger.InfoContext(r.Context(), "delivery recorded", "delivery_id", res.DeliveryID, "event", delivery.Event(),
 		"repo", delivery.RepoName, "outcome", outcome, "runs", res.RunIDs, "decisions", len(res.Decisions),
 		"secret", secret, "duration", time.Since(start).Round(time.Microsecond))

@@ -49,6 +49,7 @@ mappings:
 	okRun := postDelivery(t, base, push("acme/ok", randomRevision()))
 	badRun := postDelivery(t, base, push("acme/bad", randomRevision()))
 	postDelivery(t, base, push("acme/ok", randomRevision()))
+	postDelivery(t, base, push("acme/unmapped", randomRevision()))
 	req, _ := http.NewRequest(http.MethodPost, base+"/webhooks/huggingface", nil)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
@@ -60,11 +61,14 @@ mappings:
 		after := scrape()
 		return value(after, `orchestrator_webhook_deliveries_total{outcome="accepted"}`) == 3 &&
 			value(after, `orchestrator_webhook_deliveries_total{outcome="unauthorized"}`) == 1 &&
+			value(after, `orchestrator_webhook_deliveries_total{outcome="ignored"}`) == 1 &&
+			value(after, `orchestrator_webhook_ignored_total{reason="no_mapping"}`) == 1 &&
+			value(after, `orchestrator_webhook_ignored_total{reason="pull_request_ref"}`) == 0 &&
 			value(after, "orchestrator_webhook_secret_failures_total") == 1 &&
 			value(after, `orchestrator_runs_finished_total{mapping="bad",status="failed"}`) == 1 &&
 			value(after, `orchestrator_runs_finished_total{mapping="ok",status="succeeded"}`) >= 1 &&
 			value(after, `orchestrator_run_duration_seconds_count{mapping="bad"}`) == 1 &&
-			value(after, `orchestrator_webhook_duration_seconds_count`) == 4 &&
+			value(after, `orchestrator_webhook_duration_seconds_count`) == 5 &&
 			value(after, "orchestrator_runs_waiting") == 0
 	}, 10*time.Second, 50*time.Millisecond, "metrics after:\n%s", scrape())
 }

@@ -51,13 +51,14 @@ func TestTracing(t *testing.T) {
 			t.Parallel()
 			url, _ := dbtest.NewSchema(t)
 			dir := t.TempDir()
-			// Each attempt writes what it got; the first fails, so that the run is retried.
+			// Each attempt writes what it got; the first fails, so that the run is retried. The quiet period
+			// is long enough that even a loaded machine picks the job up within it, so that the job is snoozed.
 			script := `printf '%s' "${TRACEPARENT-unset}" > "$1/attempt-$RUN_ATTEMPT"; [ "$RUN_ATTEMPT" -gt 1 ]`
 			cfg := writeConfig(t, dir, fmt.Sprintf(`
 mappings:
   - name: traced
     dataset: acme/traced
-    quiet_period: 300ms
+    quiet_period: 1500ms
     max_attempts: 2
     command: ["sh", "-c", %q, "sh", %q]
 `, script, dir))
