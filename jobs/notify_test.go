@@ -10,19 +10,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
-	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 )
 
 const (
@@ -35,28 +31,13 @@ const (
 // env, and NOTIFY_SECRET_OPS in the base environment the commands start from.
 func setupNotify(t *testing.T, env map[string]string, mappings ...orchestrator.Mapping) *testBundle {
 	t.Helper()
-	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
-	store := orchestrator.NewStore(pool)
-	_, err = store.MappingSync(ctx, mappings)
-	require.NoError(t, err)
-	b := &testBundle{pool: pool, store: store, cfg: jobs.ClientConfig{
-		Logger: quietLogger,
-		Worker: jobs.WorkerConfig{
-			KillGrace: 300 * time.Millisecond, LogFlushInterval: 20 * time.Millisecond,
-			BaseEnv: []string{"PATH=" + os.Getenv("PATH"), "NOTIFY_SECRET_OPS=" + notifySecret},
-		},
-		Notify: jobs.NotifyConfig{
+	return setupWith(t, func(cfg *jobs.ClientConfig) {
+		cfg.Worker.BaseEnv = append(cfg.Worker.BaseEnv, "NOTIFY_SECRET_OPS="+notifySecret)
+		cfg.Notify = jobs.NotifyConfig{
 			PublicURL: publicURL + "/", RetryBase: time.Millisecond, Timeout: 500 * time.Millisecond,
 			Getenv: func(k string) string { return env[k] },
-		},
-	}}
-	b.start(t)
-	return b
+		}
+	}, mappings...)
 }
 
 // receiver is an HTTP server that records the notifications it gets and answers each with the next status of

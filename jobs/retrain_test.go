@@ -38,6 +38,14 @@ type testBundle struct {
 // setup starts a real River client with the retrain worker on a fresh schema, with the given mappings.
 func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 	t.Helper()
+	return setupWith(t, func(cfg *jobs.ClientConfig) {
+		cfg.Worker.BaseEnv = append(cfg.Worker.BaseEnv, "FROM_BASE=base")
+	}, mappings...)
+}
+
+// setupWith is setup with the client's configuration changed by configure before the client starts.
+func setupWith(t *testing.T, configure func(*jobs.ClientConfig), mappings ...orchestrator.Mapping) *testBundle {
+	t.Helper()
 	ctx := context.Background()
 	url, _ := dbtest.NewSchema(t)
 	pool, err := pgxpool.New(ctx, url)
@@ -52,9 +60,10 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 		Logger: quietLogger,
 		Worker: jobs.WorkerConfig{
 			KillGrace: 300 * time.Millisecond, LogFlushInterval: 20 * time.Millisecond,
-			BaseEnv: []string{"PATH=" + os.Getenv("PATH"), "FROM_BASE=base"},
+			BaseEnv: []string{"PATH=" + os.Getenv("PATH")},
 		},
 	}}
+	configure(&b.cfg)
 	b.start(t)
 	return b
 }
