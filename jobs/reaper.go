@@ -13,10 +13,13 @@ const (
 	// OrphanAfterDefault is how long a running attempt may go without a heartbeat before its process is taken
 	// for dead.
 	OrphanAfterDefault = time.Minute
+	// notifyOrphanAfter is how long a notification may be in the hands of a worker before its process is taken
+	// for dead: well above the longest send (the job's timeout).
+	notifyOrphanAfter = 5 * time.Minute
 )
 
 // Reaper closes attempts whose worker stopped sending heartbeats and hands their jobs back to the queue (see
-// Store.RunReapOrphans). Without it a run interrupted by SIGKILL would wait for River's stuck-job rescue, which
+// Store.RunReapOrphans), and does the same for notifications a dead process was sending. Without it a run interrupted by SIGKILL would wait for River's stuck-job rescue, which
 // must stay above the longest timeout. It runs in every orchestrator process: the store's row locks make
 // concurrent reapers safe, and recovery does not wait for a new queue leader to be elected.
 type Reaper struct {
@@ -31,6 +34,13 @@ func (r *Reaper) ReapOnce(ctx context.Context) error {
 	for _, run := range reaped {
 		r.Logger.WarnContext(ctx, "run's process stopped; handed back to the queue",
 			"run_id", run.RunID, "attempt", run.Attempt, "status", run.Status)
+	}
+	if err != nil {
+		return err
+	}
+	n, err := r.Store.NotificationReapOrphans(ctx, notifyOrphanAfter)
+	if n > 0 {
+		r.Logger.WarnContext(ctx, "notifications whose process stopped while sending; handed back to the queue", "jobs", n)
 	}
 	return err
 }
