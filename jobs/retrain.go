@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -140,6 +141,30 @@ type RetrainWorker struct {
 	store  *orchestrator.Store
 	cfg    WorkerConfig
 	tracer trace.Tracer // nil when tracing is off
+
+	outputsMu sync.Mutex
+	outputs   string // the private directory of the RUN_OUTPUT files, made at the first run
+}
+
+// outputPath returns the RUN_OUTPUT path of an attempt: a file in a directory of this worker's, readable by
+// its user only, made once (and again if something removed it) rather than for every run, which cost a
+// directory's creation and removal per run.
+func (w *RetrainWorker) outputPath(runID int64, attempt int) (string, error) {
+	w.outputsMu.Lock()
+	defer w.outputsMu.Unlock()
+	if w.outputs != "" {
+		if _, err := os.Stat(w.outputs); err != nil {
+			w.outputs = ""
+		}
+	}
+	if w.outputs == "" {
+		dir, err := os.MkdirTemp("", "orchestrator-outputs-*")
+		if err != nil {
+			return "", fmt.Errorf("create output directory: %w", err)
+		}
+		w.outputs = dir
+	}
+	return filepath.Join(w.outputs, fmt.Sprintf("run-%d-%d.json", runID, attempt)), nil
 }
 
 // NewRetrainWorker returns a worker that records into store.
@@ -173,12 +198,12 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 
 	// The secrets that sign notifications are the orchestrator's, not the command's.
 	env := RunEnv(withoutVars(w.cfg.BaseEnv, work.SecretEnv), mapping, run, job.Attempt)
-	outputDir, err := os.MkdirTemp("", fmt.Sprintf("run-%d-%d-*", run.ID, job.Attempt))
+	outputPath, err := w.outputPath(run.ID, job.Attempt)
 	if err != nil {
-		return fmt.Errorf("create output directory: %w", err)
+		return err
 	}
-	defer os.RemoveAll(outputDir)
-	outputPath := filepath.Join(outputDir, "output.json")
+	_ = os.Remove(outputPath) // left by an earlier execution of the same attempt
+	defer os.Remove(outputPath)
 	env = append(env, "RUN_OUTPUT="+outputPath)
 	argv, expandErr := ExpandArgv(mapping.Command, env)
 	if w.cfg.Processes != nil {

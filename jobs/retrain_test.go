@@ -172,13 +172,20 @@ func TestRetrainWorker(t *testing.T) {
 	t.Run("RunOutputIsStored", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t,
-			shMapping("outputs", `printf '{"model": "acme/clf", "model_revision": "%s", "metrics": {"f1": 0.91}}' "$1" > "$RUN_OUTPUT"`),
+			shMapping("outputs", `printf '{"model": "acme/clf", "model_revision": "%s", "metrics": {"f1": 0.91}}' "$1" > "$RUN_OUTPUT"; printf '%s' "$RUN_OUTPUT"`),
 			shMapping("badoutput", `echo 'not json' > "$RUN_OUTPUT"`))
 		good := b.push(t, "acme/outputs", "refs/heads/main", shaB)
 		bad := b.push(t, "acme/badoutput", "refs/heads/main", shaB)
 		run := b.waitStatus(t, good, 10*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
 		require.Equal(t, orchestrator.RunSucceeded, run.Status, run.Error)
 		require.JSONEq(t, `{"model": "acme/clf", "model_revision": "`+shaB+`", "metrics": {"f1": 0.91}}`, string(run.Output))
+		// The file is read, then removed; its directory is the worker's alone.
+		path := b.log(t, good, 1)
+		_, err := os.Stat(path)
+		require.ErrorIs(t, err, os.ErrNotExist, "RUN_OUTPUT %s is removed after the run", path)
+		dir, err := os.Stat(filepath.Dir(path))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o700), dir.Mode().Perm())
 		run = b.waitStatus(t, bad, 10*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
 		require.Equal(t, orchestrator.RunSucceeded, run.Status, "a bad output does not fail the training")
 		require.Nil(t, run.Output)
