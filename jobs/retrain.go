@@ -284,6 +284,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		finish.ExitCode = &res.ExitCode
 	}
 	runOutput, outputErr := readRunOutput(outputPath)
+	_ = os.Remove(outputPath) // gone before the run is recorded finished
 	finish.Output = runOutput
 	finish.Signal = res.Signal
 	var retErr error
