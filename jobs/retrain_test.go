@@ -48,7 +48,12 @@ func setupWith(t *testing.T, configure func(*jobs.ClientConfig), mappings ...orc
 	t.Helper()
 	ctx := context.Background()
 	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
+	poolCfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	// As many connections as the serve command gives a process with the default workers, not pgxpool's
+	// default of four, which River's listener, the workers, their heartbeats and log flushes would share.
+	poolCfg.MaxConns = 16
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	require.NoError(t, migrations.Apply(ctx, pool, nil))
@@ -309,7 +314,8 @@ func TestRetrainWorker(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		require.NoError(t, b.client.StopAndCancel(ctx))
-		run := b.waitStatus(t, runID, 5*time.Second, orchestrator.RunQueued)
+		// A loaded machine (the whole suite at once, under the race detector) can take seconds to record it.
+		run := b.waitStatus(t, runID, 20*time.Second, orchestrator.RunQueued)
 		require.Equal(t, "interrupted by shutdown; it will run again", run.Error)
 
 		require.NoError(t, os.WriteFile(gate, nil, 0o644))
