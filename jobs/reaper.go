@@ -47,6 +47,11 @@ func (r *Reaper) ReapOnce(ctx context.Context) error {
 
 // Run reaps every interval until ctx is done.
 func (r *Reaper) Run(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, r.Logger, "could not reap orphaned runs", r.ReapOnce)
+}
+
+// every calls do every interval until ctx is done, and logs its errors with msg.
+func every(ctx context.Context, interval time.Duration, logger *slog.Logger, msg string, do func(context.Context) error) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -54,8 +59,8 @@ func (r *Reaper) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			if err := r.ReapOnce(ctx); err != nil && ctx.Err() == nil {
-				r.Logger.WarnContext(ctx, "could not reap orphaned runs", "error", err)
+			if err := do(ctx); err != nil && ctx.Err() == nil {
+				logger.WarnContext(ctx, msg, "error", err)
 			}
 		}
 	}

@@ -144,16 +144,8 @@ func (s *Sweeper) SweepOnce(ctx context.Context) ([]int, error) {
 
 // Run sweeps every interval until ctx is done.
 func (s *Sweeper) Run(ctx context.Context, interval time.Duration) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			if _, err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
-				s.Logger.WarnContext(ctx, "could not sweep leftover processes", "error", err)
-			}
-		}
-	}
+	every(ctx, interval, s.Logger, "could not sweep leftover processes", func(ctx context.Context) error {
+		_, err := s.SweepOnce(ctx)
+		return err
+	})
 }

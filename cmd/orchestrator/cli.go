@@ -538,63 +538,62 @@ func printRun(w io.Writer, d *apiRunDetail) error {
 // runsRetry runs "runs retry ID": POST /api/v1/runs/{id}/retry.
 func runsRetry(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	c := newCommand("runs retry", "orchestrator runs retry ID", getenv, stderr)
-	positional, _, err := c.parse(args)
-	if err != nil {
+	res, err := c.postRunAction(ctx, args, "retry", stdout)
+	if res == nil || err != nil {
 		return err
 	}
-	id, err := c.runID(positional)
-	if err != nil {
-		return err
-	}
-	api, err := c.client()
-	if err != nil {
-		return err
-	}
-	_, body, err := api.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/retry", id), nil)
-	if err != nil {
-		return err
-	}
-	var out struct {
-		Run apiRun `json:"run"`
-	}
-	if printed, err := c.answer(body, &out, stdout); printed || err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(stdout, "run %d queued (retry of %d)\n", out.Run.ID, id)
+	_, err = fmt.Fprintf(stdout, "run %d queued (retry of %d)\n", res.run.ID, res.id)
 	return err
 }
 
 // runsCancel runs "runs cancel ID": POST /api/v1/runs/{id}/cancel.
 func runsCancel(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	c := newCommand("runs cancel", "orchestrator runs cancel ID", getenv, stderr)
+	res, err := c.postRunAction(ctx, args, "cancel", stdout)
+	if res == nil || err != nil {
+		return err
+	}
+	if res.status == http.StatusAccepted {
+		_, err = fmt.Fprintf(stdout, "run %d: cancel requested, stopping its command\n", res.id)
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "run %d cancelled\n", res.id)
+	return err
+}
+
+// runAction is the answer to an action on a run.
+type runAction struct {
+	id     int64 // the run the action was asked for
+	status int   // the answer's HTTP status
+	run    apiRun
+}
+
+// postRunAction posts action for the run whose id args name: POST /api/v1/runs/{id}/{action}. It returns nil
+// when there is nothing left to print: the answer was printed as it came (--json), or an error.
+func (c *command) postRunAction(ctx context.Context, args []string, action string, stdout io.Writer) (*runAction, error) {
 	positional, _, err := c.parse(args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	id, err := c.runID(positional)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	api, err := c.client()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	status, body, err := api.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", id), nil)
+	status, body, err := api.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/%s", id, action), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var out struct {
 		Run apiRun `json:"run"`
 	}
 	if printed, err := c.answer(body, &out, stdout); printed || err != nil {
-		return err
+		return nil, err
 	}
-	if status == http.StatusAccepted {
-		_, err = fmt.Fprintf(stdout, "run %d: cancel requested, stopping its command\n", id)
-		return err
-	}
-	_, err = fmt.Fprintf(stdout, "run %d cancelled\n", id)
-	return err
+	return &runAction{id: id, status: status, run: out.Run}, nil
 }
 
 // mappingsList runs "mappings list": GET /api/v1/mappings.
