@@ -283,6 +283,10 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	// through their foreign keys, so starts and deliveries never block each other.
 	lock := &pgx.Batch{}
 	lock.Queue(`BEGIN`)
+	// The decision reads a few rows through ordered index scans that stop early. A bitmap scan would also
+	// visit every dead entry of River's index of running jobs, one per job since the last vacuum, where a plain
+	// index scan marks them dead once and skips them after.
+	lock.Queue(`SET LOCAL enable_bitmapscan = off`)
 	lock.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, p.RunID)
 	if err := conn.SendBatch(ctx, lock).Close(); err != nil {
 		return dbError(err, "lock run")
@@ -336,23 +340,35 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 //   - start: an attempt left unfinished by a crashed process is closed as interrupted, and the attempt and the
 //     run become running.
 const runAttemptStartSQL = `
-WITH g AS (
+WITH g AS MATERIALIZED (
 	SELECT r.id, r.status, r.trigger, m.on_new_revision AS policy, m.concurrency,
 		greatest(r.not_before - now(), interval '0') AS wait,
 		(SELECT count(*) FROM runs x WHERE x.mapping_id = r.mapping_id AND x.status = 'running' AND x.id <> r.id) AS running,
-		(SELECT count(*) FROM runs x
-			WHERE x.id IN (
-				SELECT w.id FROM runs w WHERE w.mapping_id = r.mapping_id AND w.waiting_since IS NOT NULL
-					AND w.status = 'queued' AND w.id < r.id
-				UNION ALL
-				SELECT (j.args->>'run_id')::bigint FROM river_job j WHERE j.state = 'running' AND j.kind = 'retrain')
-			AND x.mapping_id = r.mapping_id AND x.id < r.id AND x.status = 'queued'
-			AND coalesce(x.not_before, x.created_at) <= now()
-			AND (m.on_new_revision = 'queue' OR x.trigger <> 'webhook' OR NOT EXISTS (
-				SELECT 1 FROM runs n WHERE n.mapping_id = x.mapping_id AND n.ref = x.ref AND n.id > x.id
-					AND n.trigger = 'webhook' AND n.status <> 'superseded'))) AS older,
-		(SELECT max(n.id) FROM runs n WHERE n.mapping_id = r.mapping_id AND n.ref = r.ref AND n.id > r.id
-			AND n.trigger = 'webhook' AND n.status <> 'superseded') AS newer
+		-- The older runs that wait for a slot: those refused one before, and those a worker has taken but not
+		-- started yet. Each candidate is checked by its primary key, so that no plan walks the mapping's backlog
+		-- (nor River's index of job kinds, which holds every retrain job).
+		(SELECT count(*) FROM (
+			SELECT w.id FROM runs w WHERE w.mapping_id = r.mapping_id AND w.waiting_since IS NOT NULL
+				AND w.status = 'queued' AND w.id < r.id
+			UNION
+			SELECT (j.args->>'run_id')::bigint FROM river_job j WHERE j.state = 'running' AND (j.kind = 'retrain') IS TRUE
+		) c WHERE coalesce((
+			SELECT x.mapping_id = r.mapping_id AND x.id < r.id AND x.status = 'queued'
+				AND coalesce(x.not_before, x.created_at) <= now()
+				AND (m.on_new_revision = 'queue' OR x.trigger <> 'webhook' OR (
+					SELECT n.id FROM runs n WHERE n.mapping_id = x.mapping_id AND n.id > x.id
+						AND (n.ref = x.ref AND n.trigger = 'webhook' AND n.status <> 'superseded') IS TRUE
+					ORDER BY n.id DESC LIMIT 1) IS NULL)
+			FROM runs x WHERE x.id = c.id), false)) AS older,
+		-- The newest run of the same ref, for the policies that supersede. It walks the mapping's runs newer
+		-- than this one, newest first, and stops at the first match: its cost is the runs newer than this one,
+		-- never the ref's history. The conditions no index serves are wrapped in "IS TRUE" so that the planner,
+		-- with statistics gone stale after a burst of deliveries, cannot prefer the dedup index (mapping, ref)
+		-- and sort the whole history of the ref (the same in the count of older runs above).
+		CASE WHEN m.on_new_revision <> 'queue' THEN (
+			SELECT n.id FROM runs n WHERE n.mapping_id = r.mapping_id AND n.id > r.id
+				AND (n.ref = r.ref AND n.trigger = 'webhook' AND n.status <> 'superseded') IS TRUE
+			ORDER BY n.id DESC LIMIT 1) END AS newer
 	FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1
 ), d AS (
 	SELECT g.*, CASE
