@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -349,17 +350,23 @@ func drainOutput(r *os.File, done <-chan struct{}, stopped time.Time, grace time
 	}
 }
 
-// copyOutput copies r to w until r fails or reaches its end. After a write
-// error it keeps reading, so the command never blocks on a full pipe.
 // Sizes of the output pipe of a command and of the reads from it.
 const (
 	outputPipeSize = 1 << 20
 	outputReadSize = 256 << 10
 )
 
+// outputBuffers holds the read buffers of copyOutput: one per stream of a running command, reused, since a fresh
+// 256 KiB per stream would be most of what a short run allocates and keep the collector busy.
+var outputBuffers = sync.Pool{New: func() any { return new([outputReadSize]byte) }}
+
+// copyOutput copies r to w until r fails or reaches its end. After a write
+// error it keeps reading, so the command never blocks on a full pipe.
 func copyOutput(w io.Writer, r io.Reader, done chan<- struct{}) {
 	defer close(done)
-	buf := make([]byte, outputReadSize)
+	array := outputBuffers.Get().(*[outputReadSize]byte)
+	defer outputBuffers.Put(array)
+	buf := array[:]
 	var writeErr error
 	for {
 		n, err := r.Read(buf)
