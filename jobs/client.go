@@ -151,6 +151,17 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.Ru
 	return ids, nil
 }
 
+// Wake makes the jobs available now, as River's retry does for a job that waits.
+func (q *Queue) Wake(ctx context.Context, jobIDs []int64) error {
+	var errs []error
+	for _, id := range jobIDs {
+		if _, err := q.client.JobRetry(ctx, id); err != nil && !errors.Is(err, river.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("wake job %d: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // EnqueueNotificationsTx inserts one notify job per notification within tx.
 func (q *Queue) EnqueueNotificationsTx(ctx context.Context, tx pgx.Tx, notificationIDs []int64) ([]int64, error) {
 	params := make([]river.InsertManyParams, len(notificationIDs))

@@ -183,13 +183,17 @@ func (w *RetrainWorker) Timeout(*river.Job[RetrainArgs]) time.Duration { return 
 // Work runs one attempt of a run.
 func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) error {
 	logger := w.cfg.Logger.With("run_id", job.Args.RunID, "attempt", job.Attempt)
-	work, err := w.store.RunForWork(ctx, job.Args.RunID)
+	// The run and its mapping are read and locked for the start in one round trip; the command is prepared
+	// under the locks, and the start decides and commits in a second.
+	starting, err := w.store.RunAttemptBegin(ctx, job.Args.RunID)
 	if err != nil {
 		if orchestrator.ErrorCode(err) == orchestrator.CodeNotFound {
 			return river.JobCancel(err)
 		}
 		return err
 	}
+	defer starting.Close(ctx)
+	work := starting.Work
 	run, mapping := work.Run, work.Mapping
 	if run.Status.Finished() {
 		logger.InfoContext(ctx, "run already finished, nothing to do", "status", run.Status)
@@ -214,9 +218,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	if expandErr != nil {
 		argv = mapping.Command
 	}
-	if err := w.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{
-		RunID: run.ID, Attempt: job.Attempt, Argv: argv,
-	}); err != nil {
+	if err := starting.Start(ctx, job.Attempt, argv); err != nil {
 		var wait *orchestrator.WaitError
 		switch {
 		case errors.As(err, &wait):
@@ -236,7 +238,6 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		}
 		return err
 	}
-	defer w.wakeNext(ctx, logger, mapping.ID)
 
 	if mapping.VerifyRevision && w.cfg.Revisions != nil {
 		if err := w.verifyRevision(ctx, run, job.Attempt, job.Attempt >= job.MaxAttempts); err != nil {
@@ -247,7 +248,10 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	// Writes after the command ends must happen even when ctx was cancelled.
 	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	finish := orchestrator.RunAttemptFinishParams{RunID: run.ID, Attempt: job.Attempt, NoTargets: len(mapping.Notify) == 0}
+	// The finish also wakes the runs of the mapping waiting for the slot it frees.
+	finish := orchestrator.RunAttemptFinishParams{
+		RunID: run.ID, Attempt: job.Attempt, NoTargets: len(mapping.Notify) == 0, WakeMapping: mapping.ID,
+	}
 	lastAttempt := job.Attempt >= job.MaxAttempts
 
 	if expandErr != nil {
@@ -277,6 +281,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		// is closed already, and its result belongs to nobody.
 		logger.WarnContext(ctx, "attempt was closed by the reaper; stopped the command", "result", res.Describe())
 		endCommandSpan(span, res, "taken over")
+		w.wakeNext(ctx, logger, mapping.ID)
 		return nil
 	}
 
@@ -347,7 +352,9 @@ func (w *RetrainWorker) verifyRevision(ctx context.Context, run *orchestrator.Ru
 	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	exists, err := w.cfg.Revisions.RevisionExists(ctx, run.Dataset, run.Revision)
-	finish := orchestrator.RunAttemptFinishParams{RunID: run.ID, Attempt: attempt, AttemptStatus: orchestrator.RunFailed}
+	finish := orchestrator.RunAttemptFinishParams{
+		RunID: run.ID, Attempt: attempt, AttemptStatus: orchestrator.RunFailed, WakeMapping: run.MappingID,
+	}
 	switch {
 	case err != nil:
 		finish.RunStatus, finish.Error = orchestrator.RunRetrying, "could not verify the revision with the Hub: "+err.Error()

@@ -30,6 +30,8 @@ type Queue interface {
 	// EnqueueNotificationsTx puts one job per notification into the notify queue as part of tx and returns the
 	// job ids in order. The jobs exist if and only if tx commits.
 	EnqueueNotificationsTx(ctx context.Context, tx pgx.Tx, notificationIDs []int64) ([]int64, error)
+	// Wake makes snoozed jobs available at once: the runs waiting for a slot that a finished run freed.
+	Wake(ctx context.Context, jobIDs []int64) error
 }
 
 // Store keeps mappings, deliveries, decisions, runs and their logs in PostgreSQL.

@@ -16,6 +16,7 @@ type finishedRun struct {
 	Ref       string
 	Status    RunStatus
 	Targets   []NotifyTarget
+	Waiting   []int64 // the jobs of the mapping's runs waiting for the slot the run freed, when asked for
 }
 
 // notifyTx decides, within the transaction that gave the run its final status, which of its mapping's notify

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.revision, coalesce(r.old_revision, ''),
@@ -212,26 +213,80 @@ type RunWork struct {
 	SecretEnv []string
 }
 
-// RunForWork returns a run, its mapping and the names of the notification secrets, for a worker about to
-// execute it, in one round trip.
-func (s *Store) RunForWork(ctx context.Context, runID int64) (*RunWork, error) {
+// runWorkSQL reads a run, its mapping and the names of the notification secrets.
+var runWorkSQL = `SELECT ` + runColumns + `, ` + mappingColumnsOfM + `,
+		(SELECT coalesce(array_agg(DISTINCT t->>'secret_env'), '{}') FROM mappings a, jsonb_array_elements(a.notify) AS t
+			WHERE coalesce(t->>'secret_env', '') <> '')
+	FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`
+
+func scanRunWork(row pgx.Row) (*RunWork, error) {
 	var run Run
 	var m Mapping
 	var secrets []string
 	dest := append(runDest(&run), mappingDest(&m)...)
-	err := s.pool.QueryRow(ctx, `SELECT `+runColumns+`, `+mappingColumnsOfM+`,
-			(SELECT coalesce(array_agg(DISTINCT t->>'secret_env'), '{}') FROM mappings a, jsonb_array_elements(a.notify) AS t
-				WHERE coalesce(t->>'secret_env', '') <> '')
-		FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`, runID).
-		Scan(append(dest, &secrets)...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, Errorf(CodeNotFound, "run %d not found", runID)
-	}
-	if err != nil {
-		return nil, dbError(err, "get run for work")
+	if err := row.Scan(append(dest, &secrets)...); err != nil {
+		return nil, err
 	}
 	m.fromMillis()
 	return &RunWork{Run: &run, Mapping: &m, SecretEnv: secrets}, nil
+}
+
+func wrapRunWorkError(err error, runID int64) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Errorf(CodeNotFound, "run %d not found", runID)
+	}
+	return dbError(err, "get run for work")
+}
+
+// AttemptStart is a run's start in progress: the run and its mapping are locked, and Work holds what the
+// worker needs to prepare the command. Start decides and commits; Close gives the start up if it did not happen.
+type AttemptStart struct {
+	// Work is the run, its mapping and the names of the notification secrets, read under the locks.
+	Work *RunWork
+
+	conn *pgxpool.Conn
+}
+
+// RunAttemptBegin locks a run and its mapping for a start, and reads them, in one round trip. The caller must
+// call Start or Close on the result; a worker prepares the command between the two, so that reading the run
+// and starting it cost two round trips in all. It returns an error with CodeNotFound for a missing run.
+func (s *Store) RunAttemptBegin(ctx context.Context, runID int64) (*AttemptStart, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, dbError(err, "begin attempt")
+	}
+	a := &AttemptStart{conn: conn}
+	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
+	// through their foreign keys, so starts and deliveries never block each other.
+	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN`)
+	// The decision reads a few rows through ordered index scans that stop early. A bitmap scan would also
+	// visit every dead entry of River's index of running jobs, one per job since the last vacuum, where a plain
+	// index scan marks them dead once and skips them after.
+	batch.Queue(`SET LOCAL enable_bitmapscan = off`)
+	batch.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, runID)
+	batch.Queue(runWorkSQL, runID).QueryRow(func(row pgx.Row) error {
+		a.Work, err = scanRunWork(row)
+		return err
+	})
+	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
+		a.Close(ctx)
+		return nil, wrapRunWorkError(err, runID)
+	}
+	return a, nil
+}
+
+// Close gives up a start that did not happen, releasing the locks. It does nothing after Start.
+func (a *AttemptStart) Close(ctx context.Context) {
+	if a.conn == nil {
+		return
+	}
+	if a.conn.Conn().PgConn().TxStatus() != 'I' {
+		_, _ = a.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	}
+	// A connection released inside a transaction (the rollback failed) is closed by the pool, never reused.
+	a.conn.Release()
+	a.conn = nil
 }
 
 // RunAttemptStartParams starts an attempt of a run.
@@ -266,54 +321,38 @@ func (e *WaitError) Error() string { return "run must wait: " + e.Reason }
 // were granted, so it sees every start committed before: the mapping's row lock serializes the starts of its runs
 // across processes, and the counts hold.
 func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) error {
-	conn, err := s.pool.Acquire(ctx)
+	a, err := s.RunAttemptBegin(ctx, p.RunID)
 	if err != nil {
-		return dbError(err, "begin attempt")
+		return err
 	}
-	// A connection released inside a transaction (after an error) is closed by the pool, never reused.
-	defer conn.Release()
-	committed := false
-	defer func() {
-		if !committed && conn.Conn().PgConn().TxStatus() != 'I' {
-			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		}
-	}()
+	return a.Start(ctx, p.Attempt, p.Argv)
+}
 
-	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
-	// through their foreign keys, so starts and deliveries never block each other.
-	lock := &pgx.Batch{}
-	lock.Queue(`BEGIN`)
-	// The decision reads a few rows through ordered index scans that stop early. A bitmap scan would also
-	// visit every dead entry of River's index of running jobs, one per job since the last vacuum, where a plain
-	// index scan marks them dead once and skips them after.
-	lock.Queue(`SET LOCAL enable_bitmapscan = off`)
-	lock.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, p.RunID)
-	if err := conn.SendBatch(ctx, lock).Close(); err != nil {
-		return dbError(err, "lock run")
+// Start decides whether the run may start and, if it may, marks it and the attempt running; the decision and
+// the commit travel in one round trip. It returns what RunAttemptStart returns, and always ends the start.
+func (a *AttemptStart) Start(ctx context.Context, attempt int, argv []string) error {
+	if a.conn == nil {
+		return errors.New("start attempt: the start is closed")
 	}
-
+	defer a.Close(ctx)
+	runID := a.Work.Run.ID
 	var action, status string
 	var running, concurrency, olderWaiting int
 	var wait time.Duration
 	var newer *int64
 	start := &pgx.Batch{}
-	start.Queue(runAttemptStartSQL, p.RunID, p.Attempt, p.Argv).QueryRow(func(row pgx.Row) error {
+	start.Queue(runAttemptStartSQL, runID, attempt, argv).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&action, &status, &running, &concurrency, &olderWaiting, &wait, &newer)
 	})
 	start.Queue(`COMMIT`)
-	err = conn.SendBatch(ctx, start).Close()
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Errorf(CodeNotFound, "run %d not found", p.RunID)
-	}
-	if err != nil {
+	if err := a.conn.SendBatch(ctx, start).Close(); err != nil {
 		return dbError(err, "start attempt")
 	}
-	committed = true
 	switch action {
 	case "finished":
-		return Errorf(CodeConflict, "run %d is already %s", p.RunID, status)
+		return Errorf(CodeConflict, "run %d is already %s", runID, status)
 	case "supersede":
-		return Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
+		return Errorf(CodeConflict, "run %d is superseded by run %d", runID, *newer)
 	case "quiet":
 		return &WaitError{Reason: "the quiet period is not over", Delay: wait}
 	case "slot":
@@ -419,38 +458,53 @@ type RunAttemptFinishParams struct {
 	// round trip without a transaction of its own; a target added while the run ran is still notified, in a
 	// transaction that follows.
 	NoTargets bool
+	// WakeMapping, when set, is the run's mapping: the runs of it that wait for the slot this attempt frees
+	// are found in the same round trip and their jobs woken once the finish is committed.
+	WakeMapping int64
 }
 
 // RunAttemptFinish closes an attempt and moves the run to its next status. A run that an operator finished
 // meanwhile keeps its status. When the run ends succeeded or failed, the notifications its mapping asks for are
 // written and queued in the same transaction.
 func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) error {
-	if p.NoTargets {
-		// One implicit transaction: the batch's statements commit together.
-		fin, changed, err := finishBatch(s.pool.SendBatch(ctx, queueFinish(p)), p.RunID)
-		if err != nil || !changed || len(fin.Targets) == 0 {
-			return err
-		}
-		return s.notifyLate(ctx, fin)
-	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return dbError(err, "begin finish attempt")
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	fin, changed, err := finishBatch(tx.SendBatch(ctx, queueFinish(p)), p.RunID)
+	fin, err := s.runAttemptFinish(ctx, p)
 	if err != nil {
 		return err
 	}
+	if len(fin.Waiting) > 0 && s.queue != nil {
+		// The finish is recorded; a run left waiting is woken by the next finish or River's next poll.
+		_ = s.queue.Wake(context.WithoutCancel(ctx), fin.Waiting)
+	}
+	return nil
+}
+
+func (s *Store) runAttemptFinish(ctx context.Context, p RunAttemptFinishParams) (finishedRun, error) {
+	if p.NoTargets {
+		// One implicit transaction: the batch's statements commit together.
+		fin, changed, err := finishBatch(s.pool.SendBatch(ctx, queueFinish(p)), p)
+		if err != nil || !changed || len(fin.Targets) == 0 {
+			return fin, err
+		}
+		return fin, s.notifyLate(ctx, fin)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return finishedRun{}, dbError(err, "begin finish attempt")
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	fin, changed, err := finishBatch(tx.SendBatch(ctx, queueFinish(p)), p)
+	if err != nil {
+		return fin, err
+	}
 	if changed {
 		if err := s.notifyTx(ctx, tx, fin); err != nil {
-			return err
+			return fin, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return dbError(err, "commit finish attempt")
+		return fin, dbError(err, "commit finish attempt")
 	}
-	return nil
+	return fin, nil
 }
 
 // queueFinish returns the statements that close the attempt and move the run to its next status.
@@ -471,13 +525,16 @@ func queueFinish(p RunAttemptFinishParams) *pgx.Batch {
 		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')
 		RETURNING status, mapping_id, ref, (SELECT m.notify FROM mappings m WHERE m.id = runs.mapping_id)`,
 		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished(), nullJSON(p.Output))
+	if p.WakeMapping != 0 {
+		batch.Queue(runWaitingJobsSQL, p.WakeMapping)
+	}
 	return batch
 }
 
 // finishBatch reads the results of queueFinish: the run as it was left, and whether this call changed it (a run
 // finished meanwhile is left alone).
-func finishBatch(results pgx.BatchResults, runID int64) (finishedRun, bool, error) {
-	fin := finishedRun{RunID: runID}
+func finishBatch(results pgx.BatchResults, p RunAttemptFinishParams) (finishedRun, bool, error) {
+	fin := finishedRun{RunID: p.RunID}
 	if _, err := results.Exec(); err != nil {
 		_ = results.Close()
 		return fin, false, dbError(err, "finish attempt")
@@ -487,6 +544,16 @@ func finishBatch(results pgx.BatchResults, runID int64) (finishedRun, bool, erro
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		_ = results.Close()
 		return fin, false, dbError(err, "finish attempt")
+	}
+	if p.WakeMapping != 0 {
+		rows, err := results.Query()
+		if err == nil {
+			fin.Waiting, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		}
+		if err != nil {
+			_ = results.Close()
+			return fin, false, dbError(err, "find waiting runs")
+		}
 	}
 	if err := results.Close(); err != nil {
 		return fin, false, dbError(err, "finish attempt")
@@ -551,14 +618,7 @@ func (s *Store) RunListRetries(ctx context.Context, id int64) ([]Run, error) {
 // RunWaitingJobs returns the jobs of the oldest runs of a mapping that wait for a slot (refused one, their jobs
 // snoozed), as many as the mapping has free slots, so that a worker that just freed one can wake them at once.
 func (s *Store) RunWaitingJobs(ctx context.Context, mappingID int64) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT r.job_id FROM runs r JOIN river_job j ON j.id = r.job_id
-		WHERE r.mapping_id = $1 AND r.waiting_since IS NOT NULL AND r.status = 'queued'
-			AND j.state IN ('scheduled', 'available') AND j.scheduled_at > now()
-			AND coalesce(r.not_before, r.created_at) <= now()
-		ORDER BY r.id
-		LIMIT greatest((SELECT concurrency FROM mappings WHERE id = $1)
-			- (SELECT count(*) FROM runs WHERE mapping_id = $1 AND status = 'running'), 0)`, mappingID)
+	rows, err := s.pool.Query(ctx, runWaitingJobsSQL, mappingID)
 	if err != nil {
 		return nil, dbError(err, "find waiting runs")
 	}
@@ -568,6 +628,15 @@ func (s *Store) RunWaitingJobs(ctx context.Context, mappingID int64) ([]int64, e
 	}
 	return ids, nil
 }
+
+const runWaitingJobsSQL = `
+	SELECT r.job_id FROM runs r JOIN river_job j ON j.id = r.job_id
+	WHERE r.mapping_id = $1 AND r.waiting_since IS NOT NULL AND r.status = 'queued'
+		AND j.state IN ('scheduled', 'available') AND j.scheduled_at > now()
+		AND coalesce(r.not_before, r.created_at) <= now()
+	ORDER BY r.id
+	LIMIT greatest((SELECT concurrency FROM mappings WHERE id = $1)
+		- (SELECT count(*) FROM runs WHERE mapping_id = $1 AND status = 'running'), 0)`
 
 // nullJSON passes a JSON document as text, or NULL when there is none.
 func nullJSON(doc []byte) *string {

@@ -470,6 +470,22 @@ func TestRunAttemptStart(t *testing.T) {
 		require.Equal(t, orchestrator.CodeNotFound, orchestrator.ErrorCode(start(b, 424242, 1)))
 	})
 
+	t.Run("ClosedStartLeavesTheRunToTheNext", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		id := push(t, b, 1)
+		starting, err := b.store.RunAttemptBegin(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, id, starting.Work.Run.ID)
+		require.Equal(t, "tickets", starting.Work.Mapping.Name)
+		starting.Close(ctx)
+		require.Error(t, starting.Start(ctx, 1, []string{"true"}), "a closed start cannot start")
+		// Its locks are gone: another start goes through at once.
+		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		require.NoError(t, b.store.RunAttemptStart(waitCtx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: 1, Argv: []string{"true"}}))
+	})
+
 	t.Run("FinishedRunIsAConflict", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, mapping("tickets", "acme/support-tickets"))
@@ -497,6 +513,25 @@ func TestRunAttemptStart(t *testing.T) {
 			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true}))
 		require.NoError(t, start(b, second, 1))
 		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM runs WHERE waiting_since IS NOT NULL`))
+	})
+
+	t.Run("FinishWakesTheWaitingRun", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, withSettings(queueEvery))
+		first, second := push(t, b, 1), push(t, b, 2)
+		require.NoError(t, start(b, first, 1))
+		var wait *orchestrator.WaitError
+		require.ErrorAs(t, start(b, second, 1), &wait)
+		// What River does with a job that snoozes.
+		_, err := b.pool.Exec(ctx, `UPDATE river_job SET state = 'scheduled', scheduled_at = now() + interval '1 hour'
+			WHERE id = (SELECT job_id FROM runs WHERE id = $1)`, second)
+		require.NoError(t, err)
+
+		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
+			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true,
+			WakeMapping: b.mappingID(t, "tickets")}))
+		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM river_job WHERE id = (SELECT job_id FROM runs WHERE id = $1)
+			AND state = 'available' AND scheduled_at <= now()`, second), "woken for the slot the finish freed")
 	})
 
 	t.Run("OlderWaitingRunGoesFirst", func(t *testing.T) {
