@@ -183,17 +183,14 @@ func (w *RetrainWorker) Timeout(*river.Job[RetrainArgs]) time.Duration { return 
 // Work runs one attempt of a run.
 func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) error {
 	logger := w.cfg.Logger.With("run_id", job.Args.RunID, "attempt", job.Attempt)
-	// The run and its mapping are read and locked for the start in one round trip; the command is prepared
-	// under the locks, and the start decides and commits in a second.
-	starting, err := w.store.RunAttemptBegin(ctx, job.Args.RunID)
+	// Two round trips before the command: the run is read, then locked, decided on and started at once.
+	work, err := w.store.RunForWork(ctx, job.Args.RunID)
 	if err != nil {
 		if orchestrator.ErrorCode(err) == orchestrator.CodeNotFound {
 			return river.JobCancel(err)
 		}
 		return err
 	}
-	defer starting.Close(ctx)
-	work := starting.Work
 	run, mapping := work.Run, work.Mapping
 	if run.Status.Finished() {
 		logger.InfoContext(ctx, "run already finished, nothing to do", "status", run.Status)
@@ -218,7 +215,9 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	if expandErr != nil {
 		argv = mapping.Command
 	}
-	if err := starting.Start(ctx, job.Attempt, argv); err != nil {
+	if err := w.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{
+		RunID: run.ID, Attempt: job.Attempt, Argv: argv,
+	}); err != nil {
 		var wait *orchestrator.WaitError
 		switch {
 		case errors.As(err, &wait):

@@ -166,10 +166,8 @@ func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
 		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, "dataset-main-push.json")})
 		require.NoError(t, err)
 		require.Len(t, res.RunIDs, 1)
-		starting, err := b.store.RunAttemptBegin(ctx, res.RunIDs[0])
+		work, err := b.store.RunForWork(ctx, res.RunIDs[0])
 		require.NoError(t, err)
-		starting.Close(ctx)
-		work := starting.Work
 		require.Equal(t, []string{"NOTIFY_SECRET_OPS"}, work.SecretEnv, "the worker keeps the secret from the command")
 		require.Equal(t, "tickets", work.Mapping.Name)
 		require.Equal(t, res.RunIDs[0], work.Run.ID)

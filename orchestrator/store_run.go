@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.revision, coalesce(r.old_revision, ''),
@@ -213,80 +212,26 @@ type RunWork struct {
 	SecretEnv []string
 }
 
-// runWorkSQL reads a run, its mapping and the names of the notification secrets.
-var runWorkSQL = `SELECT ` + runColumns + `, ` + mappingColumnsOfM + `,
-		(SELECT coalesce(array_agg(DISTINCT t->>'secret_env'), '{}') FROM mappings a, jsonb_array_elements(a.notify) AS t
-			WHERE coalesce(t->>'secret_env', '') <> '')
-	FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`
-
-func scanRunWork(row pgx.Row) (*RunWork, error) {
+// RunForWork returns a run, its mapping and the names of the notification secrets, for a worker about to
+// execute it, in one round trip. It locks nothing: RunAttemptStart decides on what it finds under its locks.
+func (s *Store) RunForWork(ctx context.Context, runID int64) (*RunWork, error) {
 	var run Run
 	var m Mapping
 	var secrets []string
 	dest := append(runDest(&run), mappingDest(&m)...)
-	if err := row.Scan(append(dest, &secrets)...); err != nil {
-		return nil, err
+	err := s.pool.QueryRow(ctx, `SELECT `+runColumns+`, `+mappingColumnsOfM+`,
+			(SELECT coalesce(array_agg(DISTINCT t->>'secret_env'), '{}') FROM mappings a, jsonb_array_elements(a.notify) AS t
+				WHERE coalesce(t->>'secret_env', '') <> '')
+		FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`, runID).
+		Scan(append(dest, &secrets)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, Errorf(CodeNotFound, "run %d not found", runID)
+	}
+	if err != nil {
+		return nil, dbError(err, "get run for work")
 	}
 	m.fromMillis()
 	return &RunWork{Run: &run, Mapping: &m, SecretEnv: secrets}, nil
-}
-
-func wrapRunWorkError(err error, runID int64) error {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Errorf(CodeNotFound, "run %d not found", runID)
-	}
-	return dbError(err, "get run for work")
-}
-
-// AttemptStart is a run's start in progress: the run and its mapping are locked, and Work holds what the
-// worker needs to prepare the command. Start decides and commits; Close gives the start up if it did not happen.
-type AttemptStart struct {
-	// Work is the run, its mapping and the names of the notification secrets, read under the locks.
-	Work *RunWork
-
-	conn *pgxpool.Conn
-}
-
-// RunAttemptBegin locks a run and its mapping for a start, and reads them, in one round trip. The caller must
-// call Start or Close on the result; a worker prepares the command between the two, so that reading the run
-// and starting it cost two round trips in all. It returns an error with CodeNotFound for a missing run.
-func (s *Store) RunAttemptBegin(ctx context.Context, runID int64) (*AttemptStart, error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return nil, dbError(err, "begin attempt")
-	}
-	a := &AttemptStart{conn: conn}
-	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
-	// through their foreign keys, so starts and deliveries never block each other.
-	batch := &pgx.Batch{}
-	batch.Queue(`BEGIN`)
-	// The decision reads a few rows through ordered index scans that stop early. A bitmap scan would also
-	// visit every dead entry of River's index of running jobs, one per job since the last vacuum, where a plain
-	// index scan marks them dead once and skips them after.
-	batch.Queue(`SET LOCAL enable_bitmapscan = off`)
-	batch.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, runID)
-	batch.Queue(runWorkSQL, runID).QueryRow(func(row pgx.Row) error {
-		a.Work, err = scanRunWork(row)
-		return err
-	})
-	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-		a.Close(ctx)
-		return nil, wrapRunWorkError(err, runID)
-	}
-	return a, nil
-}
-
-// Close gives up a start that did not happen, releasing the locks. It does nothing after Start.
-func (a *AttemptStart) Close(ctx context.Context) {
-	if a.conn == nil {
-		return
-	}
-	if a.conn.Conn().PgConn().TxStatus() != 'I' {
-		_, _ = a.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-	}
-	// A connection released inside a transaction (the rollback failed) is closed by the pool, never reused.
-	a.conn.Release()
-	a.conn = nil
 }
 
 // RunAttemptStartParams starts an attempt of a run.
@@ -316,43 +261,53 @@ func (e *WaitError) Error() string { return "run must wait: " + e.Reason }
 // job), in which case the command must not run, and a *WaitError when the mapping's concurrency is used up or
 // an older run of it waits first. An attempt left unfinished by a crashed process is closed as interrupted.
 //
-// It costs two round trips: the transaction begins with the locks of the run and its mapping, then one
-// statement decides and writes, and travels with the commit. That statement's snapshot is taken after the locks
-// were granted, so it sees every start committed before: the mapping's row lock serializes the starts of its runs
-// across processes, and the counts hold.
+// It costs one round trip: BEGIN, the locks of the run and its mapping, the statement that decides and writes,
+// and COMMIT travel in one pipelined batch. The statements run in order, so the decision's snapshot is taken
+// after the locks were granted and sees every start committed before: the mapping's row lock serializes the
+// starts of its runs across processes, and the counts hold. The lock is held for the decision and the commit
+// alone, never across a round trip.
 func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) error {
-	a, err := s.RunAttemptBegin(ctx, p.RunID)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return dbError(err, "begin attempt")
 	}
-	return a.Start(ctx, p.Attempt, p.Argv)
-}
+	// A connection released inside a transaction (after an error) is closed by the pool, never reused.
+	defer conn.Release()
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
 
-// Start decides whether the run may start and, if it may, marks it and the attempt running; the decision and
-// the commit travel in one round trip. It returns what RunAttemptStart returns, and always ends the start.
-func (a *AttemptStart) Start(ctx context.Context, attempt int, argv []string) error {
-	if a.conn == nil {
-		return errors.New("start attempt: the start is closed")
-	}
-	defer a.Close(ctx)
-	runID := a.Work.Run.ID
 	var action, status string
 	var running, concurrency, olderWaiting int
 	var wait time.Duration
 	var newer *int64
-	start := &pgx.Batch{}
-	start.Queue(runAttemptStartSQL, runID, attempt, argv).QueryRow(func(row pgx.Row) error {
+	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN`)
+	// The decision reads a few rows through ordered index scans that stop early. A bitmap scan would also
+	// visit every dead entry of River's index of running jobs, one per job since the last vacuum, where a plain
+	// index scan marks them dead once and skips them after.
+	batch.Queue(`SET LOCAL enable_bitmapscan = off`)
+	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
+	// through their foreign keys, so starts and deliveries never block each other.
+	batch.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, p.RunID)
+	batch.Queue(runAttemptStartSQL, p.RunID, p.Attempt, p.Argv).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&action, &status, &running, &concurrency, &olderWaiting, &wait, &newer)
 	})
-	start.Queue(`COMMIT`)
-	if err := a.conn.SendBatch(ctx, start).Close(); err != nil {
+	batch.Queue(`COMMIT`)
+	err = conn.SendBatch(ctx, batch).Close()
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Errorf(CodeNotFound, "run %d not found", p.RunID)
+	}
+	if err != nil {
 		return dbError(err, "start attempt")
 	}
 	switch action {
 	case "finished":
-		return Errorf(CodeConflict, "run %d is already %s", runID, status)
+		return Errorf(CodeConflict, "run %d is already %s", p.RunID, status)
 	case "supersede":
-		return Errorf(CodeConflict, "run %d is superseded by run %d", runID, *newer)
+		return Errorf(CodeConflict, "run %d is superseded by run %d", p.RunID, *newer)
 	case "quiet":
 		return &WaitError{Reason: "the quiet period is not over", Delay: wait}
 	case "slot":

@@ -470,22 +470,6 @@ func TestRunAttemptStart(t *testing.T) {
 		require.Equal(t, orchestrator.CodeNotFound, orchestrator.ErrorCode(start(b, 424242, 1)))
 	})
 
-	t.Run("ClosedStartLeavesTheRunToTheNext", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, mapping("tickets", "acme/support-tickets"))
-		id := push(t, b, 1)
-		starting, err := b.store.RunAttemptBegin(ctx, id)
-		require.NoError(t, err)
-		require.Equal(t, id, starting.Work.Run.ID)
-		require.Equal(t, "tickets", starting.Work.Mapping.Name)
-		starting.Close(ctx)
-		require.Error(t, starting.Start(ctx, 1, []string{"true"}), "a closed start cannot start")
-		// Its locks are gone: another start goes through at once.
-		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		require.NoError(t, b.store.RunAttemptStart(waitCtx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: 1, Argv: []string{"true"}}))
-	})
-
 	t.Run("FinishedRunIsAConflict", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, mapping("tickets", "acme/support-tickets"))
