@@ -355,8 +355,8 @@ WITH g AS MATERIALIZED (
 					ORDER BY n.id DESC LIMIT 1) IS NULL)
 			FROM runs x WHERE x.id = c.id), false)) AS older,
 		-- The newest run of the same ref, for the policies that supersede. It walks the mapping's runs newer
-		-- than this one, newest first, and stops at the first match: its cost is the runs newer than this one,
-		-- never the ref's history. The conditions no index serves are wrapped in "IS TRUE" so that the planner,
+		-- than this one, newest first, and stops at the first match: at most the mapping's runs newer than this
+		-- one (all of them when none matches), never the ref's older history. The conditions no index serves are wrapped in "IS TRUE" so that the planner,
 		-- with statistics gone stale after a burst of deliveries, cannot prefer the dedup index (mapping, ref)
 		-- and sort the whole history of the ref (the same in the count of older runs above).
 		CASE WHEN m.on_new_revision <> 'queue' THEN (
@@ -423,48 +423,88 @@ type RunAttemptFinishParams struct {
 // written and queued in the same transaction.
 func (s *Store) RunAttemptFinish(ctx context.Context, p RunAttemptFinishParams) error {
 	fin, err := s.runAttemptFinish(ctx, p)
-	if err != nil {
-		return err
-	}
+	// Waiting runs are found only once the finish is committed, which an error that follows (notifying a target
+	// added while the run ran) does not undo: the slot is free either way. A run not woken here is picked up
+	// when its snooze ends.
 	if len(fin.Waiting) > 0 && s.queue != nil {
-		// The finish is recorded; a run left waiting is woken by the next finish or River's next poll.
 		_ = s.queue.Wake(context.WithoutCancel(ctx), fin.Waiting)
 	}
-	return nil
+	return err
 }
 
 func (s *Store) runAttemptFinish(ctx context.Context, p RunAttemptFinishParams) (finishedRun, error) {
 	if p.NoTargets {
-		// One implicit transaction: the batch's statements commit together.
-		fin, changed, err := finishBatch(s.pool.SendBatch(ctx, queueFinish(p)), p)
-		if err != nil || !changed || len(fin.Targets) == 0 {
-			return fin, err
-		}
-		return fin, s.notifyLate(ctx, fin)
+		return s.runAttemptFinishAlone(ctx, p)
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return finishedRun{}, dbError(err, "begin finish attempt")
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	fin, changed, err := finishBatch(tx.SendBatch(ctx, queueFinish(p)), p)
+	batch := &pgx.Batch{}
+	queueFinish(batch, p)
+	results := tx.SendBatch(ctx, batch)
+	fin, changed, err := readFinish(results, p.RunID)
+	if cerr := results.Close(); err == nil && cerr != nil {
+		err = dbError(cerr, "finish attempt")
+	}
 	if err != nil {
-		return fin, err
+		return finishedRun{}, err
 	}
 	if changed {
 		if err := s.notifyTx(ctx, tx, fin); err != nil {
-			return fin, err
+			return finishedRun{}, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fin, dbError(err, "commit finish attempt")
+		return finishedRun{}, dbError(err, "commit finish attempt")
+	}
+	if p.WakeMapping != 0 {
+		fin.Waiting, _ = s.RunWaitingJobs(ctx, p.WakeMapping)
 	}
 	return fin, nil
 }
 
-// queueFinish returns the statements that close the attempt and move the run to its next status.
-func queueFinish(p RunAttemptFinishParams) *pgx.Batch {
+// runAttemptFinishAlone finishes an attempt whose mapping had no notify targets in one round trip: the
+// transaction that closes the attempt and moves the run, then, in a transaction of its own so that its failure
+// cannot undo the finish, the lookup of the runs waiting for the slot.
+func (s *Store) runAttemptFinishAlone(ctx context.Context, p RunAttemptFinishParams) (finishedRun, error) {
 	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN`)
+	queueFinish(batch, p)
+	batch.Queue(`COMMIT`)
+	if p.WakeMapping != 0 {
+		batch.Queue(runWaitingJobsSQL, p.WakeMapping)
+	}
+	// A statement that fails leaves the transaction aborted; the pool then closes the connection instead of
+	// reusing it, which ends the transaction.
+	results := s.pool.SendBatch(ctx, batch)
+	defer results.Close()
+	if _, err := results.Exec(); err != nil {
+		return finishedRun{}, dbError(err, "finish attempt")
+	}
+	fin, changed, err := readFinish(results, p.RunID)
+	if err != nil {
+		return finishedRun{}, err
+	}
+	if _, err := results.Exec(); err != nil {
+		return finishedRun{}, dbError(err, "commit finish attempt")
+	}
+	if p.WakeMapping != 0 {
+		if rows, err := results.Query(); err == nil {
+			fin.Waiting, _ = pgx.CollectRows(rows, pgx.RowTo[int64])
+		}
+	}
+	// The finish is committed: an error left to read belongs to the lookup of waiting runs.
+	_ = results.Close()
+	if changed && len(fin.Targets) > 0 {
+		return fin, s.notifyLate(ctx, fin)
+	}
+	return fin, nil
+}
+
+// queueFinish queues the statements that close the attempt and move the run to its next status.
+func queueFinish(batch *pgx.Batch, p RunAttemptFinishParams) {
 	batch.Queue(`
 		UPDATE run_attempts SET status = $3, exit_code = $4, signal = NULLIF($5, ''), error = $6, finished_at = now(),
 			output = $7::jsonb
@@ -480,40 +520,20 @@ func queueFinish(p RunAttemptFinishParams) *pgx.Batch {
 		WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')
 		RETURNING status, mapping_id, ref, (SELECT m.notify FROM mappings m WHERE m.id = runs.mapping_id)`,
 		p.RunID, string(p.RunStatus), p.ExitCode, p.Signal, p.Error, p.RunStatus.Finished(), nullJSON(p.Output))
-	if p.WakeMapping != 0 {
-		batch.Queue(runWaitingJobsSQL, p.WakeMapping)
-	}
-	return batch
 }
 
-// finishBatch reads the results of queueFinish: the run as it was left, and whether this call changed it (a run
+// readFinish reads the results of queueFinish: the run as it was left, and whether this call changed it (a run
 // finished meanwhile is left alone).
-func finishBatch(results pgx.BatchResults, p RunAttemptFinishParams) (finishedRun, bool, error) {
-	fin := finishedRun{RunID: p.RunID}
+func readFinish(results pgx.BatchResults, runID int64) (finishedRun, bool, error) {
+	fin := finishedRun{RunID: runID}
 	if _, err := results.Exec(); err != nil {
-		_ = results.Close()
 		return fin, false, dbError(err, "finish attempt")
 	}
 	err := results.QueryRow().Scan(&fin.Status, &fin.MappingID, &fin.Ref, &fin.Targets)
-	changed := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		_ = results.Close()
 		return fin, false, dbError(err, "finish attempt")
 	}
-	if p.WakeMapping != 0 {
-		rows, err := results.Query()
-		if err == nil {
-			fin.Waiting, err = pgx.CollectRows(rows, pgx.RowTo[int64])
-		}
-		if err != nil {
-			_ = results.Close()
-			return fin, false, dbError(err, "find waiting runs")
-		}
-	}
-	if err := results.Close(); err != nil {
-		return fin, false, dbError(err, "finish attempt")
-	}
-	return fin, changed, nil
+	return fin, err == nil, nil
 }
 
 // notifyLate writes and queues the notifications of a run whose mapping gained notify targets while it ran, in

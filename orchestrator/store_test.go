@@ -501,21 +501,55 @@ func TestRunAttemptStart(t *testing.T) {
 
 	t.Run("FinishWakesTheWaitingRun", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, withSettings(queueEvery))
-		first, second := push(t, b, 1), push(t, b, 2)
-		require.NoError(t, start(b, first, 1))
-		var wait *orchestrator.WaitError
-		require.ErrorAs(t, start(b, second, 1), &wait)
-		// What River does with a job that snoozes.
-		_, err := b.pool.Exec(ctx, `UPDATE river_job SET state = 'scheduled', scheduled_at = now() + interval '1 hour'
-			WHERE id = (SELECT job_id FROM runs WHERE id = $1)`, second)
-		require.NoError(t, err)
+		for _, tc := range []struct {
+			name      string
+			noTargets bool
+		}{
+			{"OneRoundTrip", true},
+			{"InATransaction", false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, withSettings(queueEvery))
+				first, second := push(t, b, 1), push(t, b, 2)
+				require.NoError(t, start(b, first, 1))
+				var wait *orchestrator.WaitError
+				require.ErrorAs(t, start(b, second, 1), &wait)
+				// What River does with a job that snoozes.
+				_, err := b.pool.Exec(ctx, `UPDATE river_job SET state = 'scheduled', scheduled_at = now() + interval '1 hour'
+					WHERE id = (SELECT job_id FROM runs WHERE id = $1)`, second)
+				require.NoError(t, err)
 
-		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
-			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true,
-			WakeMapping: b.mappingID(t, "tickets")}))
-		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM river_job WHERE id = (SELECT job_id FROM runs WHERE id = $1)
-			AND state = 'available' AND scheduled_at <= now()`, second), "woken for the slot the finish freed")
+				require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
+					AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: tc.noTargets,
+					WakeMapping: b.mappingID(t, "tickets")}))
+				require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs WHERE id = $1 AND status = 'succeeded'`, first))
+				require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM river_job WHERE id = (SELECT job_id FROM runs WHERE id = $1)
+					AND state = 'available' AND scheduled_at <= now()`, second), "woken for the slot the finish freed")
+			})
+		}
+	})
+
+	t.Run("FailedFinishLeavesNoTransactionBehind", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		id := push(t, b, 1)
+		require.NoError(t, start(b, id, 1))
+		// One connection: a transaction left open or aborted on it would fail whatever comes next.
+		cfg := b.pool.Config().Copy()
+		cfg.MaxConns = 1
+		one, err := pgxpool.NewWithConfig(ctx, cfg)
+		require.NoError(t, err)
+		defer one.Close()
+		store := orchestrator.NewStore(one)
+		finish := orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 1, AttemptStatus: orchestrator.RunSucceeded,
+			RunStatus: orchestrator.RunSucceeded, NoTargets: true, WakeMapping: b.mappingID(t, "tickets"),
+			Output: []byte(`{"not json`)}
+		require.Error(t, store.RunAttemptFinish(ctx, finish))
+		require.Equal(t, 1, count(t, one, `SELECT count(*) FROM runs WHERE id = $1 AND status = 'running'`, id), "nothing written")
+		finish.Output = []byte(`{"accuracy": 0.9}`)
+		require.NoError(t, store.RunAttemptFinish(ctx, finish))
+		require.Equal(t, 1, count(t, one, `SELECT count(*) FROM runs WHERE id = $1 AND status = 'succeeded'`, id))
 	})
 
 	t.Run("OlderWaitingRunGoesFirst", func(t *testing.T) {
