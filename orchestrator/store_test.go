@@ -620,3 +620,56 @@ func (b *testBundle) mappingID(t *testing.T, name string) int64 {
 	require.NoError(t, err)
 	return m.ID
 }
+
+// TestRunAttemptStartReadsLittle checks that deciding a start reads a handful of pages, however long the history
+// of the ref and whatever plan the statistics lead to: the decision once sorted the ref's whole history through
+// the dedup index, and counted the mapping's backlog, while the statistics said the table was small.
+func TestRunAttemptStartReadsLittle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, mapping("tickets", "acme/support-tickets")) // supersedes: the newer-revision lookup runs
+	mappingID := b.mappingID(t, "tickets")
+	// 20,000 finished runs of the ref, then three queued, inserted after the statistics were taken.
+	_, err := b.pool.Exec(ctx, `ANALYZE runs`)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, trigger, status, max_attempts, finished_at)
+		SELECT $1, 'acme/support-tickets', 'r', 'refs/heads/main', md5(g::text), 'webhook',
+			CASE WHEN g <= 20000 THEN 'succeeded' ELSE 'queued' END, 1, CASE WHEN g <= 20000 THEN now() END
+		FROM generate_series(1, 20003) g`, mappingID)
+	require.NoError(t, err)
+	var older, newest int64
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT max(id) - 1, max(id) FROM runs`).Scan(&older, &newest))
+
+	for _, tc := range []struct {
+		name  string
+		run   int64
+		plans string
+	}{
+		{"OlderRunGenericPlan", older, "force_generic_plan"},
+		{"OlderRunCustomPlan", older, "force_custom_plan"},
+		{"NewestRunGenericPlan", newest, "force_generic_plan"},
+		{"NewestRunCustomPlan", newest, "force_custom_plan"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tx, err := b.pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }() // the decision writes; nothing of it is kept
+			_, err = tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+tc.plans)
+			require.NoError(t, err)
+			_, err = tx.Exec(ctx, `SET LOCAL enable_bitmapscan = off`) // as RunAttemptStart does
+			require.NoError(t, err)
+			var plan []struct {
+				Plan struct {
+					SharedHit  int `json:"Shared Hit Blocks"`
+					SharedRead int `json:"Shared Read Blocks"`
+				} `json:"Plan"`
+			}
+			require.NoError(t, tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+orchestrator.RunAttemptStartSQL,
+				tc.run, 1, []string{"x"}).Scan(&plan))
+			require.Len(t, plan, 1)
+			pages := plan[0].Plan.SharedHit + plan[0].Plan.SharedRead
+			t.Logf("pages %d", pages)
+			require.Less(t, pages, 500, "the decision read %d pages", pages)
+		})
+	}
+}
