@@ -140,9 +140,14 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.Ru
 			InsertOpts: &river.InsertOpts{Queue: cmp.Or(r.Queue, QueueRuns), MaxAttempts: r.MaxAttempts},
 		}
 	}
+	return q.insertMany(ctx, tx, params, "insert jobs")
+}
+
+// insertMany inserts the jobs within tx and returns their ids in order.
+func (q *Queue) insertMany(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams, what string) ([]int64, error) {
 	results, err := q.client.InsertManyTx(ctx, tx, params)
 	if err != nil {
-		return nil, fmt.Errorf("insert jobs: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	ids := make([]int64, len(results))
 	for i, res := range results {
@@ -168,15 +173,7 @@ func (q *Queue) EnqueueNotificationsTx(ctx context.Context, tx pgx.Tx, notificat
 	for i, id := range notificationIDs {
 		params[i] = river.InsertManyParams{Args: NotifyArgs{NotificationID: id}}
 	}
-	results, err := q.client.InsertManyTx(ctx, tx, params)
-	if err != nil {
-		return nil, fmt.Errorf("insert notify jobs: %w", err)
-	}
-	ids := make([]int64, len(results))
-	for i, res := range results {
-		ids[i] = res.Job.ID
-	}
-	return ids, nil
+	return q.insertMany(ctx, tx, params, "insert notify jobs")
 }
 
 // Cancel cancels a job. A waiting job is cancelled at once; a running one has its context cancelled in

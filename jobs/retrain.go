@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"go.opentelemetry.io/otel/trace"
 
@@ -326,22 +325,11 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	return retErr
 }
 
-// wakeNext makes the oldest runs of the mapping that wait for a slot available at once, since this run's slot
-// is free now.
+// wakeNext makes the oldest runs of the mapping that wait for a slot available at once, since a slot is free
+// now, or may be.
 func (w *RetrainWorker) wakeNext(ctx context.Context, logger *slog.Logger, mappingID int64) {
-	ctx = context.WithoutCancel(ctx)
-	jobIDs, err := w.store.RunWaitingJobs(ctx, mappingID)
-	if err != nil || len(jobIDs) == 0 {
-		return
-	}
-	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
-	if err != nil {
-		return
-	}
-	for _, id := range jobIDs {
-		if _, err := client.JobRetry(ctx, id); err != nil {
-			logger.DebugContext(ctx, "could not wake a waiting run", "job_id", id, "error", err)
-		}
+	if err := w.store.RunWakeWaiting(context.WithoutCancel(ctx), mappingID); err != nil {
+		logger.DebugContext(ctx, "could not wake the runs waiting for a slot", "error", err)
 	}
 }
 

@@ -590,6 +590,16 @@ func (s *Store) RunListRetries(ctx context.Context, id int64) ([]Run, error) {
 		WHERE r.retry_of = $1 ORDER BY r.id`, id)
 }
 
+// RunWakeWaiting wakes, through the queue, the jobs of the runs of a mapping that wait for its free slots: see
+// RunWaitingJobs.
+func (s *Store) RunWakeWaiting(ctx context.Context, mappingID int64) error {
+	ids, err := s.RunWaitingJobs(ctx, mappingID)
+	if err != nil || len(ids) == 0 || s.queue == nil {
+		return err
+	}
+	return s.queue.Wake(ctx, ids)
+}
+
 // RunWaitingJobs returns the jobs of the oldest runs of a mapping that wait for a slot (refused one, their jobs
 // snoozed), as many as the mapping has free slots, so that a worker that just freed one can wake them at once.
 func (s *Store) RunWaitingJobs(ctx context.Context, mappingID int64) ([]int64, error) {

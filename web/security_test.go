@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -19,26 +17,9 @@ import (
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/logtest"
 	"github.com/retrainhq/orchestrator/web"
 )
-
-// syncBuffer is a log destination safe for concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestSecretRotationAndSecrecy covers rotation (both secrets accepted, the delivery says which matched),
 // failed secrets being counted and logged, and neither the secrets nor the admin token ever appearing in logs
@@ -60,7 +41,7 @@ func TestSecretRotationAndSecrecy(t *testing.T) {
 	_, err = store.MappingSync(ctx, []orchestrator.Mapping{ticketsMapping()})
 	require.NoError(t, err)
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: current, WebhookSecretPrevious: previous,
 		AdminToken: token, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	require.NoError(t, err)

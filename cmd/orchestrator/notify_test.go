@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -13,32 +12,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/logtest"
 )
-
-// syncBuffer is a log destination safe for the process's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestNotifyEndToEnd runs the whole orchestrator with a mapping that notifies a receiver: a failed run is
 // reported with a verifiable signature and a link under ORCHESTRATOR_PUBLIC_URL, the attempt shows in the run
@@ -71,7 +52,7 @@ mappings:
         secret_env: E2E_NOTIFY_UNSET
 `)
 	env := map[string]string{"E2E_NOTIFY_SECRET": "receiver-secret"}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	m := &Main{
 		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret, LogFormat: "text",
 			PublicURL: "https://orchestrator.example.com"},
