@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
@@ -110,7 +111,7 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 		RescueStuckJobsAfter: cfg.RescueAfter(),
 		FetchCooldown:        FetchCooldownDefault,
 		FetchPollInterval:    FetchPollIntervalDefault,
-		Middleware:           tracingMiddleware(cfg.TracerProvider),
+		Middleware:           append([]rivertype.Middleware{reservedIDs}, tracingMiddleware(cfg.TracerProvider)...),
 		Logger:               cfg.Logger,
 	}
 	if err := cfg.Reconciler.register(workers, riverCfg); err != nil {
@@ -134,14 +135,38 @@ func NewQueue(client *river.Client[pgx.Tx]) *Queue { return &Queue{client: clien
 // EnqueueTx inserts one retrain job per run within tx.
 func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.RunJob) ([]int64, error) {
 	params := make([]river.InsertManyParams, len(runs))
+	ids, reserved := make([]int64, len(runs)), false
 	for i, r := range runs {
 		params[i] = river.InsertManyParams{
 			Args:       RetrainArgs{RunID: r.RunID},
 			InsertOpts: &river.InsertOpts{Queue: cmp.Or(r.Queue, QueueRuns), MaxAttempts: r.MaxAttempts},
 		}
+		ids[i] = r.JobID
+		reserved = reserved || r.JobID != 0
+	}
+	if reserved {
+		ctx = context.WithValue(ctx, reservedIDsKey{}, ids)
 	}
 	return q.insertMany(ctx, tx, params, "insert jobs")
 }
+
+// reservedIDsKey carries through River's insert the ids its jobs must have, in order, 0 for none.
+type reservedIDsKey struct{}
+
+// reservedIDs is River insert middleware that gives each job the id reserved for it, if any: the run that
+// the job executes recorded that id when it was created, taken from River's own sequence.
+var reservedIDs = river.JobInsertMiddlewareFunc(func(ctx context.Context, params []*rivertype.JobInsertParams,
+	doInner func(context.Context) ([]*rivertype.JobInsertResult, error),
+) ([]*rivertype.JobInsertResult, error) {
+	if ids, ok := ctx.Value(reservedIDsKey{}).([]int64); ok && len(ids) == len(params) {
+		for i, p := range params {
+			if ids[i] != 0 {
+				p.ID = &ids[i]
+			}
+		}
+	}
+	return doInner(ctx)
+})
 
 // insertMany inserts the jobs within tx and returns their ids in order.
 func (q *Queue) insertMany(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams, what string) ([]int64, error) {

@@ -404,3 +404,26 @@ func TestScrubbedEnv(t *testing.T) {
 		"ORCHESTRATOR_ADMIN_TOKEN=t", "HF_TOKEN=kept", "HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS=p"})
 	require.Equal(t, []string{"PATH=/bin", "HF_TOKEN=kept"}, got)
 }
+
+func TestEnqueueGivesJobsTheirReservedIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tx, err := b.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }() // nothing is left for the workers
+
+	var reserved int64
+	require.NoError(t, tx.QueryRow(ctx, `SELECT nextval('river_job_id_seq')`).Scan(&reserved))
+	ids, err := jobs.NewQueue(b.client).EnqueueTx(ctx, tx, []orchestrator.RunJob{
+		{RunID: 1, MaxAttempts: 3, JobID: reserved},
+		{RunID: 2, MaxAttempts: 3},
+	})
+	require.NoError(t, err)
+	require.Len(t, ids, 2)
+	require.Equal(t, reserved, ids[0], "the job takes the id reserved for it")
+	require.Greater(t, ids[1], reserved, "a job without a reserved id takes the next one")
+	var runID int64
+	require.NoError(t, tx.QueryRow(ctx, `SELECT (args->>'run_id')::bigint FROM river_job WHERE id = $1`, reserved).Scan(&runID))
+	require.Equal(t, int64(1), runID)
+}

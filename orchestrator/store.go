@@ -17,12 +17,15 @@ type RunJob struct {
 	RunID       int64
 	MaxAttempts int
 	Queue       string // the mapping's worker pool
+	// JobID, when not 0, is the id the job must have: one the statement that created the run took from the
+	// queue's sequence and recorded on the run, sparing an update of the run once the job exists.
+	JobID int64
 }
 
 // Queue is the work queue that executes runs.
 type Queue interface {
-	// EnqueueTx puts one job per new run into the queue as part of tx and returns the job ids in order. The
-	// jobs exist if and only if tx commits.
+	// EnqueueTx puts one job per new run into the queue as part of tx and returns the job ids in order. A job
+	// whose RunJob has a JobID gets that id. The jobs exist if and only if tx commits.
 	EnqueueTx(ctx context.Context, tx pgx.Tx, jobs []RunJob) ([]int64, error)
 	// Cancel cancels a job: at once when it waits, and by stopping its command, in whichever process runs
 	// it, when it runs.
@@ -52,7 +55,8 @@ func NewStore(pool *pgxpool.Pool) *Store {
 // from NewStore because the queue's workers themselves need the store.
 func (s *Store) SetQueue(q Queue) { s.queue = q }
 
-// enqueueTx enqueues the jobs of new runs within tx and records their job ids on the runs.
+// enqueueTx enqueues the jobs of new runs within tx and records their job ids on the runs that do not have
+// them yet: those whose job id was not reserved when they were created.
 func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, jobs []RunJob) error {
 	if len(jobs) == 0 {
 		return nil
@@ -64,12 +68,20 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, jobs []RunJob) error {
 	if err != nil {
 		return fmt.Errorf("enqueue: %w", err)
 	}
-	runIDs := make([]int64, len(jobs))
+	var runIDs, jobIDs []int64
 	for i, j := range jobs {
-		runIDs[i] = j.RunID
+		if ids[i] != j.JobID {
+			runIDs, jobIDs = append(runIDs, j.RunID), append(jobIDs, ids[i])
+		}
 	}
+	if len(runIDs) == 0 {
+		return nil
+	}
+	// Sent with the simple protocol, so that it is planned for the ids it is given: a plan cached while runs
+	// was small (or a generic one, which the ingest's transaction asks for) reads the whole table instead of
+	// looking the runs up by id.
 	if _, err := tx.Exec(ctx, `UPDATE runs SET job_id = u.job_id FROM unnest($1::bigint[], $2::bigint[]) AS u(run_id, job_id)
-		WHERE runs.id = u.run_id`, runIDs, ids); err != nil {
+		WHERE runs.id = u.run_id`, pgx.QueryExecModeSimpleProtocol, runIDs, jobIDs); err != nil {
 		return fmt.Errorf("record job ids: %w", err)
 	}
 	return nil

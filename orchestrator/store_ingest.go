@@ -211,9 +211,10 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	gens := make([]int64, len(items))
 	kinds := make([][]string, len(items))
 	runIDs := make([][]*int64, len(items))
+	jobIDs := make([][]*int64, len(items))
 	for i, it := range items {
 		queueDeliveryInsert(batch, it).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&it.res.DeliveryID, &it.res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i])
+			return row.Scan(&it.res.DeliveryID, &it.res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i], &jobIDs[i])
 		})
 	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
@@ -257,7 +258,11 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 				return err
 			}
 			res.stopRunning = append(res.stopRunning, sched.stopJobs...)
-			jobs = append(jobs, RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, Queue: dec.mapping.Queue})
+			job := RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, Queue: dec.mapping.Queue}
+			if jobIDs[i][j] != nil {
+				job.JobID = *jobIDs[i][j]
+			}
+			jobs = append(jobs, job)
 		}
 	}
 	if err := s.enqueueTx(ctx, tx, jobs); err != nil {
@@ -296,7 +301,7 @@ func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int6
 // decisions (a conflict on the dedup index means the run exists already) and its decisions, with each queued
 // decision turned into a duplicate when its run existed or the same (mapping, ref, revision) came earlier in
 // the delivery. It returns the delivery's id and time, the mappings' generation, and each decision's kind and
-// run in order. A queued decision without a run is one whose run a concurrent transaction committed while the
+// run in order, and the job id reserved for each new run. A queued decision without a run is one whose run a concurrent transaction committed while the
 // statement ran: the caller resolves it.
 const deliveryInsertSQL = `
 WITH d AS (
@@ -308,15 +313,17 @@ WITH d AS (
 	SELECT d.id, u.ord - 1, u.ref, NULLIF(u.old_sha, ''), NULLIF(u.new_sha, '')
 	FROM d, unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS u(ref, old_sha, new_sha, ord)
 ), ins AS (
-	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts)
-	SELECT w.mapping_id, $5, $6, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', d.id, 'queued', w.max_attempts
+	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
+	SELECT w.mapping_id, $5, $6, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', d.id, 'queued', w.max_attempts,
+		nextval('river_job_id_seq')
 	FROM d, unnest($14::bigint[], $15::text[], $16::text[], $17::text[], $18::int[])
 		AS w(mapping_id, ref, revision, old_revision, max_attempts)
 	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = 'webhook' DO NOTHING
-	RETURNING id, mapping_id, ref, revision
+	RETURNING id, mapping_id, ref, revision, job_id
 ), x AS (
 	SELECT u.ord, u.mapping_id, u.ref, u.sha, u.reason,
 		CASE WHEN u.decision = 'queued' THEN coalesce(i.id, e.id) END AS run_id,
+		CASE WHEN u.decision = 'queued' THEN i.job_id END AS job_id,
 		CASE WHEN u.decision <> 'queued' THEN u.decision
 			WHEN i.id IS NOT NULL AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, u.ref, u.sha, u.decision) THEN 'queued'
 			WHEN i.id IS NOT NULL OR e.id IS NOT NULL THEN 'duplicate'
@@ -334,7 +341,8 @@ WITH d AS (
 )
 SELECT d.id, d.received_at, (SELECT generation FROM mapping_generation),
 	coalesce((SELECT array_agg(x.decision ORDER BY x.ord) FROM x), '{}'),
-	coalesce((SELECT array_agg(x.run_id ORDER BY x.ord) FROM x), '{}')
+	coalesce((SELECT array_agg(x.run_id ORDER BY x.ord) FROM x), '{}'),
+	coalesce((SELECT array_agg(x.job_id ORDER BY x.ord) FROM x), '{}')
 FROM d`
 
 // queueDeliveryInsert queues the statement that records the delivery of it.

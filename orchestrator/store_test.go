@@ -238,7 +238,8 @@ func TestDeliveryInsert(t *testing.T) {
 			}
 		}
 		require.Len(t, runs, senders, "one run per mapping and revision")
-		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM runs WHERE job_id IS NOT NULL`))
+		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM runs r JOIN river_job j ON j.id = r.job_id
+			WHERE (j.args->>'run_id')::bigint = r.id`), "each run records the job that executes it")
 		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM river_job`))
 		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM decisions WHERE decision = 'duplicate'`))
 		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM decisions d JOIN runs r ON r.id = d.run_id
