@@ -1,4 +1,23 @@
 package orchestrator
 
+import "context"
+
 // RunAttemptStartSQL is the start's decision, for tests that look at what it reads.
 const RunAttemptStartSQL = runAttemptStartSQL
+
+// DeliveryInsertGroup writes the deliveries in one group transaction, as concurrent deliveries are, for tests
+// that need a group of a known make-up.
+func (s *Store) DeliveryInsertGroup(ctx context.Context, ps []DeliveryInsertParams) ([]*DeliveryInsertResult, error) {
+	items := make([]*ingestItem, len(ps))
+	for i, p := range ps {
+		items[i] = &ingestItem{ctx: ctx, p: p, done: make(chan struct{})}
+	}
+	if err := s.ingestWrite(ctx, items); err != nil {
+		return nil, err
+	}
+	res := make([]*DeliveryInsertResult, len(items))
+	for i, it := range items {
+		res[i] = it.res
+	}
+	return res, nil
+}

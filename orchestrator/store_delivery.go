@@ -37,11 +37,6 @@ type DeliveryInsertResult struct {
 	stopRunning []int64
 }
 
-type runKey struct {
-	mappingID int64
-	ref, sha  string
-}
-
 // DeliveryInsert records a delivery, its refs and a decision per (mapping, ref), and creates and enqueues a run
 // for every decision that triggers, all in one transaction: after it returns nil everything is durable, and
 // after an error nothing is. A (mapping, repo, ref, revision) that already has a webhook run is recorded as a

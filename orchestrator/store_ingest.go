@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -175,8 +176,8 @@ func (s *Store) ingestWrite(ctx context.Context, items []*ingestItem) error {
 }
 
 // ingestTx records the deliveries of items, their refs and decisions, and creates and enqueues their runs, in
-// one transaction: a single round trip for all the rows of all the deliveries, one for the queue's jobs, one for
-// their ids and one for the commit.
+// one transaction: a single round trip for its BEGIN and all the rows of all the deliveries, one for the
+// queue's jobs (River adds one for its NOTIFY, at most every few milliseconds) and one for the commit.
 func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	gen, mappings, err := s.mappings.get(ctx, s)
 	if err != nil {
@@ -191,32 +192,58 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 		it.res = &DeliveryInsertResult{Decisions: Decide(d, ms)}
 	}
 
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: ingestBeginSQL})
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	// A connection released inside a transaction (after a failed rollback) is closed by the pool.
+	defer conn.Release()
+	tx := &batchTx{conn: conn.Conn()}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN`)
+	batch.Queue(ingestPlanSQL)
 
 	// Catch-up's first sight of a ref records it as a baseline instead of running it, unless the mapping asks
 	// for that run.
 	for _, it := range items {
-		if it.p.Source == DeliverySourceReconcile {
-			if err := s.markBaselines(ctx, tx, it.res.Decisions); err != nil {
-				return err
+		if it.p.Source != DeliverySourceReconcile {
+			continue
+		}
+		if batch.Len() > 0 {
+			if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+				return fmt.Errorf("begin: %w", err)
 			}
+			batch = &pgx.Batch{}
+		}
+		if err := s.markBaselines(ctx, tx, it.res.Decisions); err != nil {
+			return err
 		}
 	}
 
-	batch := &pgx.Batch{}
 	gens := make([]int64, len(items))
 	kinds := make([][]string, len(items))
 	runIDs := make([][]*int64, len(items))
 	jobIDs := make([][]*int64, len(items))
-	for i, it := range items {
-		queueDeliveryInsert(batch, it).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&it.res.DeliveryID, &it.res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i], &jobIDs[i])
-		})
-	}
+	queueGroupInsert(batch, items).Query(func(rows pgx.Rows) error {
+		i := 0
+		for rows.Next() {
+			if i == len(items) {
+				return fmt.Errorf("%d deliveries recorded for %d", i+1, len(items))
+			}
+			if err := rows.Scan(&items[i].res.DeliveryID, &items[i].res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i], &jobIDs[i]); err != nil {
+				return err
+			}
+			i++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if i != len(items) {
+			return fmt.Errorf("%d deliveries recorded for %d", i, len(items))
+		}
+		return nil
+	})
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("insert deliveries: %w", err)
 	}
@@ -274,10 +301,10 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	return nil
 }
 
-// ingestBeginSQL starts the transaction of a group. Its statements are prepared once per connection; a generic
-// plan spares PostgreSQL planning them again for every delivery, which costs more than executing them (their
-// arrays give custom plans no better estimates).
-const ingestBeginSQL = `BEGIN; SET LOCAL plan_cache_mode = force_generic_plan`
+// ingestPlanSQL follows the BEGIN of a group. Its statements are prepared once per connection; a generic plan
+// spares PostgreSQL planning them again for every delivery, which costs more than executing them (their arrays
+// give custom plans no better estimates).
+const ingestPlanSQL = `SET LOCAL plan_cache_mode = force_generic_plan`
 
 // resolveDuplicate records a queued decision whose run another transaction created and committed while this
 // one's statement ran (so the statement could neither insert nor see it) as a duplicate of that run.
@@ -297,102 +324,136 @@ func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int6
 	return nil
 }
 
-// deliveryInsertSQL records one delivery in one statement: the delivery, its refs, the runs of its queued
-// decisions (a conflict on the dedup index means the run exists already) and its decisions, with each queued
-// decision turned into a duplicate when its run existed or the same (mapping, ref, revision) came earlier in
-// the delivery. It returns the delivery's id and time, the mappings' generation, and each decision's kind and
-// run in order, and the job id reserved for each new run. A queued decision without a run is one whose run a concurrent transaction committed while the
-// statement ran: the caller resolves it.
-const deliveryInsertSQL = `
-WITH d AS (
-	INSERT INTO deliveries (source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $13)
+// groupInsertSQL records the deliveries of a group in one statement: the deliveries, their refs, the runs of
+// their queued decisions (a conflict on the dedup index means the run exists already) and their decisions.
+// Each queued decision becomes a duplicate when its run existed or the same (mapping, repository, ref,
+// revision) came earlier in the group. One statement for the group, rather than one per delivery, sets up
+// its plan once: with a dozen indexes to open on runs alone, that set-up cost more than the rows.
+//
+// It returns one row per delivery, in order: its id and time, the mappings' generation, and its decisions'
+// kinds, runs and the job ids reserved for new runs, in order. A queued decision without a run is one whose
+// run a concurrent transaction committed while the statement ran: the caller resolves it.
+const groupInsertSQL = `
+WITH din AS MATERIALIZED (
+	SELECT u.dord, nextval('deliveries_id_seq') AS id, u.source, u.scope, u.action, u.repo_type, u.repo_name,
+		u.repo_id, u.webhook_id, u.remote_addr, u.payload, u.secret
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+		$9::bytea[], $10::text[]) WITH ORDINALITY
+		AS u(source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret, dord)
+), d AS (
+	INSERT INTO deliveries (id, source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret)
+	OVERRIDING SYSTEM VALUE
+	SELECT id, source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret FROM din
 	RETURNING id, received_at
 ), r AS (
 	INSERT INTO delivery_refs (delivery_id, position, ref, old_sha, new_sha)
-	SELECT d.id, u.ord - 1, u.ref, NULLIF(u.old_sha, ''), NULLIF(u.new_sha, '')
-	FROM d, unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS u(ref, old_sha, new_sha, ord)
+	SELECT din.id, u.position, u.ref, NULLIF(u.old_sha, ''), NULLIF(u.new_sha, '')
+	FROM unnest($11::bigint[], $12::int[], $13::text[], $14::text[], $15::text[]) AS u(dord, position, ref, old_sha, new_sha)
+	JOIN din ON din.dord = u.dord
 ), ins AS (
 	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
-	SELECT w.mapping_id, $5, $6, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', d.id, 'queued', w.max_attempts,
-		nextval('river_job_id_seq')
-	FROM d, unnest($14::bigint[], $15::text[], $16::text[], $17::text[], $18::int[])
-		AS w(mapping_id, ref, revision, old_revision, max_attempts)
+	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', din.id,
+		'queued', w.max_attempts, nextval('river_job_id_seq')
+	FROM unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::int[]) WITH ORDINALITY
+		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, ord)
+	JOIN din ON din.dord = w.dord
+	ORDER BY w.ord
 	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = 'webhook' DO NOTHING
-	RETURNING id, mapping_id, ref, revision, job_id
+	RETURNING id, mapping_id, repo_id, ref, revision, job_id
 ), x AS (
-	SELECT u.ord, u.mapping_id, u.ref, u.sha, u.reason,
+	SELECT u.ord, u.dord, din.id AS delivery_id, u.mapping_id, u.ref, u.sha, u.reason,
 		CASE WHEN u.decision = 'queued' THEN coalesce(i.id, e.id) END AS run_id,
 		CASE WHEN u.decision = 'queued' THEN i.job_id END AS job_id,
 		CASE WHEN u.decision <> 'queued' THEN u.decision
-			WHEN i.id IS NOT NULL AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, u.ref, u.sha, u.decision) THEN 'queued'
+			WHEN i.id IS NOT NULL
+				AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, din.repo_id, u.ref, u.sha, u.decision) THEN 'queued'
 			WHEN i.id IS NOT NULL OR e.id IS NOT NULL THEN 'duplicate'
 			ELSE 'queued' END AS decision
-	FROM unnest($19::bigint[], $20::text[], $21::text[], $22::text[], $23::text[]) WITH ORDINALITY
-		AS u(mapping_id, ref, sha, decision, reason, ord)
-	LEFT JOIN ins i ON u.decision = 'queued' AND i.mapping_id = u.mapping_id AND i.ref = u.ref AND i.revision = u.sha
+	FROM unnest($22::bigint[], $23::bigint[], $24::text[], $25::text[], $26::text[], $27::text[]) WITH ORDINALITY
+		AS u(dord, mapping_id, ref, sha, decision, reason, ord)
+	JOIN din ON din.dord = u.dord
+	LEFT JOIN ins i ON u.decision = 'queued' AND i.mapping_id = u.mapping_id AND i.repo_id = din.repo_id
+		AND i.ref = u.ref AND i.revision = u.sha
 	LEFT JOIN LATERAL (SELECT e.id FROM runs e WHERE u.decision = 'queued' AND i.id IS NULL AND e.trigger = 'webhook'
-		AND e.mapping_id = u.mapping_id AND e.repo_id = $6 AND e.ref = u.ref AND e.revision = u.sha LIMIT 1) e ON true
+		AND e.mapping_id = u.mapping_id AND e.repo_id = din.repo_id AND e.ref = u.ref AND e.revision = u.sha LIMIT 1) e ON true
 ), dec AS (
 	INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
-	SELECT d.id, x.mapping_id, x.ref, NULLIF(x.sha, ''), x.decision,
+	SELECT x.delivery_id, x.mapping_id, x.ref, NULLIF(x.sha, ''), x.decision,
 		CASE WHEN x.decision = 'duplicate' THEN 'duplicate of run ' || x.run_id ELSE x.reason END, x.run_id
-	FROM d, x ORDER BY x.ord
+	FROM x ORDER BY x.ord
 )
-SELECT d.id, d.received_at, (SELECT generation FROM mapping_generation),
-	coalesce((SELECT array_agg(x.decision ORDER BY x.ord) FROM x), '{}'),
-	coalesce((SELECT array_agg(x.run_id ORDER BY x.ord) FROM x), '{}'),
-	coalesce((SELECT array_agg(x.job_id ORDER BY x.ord) FROM x), '{}')
-FROM d`
+SELECT din.id, d.received_at, (SELECT generation FROM mapping_generation),
+	coalesce((SELECT array_agg(x.decision ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}'),
+	coalesce((SELECT array_agg(x.run_id ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}'),
+	coalesce((SELECT array_agg(x.job_id ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}')
+FROM din JOIN d ON d.id = din.id
+ORDER BY din.dord`
 
-// queueDeliveryInsert queues the statement that records the delivery of it.
-func queueDeliveryInsert(batch *pgx.Batch, it *ingestItem) *pgx.QueuedQuery {
-	d := it.p.Delivery
-	refs, olds, news := make([]string, len(d.Refs)), make([]string, len(d.Refs)), make([]string, len(d.Refs))
-	for i, r := range d.Refs {
-		refs[i], olds[i], news[i] = r.Ref, r.OldSha, r.NewSha
-	}
+// runKey names a run by what deduplicates it: (mapping, repository, ref, revision).
+type runKey struct {
+	mappingID        int64
+	repoID, ref, sha string
+}
 
-	// The runs to create: one per distinct queued (mapping, ref, revision).
-	var wantMappings []int64
+// queueGroupInsert queues the statement that records the deliveries of items.
+func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
+	n := len(items)
+	sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, secrets :=
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	payloads := make([][]byte, n)
+
+	var refDords []int64
+	var refPositions []int32
+	var refs, refOlds, refNews []string
+
+	// The runs to create: one per distinct queued (mapping, repository, ref, revision) of the group, with the
+	// first delivery that asks for it.
+	var wantDords, wantMappings []int64
 	var wantRefs, wantShas, wantOlds []string
 	var wantAttempts []int32
 	seen := map[runKey]bool{}
-	decisions := it.res.Decisions
-	n := len(decisions)
-	decMappings, decRefs, decShas, decKinds, decReasons :=
-		make([]*int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	for i := range decisions {
-		dec := &decisions[i]
-		if dec.MappingID != 0 {
-			decMappings[i] = &dec.MappingID
+
+	var decDords []int64
+	var decMappings []*int64
+	var decRefs, decShas, decKinds, decReasons []string
+
+	for i, it := range items {
+		d, dord := it.p.Delivery, int64(i+1)
+		sources[i] = cmp.Or(it.p.Source, DeliverySourceWebhook)
+		scopes[i], actions[i], repoTypes[i], repoNames[i], repoIDs[i], webhookIDs[i] =
+			d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID
+		addrs[i], payloads[i], secrets[i] = it.p.RemoteAddr, d.Raw, cmp.Or(it.p.Secret, SecretCurrent)
+		for j, r := range d.Refs {
+			refDords, refPositions = append(refDords, dord), append(refPositions, int32(j))
+			refs, refOlds, refNews = append(refs, r.Ref), append(refOlds, r.OldSha), append(refNews, r.NewSha)
 		}
-		decRefs[i], decShas[i], decKinds[i], decReasons[i] = dec.Ref, dec.NewSha, string(dec.Decision), dec.Reason
-		if dec.Decision != DecisionQueued {
-			continue
+		decisions := it.res.Decisions
+		for j := range decisions {
+			dec := &decisions[j]
+			var mappingID *int64
+			if dec.MappingID != 0 {
+				mappingID = &dec.MappingID
+			}
+			decDords, decMappings = append(decDords, dord), append(decMappings, mappingID)
+			decRefs, decShas = append(decRefs, dec.Ref), append(decShas, dec.NewSha)
+			decKinds, decReasons = append(decKinds, string(dec.Decision)), append(decReasons, dec.Reason)
+			if dec.Decision != DecisionQueued {
+				continue
+			}
+			key := runKey{dec.MappingID, d.RepoID, dec.Ref, dec.NewSha}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			wantDords, wantMappings = append(wantDords, dord), append(wantMappings, dec.MappingID)
+			wantRefs, wantShas, wantOlds = append(wantRefs, dec.Ref), append(wantShas, dec.NewSha), append(wantOlds, dec.OldSha)
+			wantAttempts = append(wantAttempts, int32(dec.mapping.MaxAttempts))
 		}
-		key := runKey{dec.MappingID, dec.Ref, dec.NewSha}
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		wantMappings = append(wantMappings, dec.MappingID)
-		wantRefs = append(wantRefs, dec.Ref)
-		wantShas = append(wantShas, dec.NewSha)
-		wantOlds = append(wantOlds, dec.OldSha)
-		wantAttempts = append(wantAttempts, int32(dec.mapping.MaxAttempts))
 	}
-	source := it.p.Source
-	if source == "" {
-		source = DeliverySourceWebhook
-	}
-	secret := it.p.Secret
-	if secret == "" {
-		secret = SecretCurrent
-	}
-	return batch.Queue(deliveryInsertSQL,
-		source, d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID, it.p.RemoteAddr, d.Raw,
-		refs, olds, news, secret,
-		wantMappings, wantRefs, wantShas, wantOlds, wantAttempts,
-		decMappings, decRefs, decShas, decKinds, decReasons)
+	return batch.Queue(groupInsertSQL,
+		sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, payloads, secrets,
+		refDords, refPositions, refs, refOlds, refNews,
+		wantDords, wantMappings, wantRefs, wantShas, wantOlds, wantAttempts,
+		decDords, decMappings, decRefs, decShas, decKinds, decReasons)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -199,6 +201,119 @@ func TestDeliveryInsert(t *testing.T) {
 		older, err := b.store.DeliveryList(ctx, orchestrator.DeliveryListParams{BeforeID: list[1].ID, Limit: 2})
 		require.NoError(t, err)
 		require.Equal(t, []int64{list[2].ID, list[3].ID}, []int64{older[0].ID, older[1].ID})
+	})
+
+	t.Run("FailedDeliveryLeavesNoTransactionBehind", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		// One connection: a transaction left open or aborted on it would fail whatever comes next.
+		cfg := b.pool.Config().Copy()
+		cfg.MaxConns = 1
+		one, err := pgxpool.NewWithConfig(ctx, cfg)
+		require.NoError(t, err)
+		defer one.Close()
+		store := orchestrator.NewStore(one)
+		store.SetQueue(jobs.NewQueue(b.river))
+		d := delivery(t, "dataset-main-push.json")
+		// A NUL is refused by the text column, after the group's BEGIN.
+		_, err = store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1\x00"})
+		require.Error(t, err)
+		require.Equal(t, 0, count(t, one, `SELECT count(*) FROM deliveries`), "nothing written")
+		res, err := store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1"})
+		require.NoError(t, err)
+		require.Len(t, res.RunIDs, 1)
+		require.Equal(t, 1, count(t, one, `SELECT count(*) FROM runs r JOIN river_job j ON j.id = r.job_id`))
+	})
+
+	t.Run("GroupDecidesAsOneAtATime", func(t *testing.T) {
+		t.Parallel()
+		const shaA, shaB, shaC = "a000000000000000000000000000000000000001", "b000000000000000000000000000000000000002",
+			"c000000000000000000000000000000000000003"
+		del := func(dataset string, refs ...string) orchestrator.DeliveryInsertParams {
+			d := &orchestrator.Delivery{Scope: "repo.content", Action: "update", RepoType: "dataset",
+				RepoName: "acme/" + dataset, RepoID: "id-" + dataset, Raw: []byte(`{}`)}
+			for _, r := range refs {
+				ref, sha, _ := strings.Cut(r, "@")
+				d.Refs = append(d.Refs, orchestrator.RefUpdate{Ref: "refs/heads/" + ref, NewSha: sha})
+			}
+			return orchestrator.DeliveryInsertParams{Delivery: d}
+		}
+		// Each decision is written "kind N": N numbers the runs the case creates, in the order they are created.
+		tests := []struct {
+			name   string
+			before []orchestrator.DeliveryInsertParams // an earlier group
+			group  []orchestrator.DeliveryInsertParams
+			want   [][]string
+		}{{
+			name:  "the same revision twice",
+			group: []orchestrator.DeliveryInsertParams{del("tickets", "main@"+shaA), del("tickets", "main@"+shaA)},
+			want:  [][]string{{"queued 0"}, {"duplicate 0"}},
+		}, {
+			name:  "the same revision of two datasets",
+			group: []orchestrator.DeliveryInsertParams{del("tickets", "main@"+shaA), del("emails", "main@"+shaA)},
+			want:  [][]string{{"queued 0"}, {"queued 1"}},
+		}, {
+			name: "refs repeated across deliveries",
+			group: []orchestrator.DeliveryInsertParams{
+				del("tickets", "main@"+shaA, "dev@"+shaB), del("tickets", "dev@"+shaB, "main@"+shaC)},
+			want: [][]string{{"queued 0", "queued 1"}, {"duplicate 1", "queued 2"}},
+		}, {
+			name:   "a revision an earlier group ran",
+			before: []orchestrator.DeliveryInsertParams{del("tickets", "main@"+shaA)},
+			group:  []orchestrator.DeliveryInsertParams{del("tickets", "main@"+shaA), del("tickets", "main@"+shaB)},
+			want:   [][]string{{"duplicate 0"}, {"queued 1"}},
+		}, {
+			name:  "a deleted ref beside a new revision",
+			group: []orchestrator.DeliveryInsertParams{del("tickets", "old@"), del("tickets", "main@"+shaA)},
+			want:  [][]string{{"ignored"}, {"queued 0"}},
+		}}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, mapping("all-acme", "acme/*", "refs/heads/*"))
+				var runs []int64 // in the order they were created
+				if tt.before != nil {
+					res, err := b.store.DeliveryInsertGroup(ctx, tt.before)
+					require.NoError(t, err)
+					for _, r := range res {
+						runs = append(runs, r.RunIDs...)
+					}
+				}
+				res, err := b.store.DeliveryInsertGroup(ctx, tt.group)
+				require.NoError(t, err)
+				require.Len(t, res, len(tt.group))
+				for i, r := range res {
+					if i > 0 {
+						require.Greater(t, r.DeliveryID, res[i-1].DeliveryID, "deliveries are numbered in order")
+					}
+					for _, id := range r.RunIDs {
+						if len(runs) > 0 {
+							require.Greater(t, id, runs[len(runs)-1], "runs are numbered in the order they were asked for")
+						}
+						runs = append(runs, id)
+					}
+				}
+				for i, r := range res {
+					var got []string
+					for _, dec := range r.Decisions {
+						label := string(dec.Decision)
+						if dec.RunID != 0 {
+							label += " " + strconv.Itoa(slices.Index(runs, dec.RunID))
+						}
+						got = append(got, label)
+					}
+					require.Equal(t, tt.want[i], got, "delivery %d", i)
+					require.Equal(t, len(r.Decisions), count(t, b.pool, `SELECT count(*) FROM decisions WHERE delivery_id = $1`, r.DeliveryID))
+					require.Equal(t, len(tt.group[i].Delivery.Refs), count(t, b.pool,
+						`SELECT count(*) FROM delivery_refs WHERE delivery_id = $1`, r.DeliveryID))
+				}
+				require.Equal(t, len(runs), count(t, b.pool, `SELECT count(*) FROM runs r JOIN river_job j ON j.id = r.job_id
+					WHERE (j.args->>'run_id')::bigint = r.id`), "each run records the job that executes it")
+				require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM decisions d JOIN runs r ON r.id = d.run_id
+					JOIN deliveries v ON v.id = d.delivery_id
+					WHERE r.repo_id <> v.repo_id OR r.ref <> d.ref OR r.revision <> d.new_sha`), "decisions point at their own runs")
+			})
+		}
 	})
 
 	t.Run("ManyConcurrentDeliveriesEachGetTheirRun", func(t *testing.T) {
