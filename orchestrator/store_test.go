@@ -52,6 +52,20 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 	return &testBundle{pool: pool, store: store, river: client}
 }
 
+// oneConnection returns a store on the bundle's schema, with its queue, whose pool holds a single connection:
+// a transaction left open or aborted on it would fail whatever comes next.
+func (b *testBundle) oneConnection(t *testing.T) (*orchestrator.Store, *pgxpool.Pool) {
+	t.Helper()
+	cfg := b.pool.Config().Copy()
+	cfg.MaxConns = 1
+	one, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(one.Close)
+	store := orchestrator.NewStore(one)
+	store.SetQueue(jobs.NewQueue(b.river))
+	return store, one
+}
+
 func mapping(name, dataset string, refs ...string) orchestrator.Mapping {
 	return orchestrator.Mapping{
 		Name: name, Dataset: dataset, Refs: refs, Command: []string{"true"}, Enabled: true,
@@ -206,17 +220,10 @@ func TestDeliveryInsert(t *testing.T) {
 	t.Run("FailedDeliveryLeavesNoTransactionBehind", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, mapping("tickets", "acme/support-tickets"))
-		// One connection: a transaction left open or aborted on it would fail whatever comes next.
-		cfg := b.pool.Config().Copy()
-		cfg.MaxConns = 1
-		one, err := pgxpool.NewWithConfig(ctx, cfg)
-		require.NoError(t, err)
-		defer one.Close()
-		store := orchestrator.NewStore(one)
-		store.SetQueue(jobs.NewQueue(b.river))
+		store, one := b.oneConnection(t)
 		d := delivery(t, "dataset-main-push.json")
 		// A NUL is refused by the text column, after the group's BEGIN.
-		_, err = store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1\x00"})
+		_, err := store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1\x00"})
 		require.Error(t, err)
 		require.Equal(t, 0, count(t, one, `SELECT count(*) FROM deliveries`), "nothing written")
 		res, err := store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1"})
@@ -651,13 +658,7 @@ func TestRunAttemptStart(t *testing.T) {
 		b := setup(t, mapping("tickets", "acme/support-tickets"))
 		id := push(t, b, 1)
 		require.NoError(t, start(b, id, 1))
-		// One connection: a transaction left open or aborted on it would fail whatever comes next.
-		cfg := b.pool.Config().Copy()
-		cfg.MaxConns = 1
-		one, err := pgxpool.NewWithConfig(ctx, cfg)
-		require.NoError(t, err)
-		defer one.Close()
-		store := orchestrator.NewStore(one)
+		store, one := b.oneConnection(t)
 		finish := orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 1, AttemptStatus: orchestrator.RunSucceeded,
 			RunStatus: orchestrator.RunSucceeded, NoTargets: true, WakeMapping: b.mappingID(t, "tickets"),
 			Output: []byte(`{"not json`)}
