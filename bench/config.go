@@ -23,8 +23,9 @@ const (
 // Sizes are the counts and durations of one run.
 type Sizes struct {
 	IngestLevels     []int         // concurrencies of the ingest figures
-	IngestWarmup     time.Duration // load before each ingest measurement, not counted
-	IngestDuration   time.Duration // measured time of each ingest level
+	IngestRounds     int           // rounds of each ingest level: ours, then the limit, in turn
+	IngestWarmup     time.Duration // load before each round of each side, not counted
+	IngestDuration   time.Duration // measured time of each round of each side
 	TriggerSpread    int           // deliveries sent one at a time, for the trigger latency
 	TriggerBursts    int           // bursts of TriggerBurstSize deliveries sent at once
 	TriggerBurstSize int           // deliveries per burst
@@ -42,21 +43,21 @@ func SizesFor(mode Mode) (Sizes, error) {
 	switch mode {
 	case ModeFull:
 		return Sizes{
-			IngestLevels: []int{1, 8, 32}, IngestWarmup: 2 * time.Second, IngestDuration: 15 * time.Second,
+			IngestLevels: []int{1, 8, 32}, IngestRounds: 3, IngestWarmup: time.Second, IngestDuration: 5 * time.Second,
 			TriggerSpread: 500, TriggerBursts: 10, TriggerBurstSize: 50,
 			Backlog: 5000, BacklogTimeLimit: 5 * time.Minute, LogBytes: 1 << 30, StatusRows: 1_000_000, StatusSamples: 500,
 			FootprintIngest: 10 * time.Second, ReadyStarts: 5,
 		}, nil
 	case ModeShort:
 		return Sizes{
-			IngestLevels: []int{1, 8, 32}, IngestWarmup: 500 * time.Millisecond, IngestDuration: 3 * time.Second,
+			IngestLevels: []int{1, 8, 32}, IngestRounds: 1, IngestWarmup: 500 * time.Millisecond, IngestDuration: 3 * time.Second,
 			TriggerSpread: 100, TriggerBursts: 2, TriggerBurstSize: 50,
 			Backlog: 500, BacklogTimeLimit: 90 * time.Second, LogBytes: 64 << 20, StatusRows: 100_000, StatusSamples: 100,
 			FootprintIngest: 3 * time.Second, ReadyStarts: 3,
 		}, nil
 	case ModeSmoke:
 		return Sizes{
-			IngestLevels: []int{1, 8, 32}, IngestWarmup: 200 * time.Millisecond, IngestDuration: time.Second,
+			IngestLevels: []int{1, 8, 32}, IngestRounds: 1, IngestWarmup: 200 * time.Millisecond, IngestDuration: time.Second,
 			TriggerSpread: 20, TriggerBursts: 1, TriggerBurstSize: 20,
 			Backlog: 100, BacklogTimeLimit: time.Minute, LogBytes: 8 << 20, StatusRows: 10_000, StatusSamples: 20,
 			FootprintIngest: time.Second, ReadyStarts: 1,

@@ -59,6 +59,11 @@ func (u cpuUse) sub(earlier cpuUse) cpuUse {
 	return cpuUse{self: u.self - earlier.self, children: u.children - earlier.children, postgres: u.postgres - earlier.postgres}
 }
 
+// add returns the CPU time of u and other together.
+func (u cpuUse) add(other cpuUse) cpuUse {
+	return cpuUse{self: u.self + other.self, children: u.children + other.children, postgres: u.postgres + other.postgres}
+}
+
 // perOp returns the CPU time per operation, in microseconds, for the report's details.
 func (u cpuUse) perOp(n int) map[string]float64 {
 	if n == 0 {

@@ -15,8 +15,10 @@ var commitPayload = func() string {
 }()
 
 // ingest measures valid deliveries per second, each creating one run, at each concurrency, beside single-row
-// 1 KiB JSONB inserts with a commit each through pgx at the same concurrency. The workers are not started, so
-// that the figure is the webhook path alone; the runs it queues are withdrawn afterwards.
+// 1 KiB JSONB inserts with a commit each through pgx at the same concurrency. The two sides take turns for
+// IngestRounds rounds and each is pooled over its rounds, so that a change in the machine's load over the level
+// falls on both. The workers are not started, so that the figure is the webhook path alone; the runs it queues
+// are withdrawn afterwards.
 func (b *bench) ingest(ctx context.Context) error {
 	if err := b.env.exec(ctx, `CREATE TABLE IF NOT EXISTS bench_commit (
 		id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload jsonb NOT NULL)`); err != nil {
@@ -24,29 +26,35 @@ func (b *bench) ingest(ctx context.Context) error {
 	}
 	s := b.sizes
 	for _, c := range s.IngestLevels {
-		b.logf("ingest at c=%d: %s of deliveries", c, s.IngestWarmup+s.IngestDuration)
-		cpu0 := b.env.cpu()
-		ours := closedLoop(ctx, c, s.IngestWarmup, s.IngestDuration, func(ctx context.Context) error {
-			_, _, err := deliver(ctx, b.env.client, b.env.baseURL, datasetIngest, b.env.shas.next())
-			return err
-		})
-		if err := ours.check(fmt.Sprintf("ingest at c=%d", c)); err != nil {
-			return err
+		var ours, limit loadResult
+		var oursCPU, limitCPU cpuUse
+		for round := range s.IngestRounds {
+			b.logf("ingest at c=%d, round %d of %d: %s of deliveries", c, round+1, s.IngestRounds, s.IngestWarmup+s.IngestDuration)
+			cpu0 := b.env.cpu()
+			res := closedLoop(ctx, c, s.IngestWarmup, s.IngestDuration, func(ctx context.Context) error {
+				_, _, err := deliver(ctx, b.env.client, b.env.baseURL, datasetIngest, b.env.shas.next())
+				return err
+			})
+			if err := res.check(fmt.Sprintf("ingest at c=%d", c)); err != nil {
+				return err
+			}
+			cpu1 := b.env.cpu()
+			b.logf("ingest at c=%d, round %d of %d: %s of single-row commits", c, round+1, s.IngestRounds, s.IngestWarmup+s.IngestDuration)
+			lim, err := commitLimit(ctx, b.env.cluster.URL(), c, s)
+			if err != nil {
+				return err
+			}
+			cpu2 := b.env.cpu()
+			ours, limit = ours.merge(res), limit.merge(lim)
+			oursCPU, limitCPU = oursCPU.add(cpu1.sub(cpu0)), limitCPU.add(cpu2.sub(cpu1))
 		}
-		cpu1 := b.env.cpu()
-		b.logf("ingest at c=%d: %s of single-row commits", c, s.IngestWarmup+s.IngestDuration)
-		limit, err := commitLimit(ctx, b.env.cluster.URL(), c, s)
-		if err != nil {
-			return err
-		}
-		cpu2 := b.env.cpu()
 		// CPU per operation over warm-up and window alike: the operations of both are about s.IngestWarmup
 		// longer than the window's.
 		scale := func(n int) int {
 			return int(float64(n) * (s.IngestWarmup + s.IngestDuration).Seconds() / s.IngestDuration.Seconds())
 		}
-		b.report.detail(fmt.Sprintf("ingest_c%d_cpu_per_delivery", c), cpu1.sub(cpu0).perOp(scale(ours.ops)))
-		b.report.detail(fmt.Sprintf("ingest_c%d_cpu_per_commit", c), cpu2.sub(cpu1).perOp(scale(limit.ops)))
+		b.report.detail(fmt.Sprintf("ingest_c%d_cpu_per_delivery", c), oursCPU.perOp(scale(ours.ops)))
+		b.report.detail(fmt.Sprintf("ingest_c%d_cpu_per_commit", c), limitCPU.perOp(scale(limit.ops)))
 		row := Row{
 			Name:      fmt.Sprintf("ingest c=%d", c),
 			Ours:      rate(ours.ops, ours.window, "deliveries/s", ours.lat),

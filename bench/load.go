@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -125,6 +126,16 @@ func closedLoop(ctx context.Context, c int, warmup, window time.Duration, op fun
 	}
 	wg.Wait()
 	return res
+}
+
+// merge returns the results of r and other as one load: their operations, windows and latencies together.
+func (r loadResult) merge(other loadResult) loadResult {
+	r.ops += other.ops
+	r.errs += other.errs
+	r.firstErr = cmp.Or(r.firstErr, other.firstErr)
+	r.window += other.window
+	r.lat = append(r.lat, other.lat...)
+	return r
 }
 
 // check returns an error when the load failed more than rarely, or did nothing.
