@@ -164,6 +164,8 @@ var reservedIDs = river.JobInsertMiddlewareFunc(func(ctx context.Context, params
 				p.ID = &ids[i]
 			}
 		}
+		// Spent: an insert further down must not take the same ids.
+		ctx = context.WithValue(ctx, reservedIDsKey{}, nil)
 	}
 	return doInner(ctx)
 })

@@ -198,10 +198,23 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	}
 	// A connection released inside a transaction (after a failed rollback) is closed by the pool.
 	defer conn.Release()
-	tx := &batchTx{conn: conn.Conn()}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// The transaction begins in the batch of its first statements, saving the round trip of a BEGIN alone.
+	var tx pgx.Tx
+	defer func() {
+		if tx != nil {
+			_ = tx.Rollback(ctx)
+		}
+	}()
+	send := func(b *pgx.Batch) error {
+		if tx != nil {
+			return tx.SendBatch(ctx, b).Close()
+		}
+		br := conn.SendBatch(ctx, b)
+		tx = br.Tx()
+		return br.Close()
+	}
 	batch := &pgx.Batch{}
-	batch.Queue(`BEGIN`)
+	batch.BeginTx(pgx.TxOptions{})
 	batch.Queue(ingestPlanSQL)
 
 	// Catch-up's first sight of a ref records it as a baseline instead of running it, unless the mapping asks
@@ -210,8 +223,8 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 		if it.p.Source != DeliverySourceReconcile {
 			continue
 		}
-		if batch.Len() > 0 {
-			if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		if tx == nil {
+			if err := send(batch); err != nil {
 				return fmt.Errorf("begin: %w", err)
 			}
 			batch = &pgx.Batch{}
@@ -229,7 +242,7 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 		i := 0
 		for rows.Next() {
 			if i == len(items) {
-				return fmt.Errorf("%d deliveries recorded for %d", i+1, len(items))
+				return fmt.Errorf("more rows than the %d deliveries", len(items))
 			}
 			if err := rows.Scan(&items[i].res.DeliveryID, &items[i].res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i], &jobIDs[i]); err != nil {
 				return err
@@ -240,11 +253,11 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 			return err
 		}
 		if i != len(items) {
-			return fmt.Errorf("%d deliveries recorded for %d", i, len(items))
+			return fmt.Errorf("%d rows for %d deliveries", i, len(items))
 		}
 		return nil
 	})
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+	if err := send(batch); err != nil {
 		return fmt.Errorf("insert deliveries: %w", err)
 	}
 	for _, g := range gens {
@@ -329,6 +342,9 @@ func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int6
 // Each queued decision becomes a duplicate when its run existed or the same (mapping, repository, ref,
 // revision) came earlier in the group. One statement for the group, rather than one per delivery, sets up
 // its plan once: with a dozen indexes to open on runs alone, that set-up cost more than the rows.
+//
+// The sequences are named as PostgreSQL names those of identity columns (deliveries_id_seq) and as River's
+// migrations name its own (river_job_id_seq, in the same schema).
 //
 // It returns one row per delivery, in order: its id and time, the mappings' generation, and its decisions'
 // kinds, runs and the job ids reserved for new runs, in order. A queued decision without a run is one whose
