@@ -71,6 +71,37 @@ func deliver(ctx context.Context, client *http.Client, baseURL, repo, sha string
 	return answer.Runs[0], answered, nil
 }
 
+// concurrently calls op with 0 to n-1, from c goroutines at once, and returns the first error. After an error,
+// or once ctx is done, no further call starts.
+func concurrently(ctx context.Context, n, c int, op func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := op(i); err != nil {
+					once.Do(func() { firstErr = err })
+					next.Store(int64(n))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
 // loadResult is what a closed-loop load measured.
 type loadResult struct {
 	ops      int           // operations that succeeded within the measured window

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -160,28 +158,16 @@ func (b *bench) withdrawBacklog(ctx context.Context, mappingID int64) error {
 
 // queueBacklog records n deliveries for the backlog mapping through the store, 8 at a time.
 func (b *bench) queueBacklog(ctx context.Context, n int) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				d, err := orchestrator.ParseDelivery(webhookBody(datasetBacklog, b.env.shas.next()))
-				if err == nil {
-					_, err = b.env.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1"})
-				}
-				if err != nil {
-					errs <- fmt.Errorf("queue backlog: %w", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return concurrently(ctx, n, 8, func(int) error {
+		d, err := orchestrator.ParseDelivery(webhookBody(datasetBacklog, b.env.shas.next()))
+		if err == nil {
+			_, err = b.env.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1"})
+		}
+		if err != nil {
+			return fmt.Errorf("queue backlog: %w", err)
+		}
+		return nil
+	})
 }
 
 // pooledRate returns the rate of the operations of rates together: all of them over all of their time.
@@ -202,29 +188,18 @@ func forkExecRate(ctx context.Context, n, c int) (Figure, error) {
 	if err != nil {
 		return Figure{}, fmt.Errorf("look up true: %w", err)
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, c)
 	start := time.Now()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				cmd := exec.Command(path)
-				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-				if err := cmd.Run(); err != nil {
-					errs <- fmt.Errorf("run true: %w", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	err = concurrently(ctx, n, c, func(int) error {
+		cmd := exec.Command(path)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("run true: %w", err)
+		}
+		return nil
+	})
 	elapsed := time.Since(start)
-	close(errs)
-	if err := <-errs; err != nil {
+	if err != nil {
 		return Figure{}, err
 	}
-	return Figure{Value: float64(n) / elapsed.Seconds(), Unit: "execs/s", N: n}, ctx.Err()
+	return Figure{Value: float64(n) / elapsed.Seconds(), Unit: "execs/s", N: n}, nil
 }

@@ -112,31 +112,16 @@ func (b *bench) trigger(ctx context.Context) error {
 // from the burst's start to its first instruction: the queueing a burst meets on this machine without the
 // orchestrator.
 func (b *bench) directBurst(ctx context.Context, prefix string, n, c int) (Latencies, error) {
-	ids := make(chan string, n)
-	for i := range n {
-		ids <- prefix + strconv.Itoa(i)
-	}
-	close(ids)
-	var wg sync.WaitGroup
-	errs := make(chan error, c)
 	t0 := time.Now()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range ids {
-				cmd := exec.CommandContext(ctx, b.env.helper, "stamp", b.env.stampDir)
-				cmd.Env = append(os.Environ(), "RUN_ID="+id)
-				if err := cmd.Run(); err != nil {
-					errs <- fmt.Errorf("run benchproc directly: %w", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err := concurrently(ctx, n, c, func(i int) error {
+		cmd := exec.CommandContext(ctx, b.env.helper, "stamp", b.env.stampDir)
+		cmd.Env = append(os.Environ(), "RUN_ID="+prefix+strconv.Itoa(i))
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("run benchproc directly: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	lat := make(Latencies, 0, n)

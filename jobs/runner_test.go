@@ -10,31 +10,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator/logtest"
 )
-
-// runnerOutput is a bytes.Buffer safe for concurrent use.
-type runnerOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *runnerOutput) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *runnerOutput) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // runnerFailingWriter fails every write.
 type runnerFailingWriter struct{}
@@ -212,7 +195,7 @@ func TestRunCommand(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var out runnerOutput
+			var out logtest.Buffer
 			c := tt.cmd
 			c.Output = &out
 			c.KillGrace = time.Second
@@ -243,7 +226,7 @@ func TestRunCommandArgvNotShellInterpreted(t *testing.T) {
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "x")
 	arg := "$(touch " + marker + "); echo pwned `touch " + marker + "` *"
-	var out runnerOutput
+	var out logtest.Buffer
 
 	res := RunCommand(t.Context(), Command{Argv: []string{"printf", "%s", arg}, Dir: dir, Output: &out})
 
@@ -268,7 +251,7 @@ func TestRunCommandLargeOutput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := Command{Argv: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}, Timeout: 5 * time.Second}
-			var out runnerOutput
+			var out logtest.Buffer
 			switch tt.output {
 			case "buffer":
 				c.Output = &out
@@ -372,7 +355,7 @@ func TestRunCommandStopsProcessGroup(t *testing.T) {
 				defer cancel()
 				time.AfterFunc(tt.cancelAfter, cancel)
 			}
-			var out runnerOutput
+			var out logtest.Buffer
 
 			start := time.Now()
 			res := RunCommand(ctx, Command{
@@ -476,7 +459,7 @@ func TestRunCommandLeftoverProcesses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			pidFile := filepath.Join(t.TempDir(), "pid")
-			var out runnerOutput
+			var out logtest.Buffer
 
 			start := time.Now()
 			res := RunCommand(t.Context(), Command{

@@ -315,8 +315,8 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 }
 
 // ingestPlanSQL follows the BEGIN of a group. Its statements are prepared once per connection; a generic plan
-// spares PostgreSQL planning them again for every delivery, which costs more than executing them (their arrays
-// give custom plans no better estimates).
+// spares PostgreSQL planning the group's statement again for every group, which costs more than executing it
+// (its arrays give custom plans no better estimates).
 const ingestPlanSQL = `SET LOCAL plan_cache_mode = force_generic_plan`
 
 // resolveDuplicate records a queued decision whose run another transaction created and committed while this

@@ -580,6 +580,14 @@ func TestRunAttemptStart(t *testing.T) {
 		require.Len(t, res.RunIDs, 1)
 		return res.RunIDs[0]
 	}
+	// oneWaits pushes two runs of a mapping with one slot and starts the first: the second is refused the slot.
+	oneWaits := func(t *testing.T, b *testBundle) (first, second int64, wait *orchestrator.WaitError) {
+		t.Helper()
+		first, second = push(t, b, 1), push(t, b, 2)
+		require.NoError(t, start(b, first, 1))
+		require.ErrorAs(t, start(b, second, 1), &wait)
+		return first, second, wait
+	}
 	withSettings := func(f func(*orchestrator.Mapping)) orchestrator.Mapping {
 		m := mapping("tickets", "acme/support-tickets")
 		f(&m)
@@ -606,10 +614,7 @@ func TestRunAttemptStart(t *testing.T) {
 	t.Run("ConcurrencyMarksTheRunWaitingUntilItStarts", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, withSettings(queueEvery))
-		first, second := push(t, b, 1), push(t, b, 2)
-		require.NoError(t, start(b, first, 1))
-		var wait *orchestrator.WaitError
-		require.ErrorAs(t, start(b, second, 1), &wait)
+		first, second, wait := oneWaits(t, b)
 		require.Contains(t, wait.Reason, "1 of 1 runs of the mapping are running")
 		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs WHERE id = $1 AND waiting_since IS NOT NULL`, second))
 		jobs, err := b.store.RunWaitingJobs(ctx, b.mappingID(t, "tickets"))
@@ -634,10 +639,7 @@ func TestRunAttemptStart(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
 				b := setup(t, withSettings(queueEvery))
-				first, second := push(t, b, 1), push(t, b, 2)
-				require.NoError(t, start(b, first, 1))
-				var wait *orchestrator.WaitError
-				require.ErrorAs(t, start(b, second, 1), &wait)
+				first, second, _ := oneWaits(t, b)
 				// What River does with a job that snoozes.
 				_, err := b.pool.Exec(ctx, `UPDATE river_job SET state = 'scheduled', scheduled_at = now() + interval '1 hour'
 					WHERE id = (SELECT job_id FROM runs WHERE id = $1)`, second)
