@@ -35,7 +35,7 @@ build: ## Build bin/orchestrator
 	go build -o bin/orchestrator ./cmd/orchestrator
 
 .PHONY: bench
-bench: ## Run the benchmark, short mode (about two minutes): docs/BENCHMARKS.md says what it measures
+bench: ## Run the benchmark, short mode (about a minute): docs/BENCHMARKS.md says what it measures
 	go test -count=1 -run TestBench -v -timeout 30m ./bench/
 
 .PHONY: bench-full
