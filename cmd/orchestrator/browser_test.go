@@ -287,12 +287,24 @@ func browse(t *testing.T, ctx context.Context, actions ...chromedp.Action[chrome
 	require.NoError(t, chromedp.Do(ctx, actions...))
 }
 
-// text returns the visible text of the first element that matches the CSS selector.
+// text returns the visible text of the first element that matches the CSS selector, waiting a few seconds for
+// one to exist. It reads the text in the page rather than through DevTools' node ids: a page that reloads by
+// itself (the run page does when its run ends) can leave those stale, and the read then fails.
 func text(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	require.NoError(t, err, "text of %s", sel)
-	return strings.TrimSpace(s)
+	expr := fmt.Sprintf(`(function () { var e = document.querySelector(%q); return e ? e.innerText : null; })()`, sel)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[*string](expr))
+		require.NoError(t, err, "text of %s", sel)
+		if s != nil {
+			return strings.TrimSpace(*s)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no element matches %s", sel)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // count returns how many elements match the CSS selector.
