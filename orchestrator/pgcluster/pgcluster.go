@@ -2,9 +2,10 @@
 // server binaries: the embedded default database of the serve command, kept
 // across restarts, and throwaway clusters for tests.
 //
-// The server listens on 127.0.0.1 only, has Unix-domain sockets disabled and
-// trusts every local connection, so it must not hold data that other local
-// users may not read. When the calling process is root, the server runs as an
+// The server listens on 127.0.0.1 (and on the addresses of Config.Listen,
+// which tests give it to be reached from a network namespace of their own),
+// has Unix-domain sockets disabled and trusts every local connection, so it
+// must not hold data that other local users may not read. When the calling process is root, the server runs as an
 // unprivileged user, because PostgreSQL refuses to run as root.
 package pgcluster
 
@@ -14,10 +15,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +72,11 @@ type Config struct {
 	// synchronous_commit and full_page_writes off: faster, but a crash can
 	// corrupt the data. For throwaway test clusters only.
 	NoSync bool
+	// Listen lists addresses to listen on besides 127.0.0.1, each with the
+	// length of its network, such as 198.18.0.1/30: clients from that network
+	// are trusted like local ones. For tests that reach the server from a
+	// network namespace of their own; empty for loopback only.
+	Listen []netip.Prefix
 	// RunAsUser is the user to run initdb and the server as when the process
 	// is root; DefaultRunAsUser when empty. Ignored when not root.
 	RunAsUser string
@@ -148,6 +156,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	} else if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	if err := trustNetworks(dataDir, cfg.Listen); err != nil {
+		return nil, err
 	}
 
 	var c *Cluster
@@ -256,6 +267,39 @@ func initdb(ctx context.Context, cfg Config, dir, dataDir, logPath string, acc *
 	return nil
 }
 
+// trustNetworks adds a line to the cluster's pg_hba.conf that trusts the network of each prefix, unless it has
+// one already.
+func trustNetworks(dataDir string, prefixes []netip.Prefix) error {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	path := filepath.Join(dataDir, "pg_hba.conf")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read pg_hba.conf: %w", err)
+	}
+	var add strings.Builder
+	for _, p := range prefixes {
+		line := fmt.Sprintf("host all all %s trust", p.Masked())
+		if !slices.Contains(strings.Split(string(data), "\n"), line) {
+			add.WriteString(line + "\n")
+		}
+	}
+	if add.Len() == 0 {
+		return nil
+	}
+	// Appending keeps the file's owner, the server's user.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("open pg_hba.conf: %w", err)
+	}
+	if _, err := f.WriteString("\n" + add.String()); err != nil {
+		f.Close()
+		return fmt.Errorf("write pg_hba.conf: %w", err)
+	}
+	return f.Close()
+}
+
 // launch starts the server on port and waits until it accepts connections.
 func launch(ctx context.Context, cfg Config, dir, dataDir, logPath string, port int, acc *account, log *slog.Logger) (*Cluster, error) {
 	logFile, offset, err := openLog(logPath, acc)
@@ -264,10 +308,14 @@ func launch(ctx context.Context, cfg Config, dir, dataDir, logPath string, port 
 	}
 	defer logFile.Close()
 
+	listen := []string{"127.0.0.1"}
+	for _, p := range cfg.Listen {
+		listen = append(listen, p.Addr().String())
+	}
 	args := []string{
 		"-D", dataDir,
 		"-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1",
+		"-c", "listen_addresses=" + strings.Join(listen, ","),
 		"-c", "unix_socket_directories=",
 	}
 	if cfg.NoSync {

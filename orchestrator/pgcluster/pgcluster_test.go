@@ -4,8 +4,10 @@ import (
 	"context"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -101,6 +103,36 @@ func TestRestartKeepsData(t *testing.T) {
 	log, err := os.ReadFile(filepath.Join(dir, "postgres.log"))
 	require.NoError(t, err)
 	require.Contains(t, string(log), "database system is ready to accept connections")
+}
+
+// TestListenAlso starts a cluster that also listens on 127.0.0.2 and is reached from that address, whose
+// clients the default pg_hba.conf (which trusts 127.0.0.1 alone) refuses: the connection works, and a restart
+// keeps one pg_hba.conf line.
+func TestListenAlso(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := clusterDir(t)
+	cfg := Config{Dir: dir, NoSync: true, Listen: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}}
+	for range 2 {
+		c, err := Start(ctx, cfg)
+		require.NoError(t, err)
+		connCfg, err := pgx.ParseConfig(c.URL())
+		require.NoError(t, err)
+		connCfg.Host = "127.0.0.2"
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		connCfg.DialFunc = dialer.DialContext
+		conn, err := pgx.ConnectConfig(ctx, connCfg)
+		require.NoError(t, err)
+		var server, client string
+		require.NoError(t, conn.QueryRow(ctx, "SELECT host(inet_server_addr()), host(inet_client_addr())").Scan(&server, &client))
+		require.Equal(t, []string{"127.0.0.2", "127.0.0.2"}, []string{server, client})
+		require.NoError(t, conn.Close(ctx))
+		require.NoError(t, c.Stop(ctx))
+	}
+	hba, err := os.ReadFile(filepath.Join(dir, "data", "pg_hba.conf"))
+	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(string(hba), "host all all 127.0.0.2/32 trust"), "%s", hba)
 }
 
 func TestStartTakesOverStaleServer(t *testing.T) {
