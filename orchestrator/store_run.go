@@ -391,7 +391,8 @@ WITH g AS MATERIALIZED (
 	INSERT INTO run_attempts (run_id, attempt, argv, status)
 	SELECT d.id, $2, $3, 'running' FROM d WHERE d.action = 'start'
 	ON CONFLICT (run_id, attempt) DO UPDATE SET argv = EXCLUDED.argv, status = 'running', exit_code = NULL,
-		signal = NULL, error = '', log_bytes = 0, log_dropped = 0, started_at = now(), finished_at = NULL
+		signal = NULL, error = '', log_bytes = 0, log_dropped = 0, started_at = now(), finished_at = NULL,
+		heartbeat_at = now()
 ), started AS (
 	UPDATE runs SET status = 'running', attempt = $2, started_at = coalesce(runs.started_at, now()),
 		exit_code = NULL, signal = NULL, error = '', waiting_since = NULL, updated_at = now()
