@@ -50,6 +50,12 @@ type WorkerConfig struct {
 	// HeartbeatInterval is how often a running attempt tells the database its worker is alive. Defaults to
 	// HeartbeatIntervalDefault.
 	HeartbeatInterval time.Duration
+	// OrphanAfter is how long an attempt's lease lasts from its last heartbeat: the reapers' OrphanAfter, after
+	// which another worker may be given the run. Defaults to OrphanAfterDefault.
+	OrphanAfter time.Duration
+	// FenceMargin is how long before its lease expires a worker that could not renew it stops its command; it
+	// must exceed KillGrace (see lease.go). Defaults to FenceMarginFor(OrphanAfter, KillGrace).
+	FenceMargin time.Duration
 	// Processes, when set, marks each command's processes and records the attempts this process runs, for the
 	// Sweeper.
 	Processes *Processes
@@ -83,6 +89,12 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = HeartbeatIntervalDefault
+	}
+	if c.OrphanAfter == 0 {
+		c.OrphanAfter = OrphanAfterDefault
+	}
+	if c.FenceMargin == 0 {
+		c.FenceMargin = FenceMarginFor(c.OrphanAfter, c.KillGrace)
 	}
 	if c.SlotWait == 0 {
 		c.SlotWait = SlotWaitDefault
@@ -214,6 +226,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	if expandErr != nil {
 		argv = mapping.Command
 	}
+	leaseFrom := time.Now() // the attempt's lease counts from when its start was sent
 	if err := w.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{
 		RunID: run.ID, Attempt: job.Attempt, Argv: argv,
 	}); err != nil {
@@ -265,7 +278,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	cmdCtx, stopCmd := context.WithCancelCause(ctx)
 	defer stopCmd(nil)
 	spanCtx, span := startCommandSpan(cmdCtx, w.tracer, mapping, run, job.Attempt, argv)
-	heartbeatDone := w.heartbeat(cmdCtx, logger, run.ID, job.Attempt, stopCmd)
+	heartbeatDone := w.holdLease(cmdCtx, logger, run.ID, job.Attempt, leaseFrom, stopCmd)
 	res := RunCommand(spanCtx, Command{
 		Argv: argv, Dir: mapping.Workdir, Env: tracing.CommandEnv(spanCtx, env), Timeout: mapping.Timeout,
 		KillGrace: w.cfg.KillGrace, Output: output,
@@ -280,6 +293,14 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		logger.WarnContext(ctx, "attempt was closed by the reaper; stopped the command", "result", res.Describe())
 		endCommandSpan(span, res, "taken over")
 		w.wakeNext(ctx, logger, mapping.ID)
+		return nil
+	}
+	if res.Cancelled && errors.Is(context.Cause(cmdCtx), errLeaseLost) {
+		// Stopped by its own fence, not failed nor cancelled by an operator (a cancel River delivers when the link
+		// returns comes from the reaper of another process).
+		logger.WarnContext(ctx, "stopped the command: the attempt's lease ran out", "result", res.Describe())
+		endCommandSpan(span, res, "lease lost")
+		w.abandonFenced(ctx, logger, run.ID, job.Attempt, mapping.ID)
 		return nil
 	}
 
@@ -360,37 +381,6 @@ func (w *RetrainWorker) verifyRevision(ctx context.Context, run *orchestrator.Ru
 		return river.JobCancel(errors.New(finish.Error))
 	}
 	return nil
-}
-
-// errAttemptTakenOver stops a command whose attempt the reaper closed.
-var errAttemptTakenOver = errors.New("the attempt was closed while its command ran")
-
-// heartbeat records every HeartbeatInterval that the attempt's worker is alive, until ctx is done. When the
-// attempt turns out to be closed (the reaper decided this process was dead), it stops the command through stop.
-func (w *RetrainWorker) heartbeat(ctx context.Context, logger *slog.Logger, runID int64, attempt int, stop context.CancelCauseFunc) <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		ticker := time.NewTicker(w.cfg.HeartbeatInterval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ticker.C:
-				alive, err := w.store.RunAttemptHeartbeat(ctx, runID, attempt)
-				if err != nil {
-					logger.WarnContext(ctx, "could not record heartbeat", "error", err)
-					continue
-				}
-				if !alive {
-					stop(errAttemptTakenOver)
-					return
-				}
-			}
-		}
-	}()
-	return done
 }
 
 // RunOutputMaxBytes is the largest RUN_OUTPUT document kept.
