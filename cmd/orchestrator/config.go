@@ -45,6 +45,11 @@ type Config struct {
 	// handed to another worker.
 	HeartbeatInterval time.Duration
 	OrphanAfter       time.Duration
+	// FenceMargin (ORCHESTRATOR_FENCE_MARGIN) is how long before ORCHESTRATOR_ORPHAN_AFTER runs out, from its last
+	// heartbeat that reached the database, a worker that cannot reach it stops its command, so that the command is
+	// dead before the run may be handed to another worker. It must exceed KillGrace by jobs.FenceAllowance;
+	// zero takes jobs.FenceMarginFor(OrphanAfter, KillGrace).
+	FenceMargin time.Duration
 	// ReconcileInterval (ORCHESTRATOR_RECONCILE_INTERVAL) is how often catch-up asks the Hub for the refs of
 	// every dataset a mapping names and runs the commits no webhook brought; 0 turns catch-up off. parseConfig
 	// defaults it to jobs.ReconcileIntervalDefault; a Config built in code has it off unless it sets it.
@@ -122,6 +127,11 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if c.OrphanAfter, err = time.ParseDuration(env("ORCHESTRATOR_ORPHAN_AFTER", jobs.OrphanAfterDefault.String())); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER: %w", err)
 	}
+	if v := getenv("ORCHESTRATOR_FENCE_MARGIN"); v != "" {
+		if c.FenceMargin, err = time.ParseDuration(v); err != nil {
+			return nil, fmt.Errorf("ORCHESTRATOR_FENCE_MARGIN: %w", err)
+		}
+	}
 	if c.ReconcileInterval, err = time.ParseDuration(env("ORCHESTRATOR_RECONCILE_INTERVAL", jobs.ReconcileIntervalDefault.String())); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_RECONCILE_INTERVAL: %w", err)
 	}
@@ -138,6 +148,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return nil, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
 	}
 	c.MaxWorkers = *workers
+	if c.FenceMargin == 0 {
+		c.FenceMargin = jobs.FenceMarginFor(c.OrphanAfter, c.KillGrace)
+	}
 	if c.Tracing, err = tracing.ModeFromEnv(getenv); err != nil {
 		return nil, err
 	}
@@ -166,6 +179,9 @@ func (c *Config) applyDefaults() {
 	if c.OrphanAfter == 0 {
 		c.OrphanAfter = jobs.OrphanAfterDefault
 	}
+	if c.FenceMargin == 0 {
+		c.FenceMargin = jobs.FenceMarginFor(c.OrphanAfter, c.KillGrace)
+	}
 	if c.Role == "" {
 		c.Role = RoleAll
 	}
@@ -183,6 +199,16 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
 	case c.HeartbeatInterval <= 0 || c.OrphanAfter < 3*c.HeartbeatInterval:
 		return fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER (%s) must be at least three ORCHESTRATOR_HEARTBEAT_INTERVALs (%s)", c.OrphanAfter, c.HeartbeatInterval)
+	// A worker cut off from the database stops its command at ORPHAN_AFTER - FENCE_MARGIN after its last
+	// heartbeat; the command must be dead, after its kill grace, before the lease expires at the database.
+	case c.Role != RoleWeb && c.FenceMargin < c.KillGrace+jobs.FenceAllowance:
+		return fmt.Errorf("ORCHESTRATOR_FENCE_MARGIN (%s) must be at least --kill-grace (%s) plus %s: a worker that cannot reach "+
+			"the database stops its command that long before another worker may start the run, and the command must be dead by then",
+			c.FenceMargin, c.KillGrace, jobs.FenceAllowance)
+	case c.Role != RoleWeb && c.OrphanAfter-c.FenceMargin < 2*c.HeartbeatInterval:
+		return fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER (%s) minus ORCHESTRATOR_FENCE_MARGIN (%s) must be at least two "+
+			"ORCHESTRATOR_HEARTBEAT_INTERVALs (%s), or a single late heartbeat would stop a healthy command",
+			c.OrphanAfter, c.FenceMargin, c.HeartbeatInterval)
 	case c.Role != RoleAll && c.Role != RoleWeb && c.Role != RoleWorker:
 		return fmt.Errorf("--role must be all, web or worker, not %q", c.Role)
 	case c.Role != RoleWeb && len(c.Queues) == 0:

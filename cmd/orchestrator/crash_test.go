@@ -125,7 +125,7 @@ mappings:
     concurrency: 8
 `)
 	env := []string{"DATABASE_URL=" + url, "HUGGINGFACE_WEBHOOK_SECRET=" + e2eSecret, "ORCHESTRATOR_CONFIG=" + cfg,
-		"ORCHESTRATOR_HEARTBEAT_INTERVAL=200ms", "ORCHESTRATOR_ORPHAN_AFTER=2s", "ORCHESTRATOR_KILL_GRACE=1s"}
+		"ORCHESTRATOR_HEARTBEAT_INTERVAL=200ms", "ORCHESTRATOR_ORPHAN_AFTER=4s", "ORCHESTRATOR_KILL_GRACE=1s"}
 	port := freePort(t)
 	first := startProcess(t, bin, port, env)
 

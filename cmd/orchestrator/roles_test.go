@@ -39,7 +39,8 @@ mappings:
     command: ["sh", "-c", "echo \"$WORKER_NAME long $RUN_ATTEMPT\" >> `+events+`; if [ $RUN_ATTEMPT = 1 ]; then exec sleep 600; fi"]
 `)
 	common := []string{"DATABASE_URL=" + url, "HUGGINGFACE_WEBHOOK_SECRET=" + e2eSecret, "ORCHESTRATOR_CONFIG=" + cfg,
-		"ORCHESTRATOR_HEARTBEAT_INTERVAL=200ms", "ORCHESTRATOR_ORPHAN_AFTER=2s", "ORCHESTRATOR_MAX_WORKERS=2"}
+		"ORCHESTRATOR_HEARTBEAT_INTERVAL=200ms", "ORCHESTRATOR_ORPHAN_AFTER=4s", "ORCHESTRATOR_KILL_GRACE=1s",
+		"ORCHESTRATOR_MAX_WORKERS=2"}
 	web := startProcess(t, bin, freePort(t), append(common, "ORCHESTRATOR_ROLE=web"))
 	workers := map[string]*process{}
 	for _, name := range []string{"w1", "w2"} {

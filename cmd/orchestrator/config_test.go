@@ -1,0 +1,73 @@
+package main
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestConfigLease checks the timings of heartbeats, leases and fences: the defaults hold together, a margin that
+// is not given follows the orphan timeout and the kill grace, and each setting that would let a fenced command
+// outlive its lease, or fence a healthy one, is refused at start with a message naming it.
+func TestConfigLease(t *testing.T) {
+	t.Parallel()
+	type timings struct{ heartbeat, orphanAfter, margin, grace time.Duration }
+	cases := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    timings
+		wantErr string
+	}{
+		{name: "defaults", want: timings{10 * time.Second, time.Minute, 15 * time.Second, 10 * time.Second}},
+		{name: "margin given", env: map[string]string{"ORCHESTRATOR_FENCE_MARGIN": "20s"},
+			want: timings{10 * time.Second, time.Minute, 20 * time.Second, 10 * time.Second}},
+		{name: "default margin follows a long grace", args: []string{"--kill-grace", "30s"},
+			want: timings{10 * time.Second, time.Minute, 31 * time.Second, 30 * time.Second}},
+		{name: "default margin follows the orphan timeout", env: map[string]string{"ORCHESTRATOR_ORPHAN_AFTER": "10m"},
+			want: timings{10 * time.Second, 10 * time.Minute, 150 * time.Second, 10 * time.Second}},
+		{name: "short timings", env: map[string]string{"ORCHESTRATOR_HEARTBEAT_INTERVAL": "300ms", "ORCHESTRATOR_ORPHAN_AFTER": "8s",
+			"ORCHESTRATOR_FENCE_MARGIN": "3s", "ORCHESTRATOR_KILL_GRACE": "1s"},
+			want: timings{300 * time.Millisecond, 8 * time.Second, 3 * time.Second, time.Second}},
+		{name: "margin zero takes the default", env: map[string]string{"ORCHESTRATOR_FENCE_MARGIN": "0"},
+			want: timings{10 * time.Second, time.Minute, 15 * time.Second, 10 * time.Second}},
+		{name: "margin not a duration", env: map[string]string{"ORCHESTRATOR_FENCE_MARGIN": "soon"}, wantErr: "ORCHESTRATOR_FENCE_MARGIN"},
+		{name: "margin within the grace", env: map[string]string{"ORCHESTRATOR_FENCE_MARGIN": "10s"},
+			wantErr: "ORCHESTRATOR_FENCE_MARGIN (10s) must be at least --kill-grace (10s) plus 1s"},
+		{name: "margin negative", env: map[string]string{"ORCHESTRATOR_FENCE_MARGIN": "-15s"},
+			wantErr: "ORCHESTRATOR_FENCE_MARGIN (-15s) must be at least --kill-grace"},
+		{name: "grace raised past a given margin", env: map[string]string{"ORCHESTRATOR_FENCE_MARGIN": "15s"}, args: []string{"--kill-grace", "14500ms"},
+			wantErr: "ORCHESTRATOR_FENCE_MARGIN (15s) must be at least --kill-grace (14.5s) plus 1s"},
+		{name: "margin eats the lease", env: map[string]string{"ORCHESTRATOR_FENCE_MARGIN": "45s"},
+			wantErr: "ORCHESTRATOR_ORPHAN_AFTER (1m0s) minus ORCHESTRATOR_FENCE_MARGIN (45s) must be at least two ORCHESTRATOR_HEARTBEAT_INTERVALs (10s)"},
+		{name: "margin longer than the lease", env: map[string]string{"ORCHESTRATOR_ORPHAN_AFTER": "2s", "ORCHESTRATOR_HEARTBEAT_INTERVAL": "200ms"},
+			wantErr: "ORCHESTRATOR_ORPHAN_AFTER (2s) minus ORCHESTRATOR_FENCE_MARGIN (11s)"},
+		{name: "orphan timeout within three heartbeats", env: map[string]string{"ORCHESTRATOR_ORPHAN_AFTER": "25s"},
+			wantErr: "ORCHESTRATOR_ORPHAN_AFTER (25s) must be at least three ORCHESTRATOR_HEARTBEAT_INTERVALs"},
+		{name: "a web process runs no command to fence", env: map[string]string{"ORCHESTRATOR_ROLE": "web", "ORCHESTRATOR_FENCE_MARGIN": "1s"},
+			want: timings{10 * time.Second, time.Minute, time.Second, 10 * time.Second}},
+		{name: "a worker does", env: map[string]string{"ORCHESTRATOR_ROLE": "worker", "ORCHESTRATOR_FENCE_MARGIN": "1s"},
+			wantErr: "ORCHESTRATOR_FENCE_MARGIN (1s) must be at least --kill-grace"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := parseConfig("serve", tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, timings{cfg.HeartbeatInterval, cfg.OrphanAfter, cfg.FenceMargin, cfg.KillGrace})
+		})
+	}
+
+	// A Config built in code gets the same defaults, which validate.
+	c := Config{LogFormat: "text", Queues: []string{"runs"}, DataDir: DataDirDefault}
+	c.applyDefaults()
+	require.Equal(t, timings{10 * time.Second, time.Minute, 15 * time.Second, 10 * time.Second},
+		timings{c.HeartbeatInterval, c.OrphanAfter, c.FenceMargin, c.KillGrace})
+	require.NoError(t, c.validate())
+}
