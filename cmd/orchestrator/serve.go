@@ -191,7 +191,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Queues:         m.Config.Queues,
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
-			Processes: procs, Revisions: hubClient, Metrics: workerMetrics, Logger: m.Logger},
+			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: workerMetrics, Logger: m.Logger},
 		Notify:         jobs.NotifyConfig{PublicURL: m.Config.PublicURL, Getenv: m.getenv(), Metrics: workerMetrics, Logger: m.Logger},
 		Reconciler:     reconciler,
 		TracerProvider: tracerProvider,
