@@ -3,6 +3,7 @@ package jobs
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -201,6 +202,45 @@ func (q *Queue) EnqueueNotificationsTx(ctx context.Context, tx pgx.Tx, notificat
 		params[i] = river.InsertManyParams{Args: NotifyArgs{NotificationID: id}}
 	}
 	return q.insertMany(ctx, tx, params, "insert notify jobs")
+}
+
+// CancelTx cancels a job as part of tx: see Cancel. A job that is gone is no error.
+func (q *Queue) CancelTx(ctx context.Context, tx pgx.Tx, jobID int64) error {
+	if _, err := q.client.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, river.ErrNotFound) {
+		return fmt.Errorf("cancel job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// stalledPage is how many running jobs StalledJobs reads at a time.
+const stalledPage = 500
+
+// StalledJobs returns the retrain jobs that a worker took longer than after ago and still holds, whatever
+// became of their runs: the caller checks that a job is still its run's.
+func (q *Queue) StalledJobs(ctx context.Context, after time.Duration) ([]orchestrator.StalledJob, error) {
+	params := river.NewJobListParams().States(rivertype.JobStateRunning).Kinds(RetrainArgs{}.Kind()).First(stalledPage)
+	cutoff := time.Now().Add(-after)
+	var stalled []orchestrator.StalledJob
+	for {
+		res, err := q.client.JobList(ctx, params)
+		if err != nil {
+			return nil, fmt.Errorf("list running jobs: %w", err)
+		}
+		for _, job := range res.Jobs {
+			if job.AttemptedAt == nil || job.AttemptedAt.After(cutoff) {
+				continue
+			}
+			var args RetrainArgs
+			if err := json.Unmarshal(job.EncodedArgs, &args); err != nil {
+				return nil, fmt.Errorf("job %d: decode args: %w", job.ID, err)
+			}
+			stalled = append(stalled, orchestrator.StalledJob{JobID: job.ID, RunID: args.RunID})
+		}
+		if len(res.Jobs) < stalledPage || res.LastCursor == nil {
+			return stalled, nil
+		}
+		params = params.After(res.LastCursor)
+	}
 }
 
 // Cancel cancels a job. A waiting job is cancelled at once; a running one has its context cancelled in

@@ -253,11 +253,11 @@ func TestLease(t *testing.T) {
 			require.Equal(t, orchestrator.RunSucceeded, run.Status, "%s\n%s", run.Error, logs)
 			attempts, err := b.store.RunAttemptList(context.Background(), runID)
 			require.NoError(t, err)
-			var statuses []orchestrator.RunStatus
+			var statuses []orchestrator.AttemptStatus
 			for _, a := range attempts {
 				statuses = append(statuses, a.Status)
 			}
-			require.Equal(t, []orchestrator.RunStatus{orchestrator.AttemptInterrupted, orchestrator.RunSucceeded}, statuses)
+			require.Equal(t, []orchestrator.AttemptStatus{orchestrator.AttemptInterrupted, orchestrator.AttemptSucceeded}, statuses)
 			require.Contains(t, attempts[0].Error, "stopped the command before its lease ran out")
 			require.Contains(t, logs.String(), "fenced attempt recorded as interrupted")
 			execs := leaseMarks(t, dir)

@@ -33,7 +33,7 @@ func (r *Reaper) ReapOnce(ctx context.Context) error {
 	reaped, err := r.Store.RunReapOrphans(ctx, r.OrphanAfter)
 	for _, run := range reaped {
 		r.Logger.WarnContext(ctx, "run's process stopped; handed back to the queue",
-			"run_id", run.RunID, "attempt", run.Attempt, "status", run.Status)
+			"run_id", run.RunID, "attempt", run.Attempt)
 	}
 	if err != nil {
 		return err

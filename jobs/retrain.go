@@ -64,6 +64,9 @@ type WorkerConfig struct {
 	SlotWait time.Duration
 	// Revisions, when set, checks revisions for mappings with verify_revision.
 	Revisions RevisionChecker
+	// Heads, when set, is asked for a ref's head when the recorded history cannot tell which of two runs of
+	// the ref is newer. Nil: the run starts.
+	Heads RefHeads
 	// Metrics, when set, counts finished attempts and their durations.
 	Metrics *Metrics
 	// TracerProvider, when set, traces each command in a span of its job's trace, and gives the command that
@@ -117,6 +120,11 @@ const SlotWaitDefault = 2 * time.Second
 // RevisionChecker tells whether a revision exists in a dataset on the Hub.
 type RevisionChecker interface {
 	RevisionExists(ctx context.Context, dataset, revision string) (bool, error)
+}
+
+// RefHeads tells which commit a dataset's ref points at on the Hub now ("" when it has no such ref).
+type RefHeads interface {
+	RefHead(ctx context.Context, dataset, ref string) (string, error)
 }
 
 // HeartbeatIntervalDefault is how often a running attempt's worker records that it is alive.
@@ -193,7 +201,7 @@ func (w *RetrainWorker) Timeout(*river.Job[RetrainArgs]) time.Duration { return 
 
 // Work runs one attempt of a run.
 func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) error {
-	logger := w.cfg.Logger.With("run_id", job.Args.RunID, "attempt", job.Attempt)
+	logger := w.cfg.Logger.With("run_id", job.Args.RunID)
 	// Two round trips before the command: the run is read, then locked, decided on and started at once.
 	work, err := w.store.RunForWork(ctx, job.Args.RunID)
 	if err != nil {
@@ -207,10 +215,19 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		logger.InfoContext(ctx, "run already finished, nothing to do", "status", run.Status)
 		return nil
 	}
+	if run.JobID == nil || *run.JobID != job.ID {
+		// The run was handed to another job (its worker was taken for dead): this one is spent.
+		logger.InfoContext(ctx, "run belongs to another job now, nothing to do", "run_job_id", run.JobID)
+		return nil
+	}
+	// Attempts are the run's own executions, numbered by the run: an interrupted one is not spent, so the
+	// queue's count of tries is not the attempt's number.
+	attempt := run.Attempt + 1
+	logger = logger.With("attempt", attempt)
 
 	// The secrets that sign notifications are the orchestrator's, not the command's.
-	env := RunEnv(withoutVars(w.cfg.BaseEnv, work.SecretEnv), mapping, run, job.Attempt)
-	outputPath, err := w.outputPath(run.ID, job.Attempt)
+	env := RunEnv(withoutVars(w.cfg.BaseEnv, work.SecretEnv), mapping, run, attempt)
+	outputPath, err := w.outputPath(run.ID, attempt)
 	if err != nil {
 		return err
 	}
@@ -219,17 +236,17 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	env = append(env, "RUN_OUTPUT="+outputPath)
 	argv, expandErr := ExpandArgv(mapping.Command, env)
 	if w.cfg.Processes != nil {
-		key := orchestrator.AttemptKey{RunID: run.ID, Attempt: job.Attempt}
+		key := orchestrator.AttemptKey{RunID: run.ID, Attempt: attempt}
 		env = append(env, w.cfg.Processes.marker(key))
 		defer w.cfg.Processes.start(key)()
 	}
 	if expandErr != nil {
 		argv = mapping.Command
 	}
-	leaseFrom := time.Now() // the attempt's lease counts from when its start was sent
-	if err := w.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{
-		RunID: run.ID, Attempt: job.Attempt, Argv: argv,
-	}); err != nil {
+	// The attempt's lease counts from when its start was sent (the first, when the start asks the Hub and
+	// starts again).
+	leaseFrom := time.Now()
+	if err := w.start(ctx, logger, run, attempt, argv); err != nil {
 		var wait *orchestrator.WaitError
 		switch {
 		case errors.As(err, &wait):
@@ -245,13 +262,15 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 			return river.JobSnooze(w.cfg.SlotWait)
 		case orchestrator.ErrorCode(err) == orchestrator.CodeConflict:
 			logger.InfoContext(ctx, "run finished meanwhile, not starting", "reason", err)
+			// A superseded run may have held a slot's turn: pass it on.
+			w.wakeNext(ctx, logger, mapping.ID)
 			return nil
 		}
 		return err
 	}
 
 	if mapping.VerifyRevision && w.cfg.Revisions != nil {
-		if err := w.verifyRevision(ctx, run, job.Attempt, job.Attempt >= job.MaxAttempts); err != nil {
+		if err := w.verifyRevision(ctx, run, attempt, job.Attempt >= job.MaxAttempts); err != nil {
 			return err
 		}
 	}
@@ -261,12 +280,12 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	defer cancel()
 	// The finish also wakes the runs of the mapping waiting for the slot it frees.
 	finish := orchestrator.RunAttemptFinishParams{
-		RunID: run.ID, Attempt: job.Attempt, NoTargets: len(mapping.Notify) == 0, WakeMapping: mapping.ID,
+		RunID: run.ID, Attempt: attempt, NoTargets: len(mapping.Notify) == 0, WakeMapping: mapping.ID,
 	}
 	lastAttempt := job.Attempt >= job.MaxAttempts
 
 	if expandErr != nil {
-		finish.AttemptStatus, finish.RunStatus, finish.Error = orchestrator.RunFailed, orchestrator.RunFailed, expandErr.Error()
+		finish.Transition, finish.Error = orchestrator.TransitionFail, expandErr.Error()
 		if err := w.store.RunAttemptFinish(finishCtx, finish); err != nil {
 			return err
 		}
@@ -274,11 +293,11 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	}
 
 	logger.InfoContext(ctx, "starting command", "mapping", mapping.Name, "revision", run.Revision)
-	output := newLogWriter(w.store, logger, run.ID, job.Attempt, w.cfg.LogLimit, w.cfg.LogFlushInterval)
+	output := newLogWriter(w.store, logger, run.ID, attempt, w.cfg.LogLimit, w.cfg.LogFlushInterval)
 	cmdCtx, stopCmd := context.WithCancelCause(ctx)
 	defer stopCmd(nil)
-	spanCtx, span := startCommandSpan(cmdCtx, w.tracer, mapping, run, job.Attempt, argv)
-	heartbeatDone := w.holdLease(cmdCtx, logger, run.ID, job.Attempt, leaseFrom, stopCmd)
+	spanCtx, span := startCommandSpan(cmdCtx, w.tracer, mapping, run, attempt, argv)
+	heartbeatDone := w.holdLease(cmdCtx, logger, run.ID, attempt, leaseFrom, stopCmd)
 	res := RunCommand(spanCtx, Command{
 		Argv: argv, Dir: mapping.Workdir, Env: tracing.CommandEnv(spanCtx, env), Timeout: mapping.Timeout,
 		KillGrace: w.cfg.KillGrace, Output: output,
@@ -300,7 +319,7 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		// returns comes from the reaper of another process).
 		logger.WarnContext(ctx, "stopped the command: the attempt's lease ran out", "result", res.Describe())
 		endCommandSpan(span, res, "lease lost")
-		w.abandonFenced(ctx, logger, run.ID, job.Attempt, mapping.ID)
+		w.abandonFenced(ctx, logger, run.ID, attempt, mapping.ID)
 		return nil
 	}
 
@@ -314,36 +333,60 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	var retErr error
 	switch {
 	case res.Succeeded():
-		finish.AttemptStatus, finish.RunStatus = orchestrator.RunSucceeded, orchestrator.RunSucceeded
+		finish.Transition = orchestrator.TransitionSucceed
 		if outputErr != nil {
 			finish.Error = outputErr.Error()
 		}
 	case res.Cancelled && errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely):
-		finish.AttemptStatus, finish.RunStatus = orchestrator.RunCancelled, orchestrator.RunCancelled
+		finish.Transition = orchestrator.TransitionCancel
 		finish.Error = "cancelled by an operator"
 		retErr = river.JobCancel(errors.New(finish.Error))
 	case res.Cancelled:
 		// The client is stopping: River puts the job back without spending the attempt when the worker
 		// returns the context's error, and the run goes back to queued.
-		finish.AttemptStatus, finish.RunStatus = orchestrator.AttemptInterrupted, orchestrator.RunQueued
+		finish.Transition = orchestrator.TransitionInterrupt
 		finish.Error = "interrupted by shutdown; it will run again"
 		retErr = ctx.Err()
 	default:
-		finish.AttemptStatus, finish.Error = orchestrator.RunFailed, res.Describe()
-		finish.RunStatus = orchestrator.RunRetrying
+		finish.Transition, finish.Error = orchestrator.TransitionRetry, res.Describe()
 		if lastAttempt {
-			finish.RunStatus = orchestrator.RunFailed
+			finish.Transition = orchestrator.TransitionFail
 		}
 		retErr = errors.New(finish.Error)
 	}
-	logger.InfoContext(ctx, "command ended", "result", res.Describe(), "status", finish.RunStatus,
+	logger.InfoContext(ctx, "command ended", "result", res.Describe(), "status", finish.Transition.To(),
 		"duration", res.Finished.Sub(res.Started).Round(time.Millisecond))
-	w.cfg.Metrics.observe(mapping.Name, finish.RunStatus, res.Finished.Sub(res.Started))
-	endCommandSpan(span, res, string(finish.RunStatus))
+	w.cfg.Metrics.observe(mapping.Name, finish.Transition.To(), res.Finished.Sub(res.Started))
+	endCommandSpan(span, res, string(finish.Transition.To()))
 	if err := w.store.RunAttemptFinish(finishCtx, finish); err != nil {
 		return fmt.Errorf("record result (%s): %w", res.Describe(), err)
 	}
 	return retErr
+}
+
+// start starts the attempt. When the recorded history of the run's ref cannot tell whether another run of it
+// is newer, it asks the Hub for the ref's head, which wins; without an answer the run starts, since training an
+// older revision once more costs less than never training the newest.
+func (w *RetrainWorker) start(ctx context.Context, logger *slog.Logger, run *orchestrator.Run, attempt int, argv []string) error {
+	p := orchestrator.RunAttemptStartParams{RunID: run.ID, Attempt: attempt, Argv: argv}
+	err := w.store.RunAttemptStart(ctx, p)
+	var unordered *orchestrator.UnorderedError
+	if !errors.As(err, &unordered) {
+		return err
+	}
+	p.Head = run.Revision
+	if w.cfg.Heads != nil {
+		head, herr := w.cfg.Heads.RefHead(ctx, run.Dataset, run.Ref)
+		switch {
+		case herr != nil:
+			logger.WarnContext(ctx, "could not ask the Hub which revision is newer; starting", "other_run", unordered.RunID, "error", herr)
+		case head != "":
+			p.Head = head
+		}
+	}
+	logger.InfoContext(ctx, "the recorded history does not order two runs of the ref; the Hub's head wins",
+		"other_run", unordered.RunID, "other_revision", unordered.Revision, "head", p.Head)
+	return w.store.RunAttemptStart(ctx, p)
 }
 
 // wakeNext makes the oldest runs of the mapping that wait for a slot available at once, since a slot is free
@@ -360,21 +403,19 @@ func (w *RetrainWorker) verifyRevision(ctx context.Context, run *orchestrator.Ru
 	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	exists, err := w.cfg.Revisions.RevisionExists(ctx, run.Dataset, run.Revision)
-	finish := orchestrator.RunAttemptFinishParams{
-		RunID: run.ID, Attempt: attempt, AttemptStatus: orchestrator.RunFailed, WakeMapping: run.MappingID,
-	}
+	finish := orchestrator.RunAttemptFinishParams{RunID: run.ID, Attempt: attempt, WakeMapping: run.MappingID}
 	switch {
 	case err != nil:
-		finish.RunStatus, finish.Error = orchestrator.RunRetrying, "could not verify the revision with the Hub: "+err.Error()
+		finish.Transition, finish.Error = orchestrator.TransitionRetry, "could not verify the revision with the Hub: "+err.Error()
 		if lastAttempt {
-			finish.RunStatus = orchestrator.RunFailed
+			finish.Transition = orchestrator.TransitionFail
 		}
 		if ferr := w.store.RunAttemptFinish(finishCtx, finish); ferr != nil {
 			return ferr
 		}
 		return errors.New(finish.Error)
 	case !exists:
-		finish.RunStatus, finish.Error = orchestrator.RunFailed, fmt.Sprintf("revision %s does not exist in dataset %s on the Hub", run.Revision, run.Dataset)
+		finish.Transition, finish.Error = orchestrator.TransitionFail, fmt.Sprintf("revision %s does not exist in dataset %s on the Hub", run.Revision, run.Dataset)
 		if ferr := w.store.RunAttemptFinish(finishCtx, finish); ferr != nil {
 			return ferr
 		}

@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +35,9 @@ type testBundle struct {
 	store  *orchestrator.Store
 	client *river.Client[pgx.Tx]
 	cfg    jobs.ClientConfig
+
+	headsMu sync.Mutex
+	heads   map[string]string // the last revision push recorded for each dataset and ref
 }
 
 // setup starts a real River client with the retrain worker on a fresh schema, with the given mappings.
@@ -104,17 +109,39 @@ const (
 	shaB = "8d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f"
 )
 
-// push records a delivery of a new commit on ref and returns the new run's id.
+// push records a delivery of a new commit on ref, which replaced the commit the bundle pushed before on it (shaA
+// for the first), as the Hub's pushes do, and returns the new run's id. Concurrent pushes are recorded in the
+// order push was called.
 func (b *testBundle) push(t *testing.T, dataset, ref, sha string) int64 {
+	t.Helper()
+	b.headsMu.Lock()
+	if b.heads == nil {
+		b.heads = map[string]string{}
+	}
+	old := cmp.Or(b.heads[dataset+" "+ref], shaA)
+	b.heads[dataset+" "+ref] = sha
+	b.headsMu.Unlock()
+	return b.pushAfter(t, dataset, ref, old, sha)
+}
+
+// pushAfter records a delivery of the push that moved ref from old to sha and returns the new run's id.
+func (b *testBundle) pushAfter(t *testing.T, dataset, ref, old, sha string) int64 {
+	t.Helper()
+	res := b.deliver(t, dataset, ref, old, sha)
+	require.Len(t, res.RunIDs, 1, "decisions: %+v", res.Decisions)
+	return res.RunIDs[0]
+}
+
+// deliver records a delivery of the push that moved ref from old to sha.
+func (b *testBundle) deliver(t *testing.T, dataset, ref, old, sha string) *orchestrator.DeliveryInsertResult {
 	t.Helper()
 	res, err := b.store.DeliveryInsert(context.Background(), orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
 		Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: dataset, RepoID: "66a1f0c2b9e4d3a1f2c3d4e5",
 		Raw:  []byte(`{}`),
-		Refs: []orchestrator.RefUpdate{{Ref: ref, OldSha: shaA, NewSha: sha}},
+		Refs: []orchestrator.RefUpdate{{Ref: ref, OldSha: old, NewSha: sha}},
 	}})
 	require.NoError(t, err)
-	require.Len(t, res.RunIDs, 1, "decisions: %+v", res.Decisions)
-	return res.RunIDs[0]
+	return res
 }
 
 // waitStatus waits until the run has one of the statuses and returns it.
@@ -171,7 +198,7 @@ func TestRetrainWorker(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, attempts, 1)
 		require.Equal(t, shaB, attempts[0].Argv[4], "the recorded argv is the expanded one")
-		require.Equal(t, orchestrator.RunSucceeded, attempts[0].Status)
+		require.Equal(t, orchestrator.AttemptSucceeded, attempts[0].Status)
 	})
 
 	t.Run("RunOutputIsStored", func(t *testing.T) {
@@ -210,7 +237,7 @@ func TestRetrainWorker(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, attempts, 2)
 		for i, a := range attempts {
-			require.Equal(t, orchestrator.RunFailed, a.Status)
+			require.Equal(t, orchestrator.AttemptFailed, a.Status)
 			require.Equal(t, 3, *a.ExitCode)
 			require.Equal(t, fmt.Sprintf("attempt %d\n", i+1), b.log(t, runID, i+1))
 		}
@@ -322,8 +349,12 @@ func TestRetrainWorker(t *testing.T) {
 		b.start(t)
 		run = b.waitStatus(t, runID, 10*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
 		require.Equal(t, orchestrator.RunSucceeded, run.Status, run.Error)
-		require.Equal(t, 1, run.Attempt, "the interrupted execution did not use up the only attempt")
-		require.Equal(t, "attempt 1\nfinished\n", b.log(t, runID, 1))
+		require.Equal(t, 2, run.Attempt, "the run's second execution")
+		attempts, err := b.store.RunAttemptList(context.Background(), runID)
+		require.NoError(t, err)
+		require.Equal(t, orchestrator.AttemptInterrupted, attempts[0].Status, "the interrupted execution did not use up the only attempt")
+		require.Equal(t, orchestrator.AttemptSucceeded, attempts[1].Status)
+		require.Equal(t, "attempt 2\nfinished\n", b.log(t, runID, 2))
 	})
 }
 

@@ -250,7 +250,11 @@ func TestTriggers(t *testing.T) {
 		dir := t.TempDir()
 		b := setup(t, shMapping("storm", exclusiveScript(dir, 100*time.Millisecond)))
 		b.start(t)
+		// Each push replaces the one before it in the ref's history; four senders deliver them at once, so
+		// they arrive in any order.
 		var mu sync.Mutex
+		head, pushes := newRevision(), 0
+		place := map[int64]int{} // each run's place in the ref's history
 		var ids []int64
 		var wg sync.WaitGroup
 		for range 4 {
@@ -258,25 +262,34 @@ func TestTriggers(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range 5 {
-					id := b.push(t, "acme/storm", "refs/heads/main", newRevision())
 					mu.Lock()
-					ids = append(ids, id)
+					old, rev := head, newRevision()
+					head, pushes = rev, pushes+1
+					n := pushes
+					mu.Unlock()
+					id := b.pushAfter(t, "acme/storm", "refs/heads/main", old, rev)
+					mu.Lock()
+					ids, place[id] = append(ids, id), n
 					mu.Unlock()
 				}
 			}()
 		}
 		wg.Wait()
-		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 		runs := b.allFinished(t, ids, 30*time.Second)
-		newest := ids[len(ids)-1]
-		require.Equal(t, orchestrator.RunSucceeded, runs[newest].Status, "the newest revision always runs")
+		newest := ids[0]
+		for _, id := range ids {
+			if place[id] > place[newest] {
+				newest = id
+			}
+		}
+		require.Equal(t, orchestrator.RunSucceeded, runs[newest].Status, "the ref's head always runs")
 		executed := 0
 		for _, id := range ids {
 			switch runs[id].Status {
 			case orchestrator.RunSucceeded:
 				executed++
 			case orchestrator.RunSuperseded:
-				require.Greater(t, *runs[id].SupersededBy, id, "replaced by a newer run")
+				require.Greater(t, place[*runs[id].SupersededBy], place[id], "replaced by a later revision of the history")
 			default:
 				t.Fatalf("run %d ended %s: %s", id, runs[id].Status, runs[id].Error)
 			}
@@ -284,6 +297,7 @@ func TestTriggers(t *testing.T) {
 		ivs := readIntervals(t, dir)
 		require.Len(t, ivs, executed)
 		require.Equal(t, 1, maxOverlap(ivs), "never two running with concurrency 1")
+		require.Equal(t, runs[newest].Revision, ivs[len(ivs)-1].revision, "the head trains last")
 		require.Less(t, executed, len(ids), "a storm is coalesced")
 	})
 }

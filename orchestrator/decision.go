@@ -50,11 +50,14 @@ const (
 	IgnoreUnwatched   = "ref_not_watched"
 	IgnoreDeleted     = "ref_deleted"
 	IgnoreMalformed   = "malformed_sha"
+	// IgnoreOlder is a revision older than one already recorded for its ref, for a mapping that trains only
+	// the newest.
+	IgnoreOlder = "older_revision"
 )
 
 // IgnoreCauses lists every cause of an ignored decision.
 var IgnoreCauses = []string{IgnoreNotContent, IgnoreNotDataset, IgnoreNoRefs, IgnoreNoMapping, IgnorePullRequest,
-	IgnoreBotRef, IgnoreUnwatched, IgnoreDeleted, IgnoreMalformed}
+	IgnoreBotRef, IgnoreUnwatched, IgnoreDeleted, IgnoreMalformed, IgnoreOlder}
 
 var shaRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 

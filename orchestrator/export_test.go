@@ -3,7 +3,7 @@ package orchestrator
 import "context"
 
 // RunAttemptStartSQL is the start's decision, for tests that look at what it reads.
-const RunAttemptStartSQL = runAttemptStartSQL
+var RunAttemptStartSQL = runAttemptStartSQL
 
 // DeliveryInsertGroup writes the deliveries in one group transaction, as concurrent deliveries are, for tests
 // that need a group of a known make-up.

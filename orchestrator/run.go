@@ -5,27 +5,6 @@ import (
 	"time"
 )
 
-// RunStatus is where a run stands.
-type RunStatus string
-
-// Run statuses.
-const (
-	RunQueued    RunStatus = "queued"    // waiting for a worker
-	RunRunning   RunStatus = "running"   // the command is executing
-	RunRetrying  RunStatus = "retrying"  // an attempt failed and another is scheduled
-	RunSucceeded RunStatus = "succeeded" // the command exited 0
-	RunFailed    RunStatus = "failed"    // the last attempt failed
-	RunCancelled RunStatus = "cancelled" // stopped by an operator
-	// RunSuperseded is the status of a run replaced by a newer revision of its ref before it ran (or, with
-	// on_new_revision cancel_running, stopped for one).
-	RunSuperseded RunStatus = "superseded"
-)
-
-// Finished reports whether s is a final status.
-func (s RunStatus) Finished() bool {
-	return s == RunSucceeded || s == RunFailed || s == RunCancelled || s == RunSuperseded
-}
-
 // Run triggers.
 const (
 	TriggerWebhook = "webhook" // a delivery from the Hub
@@ -80,14 +59,14 @@ func (r Run) ShortRevision() string {
 
 // Attempt is one execution of a run's command.
 type Attempt struct {
-	Number     int        `json:"attempt"`
-	Argv       []string   `json:"argv"`
-	Status     RunStatus  `json:"status"`
-	ExitCode   *int       `json:"exit_code"`
-	Signal     string     `json:"signal"`
-	Error      string     `json:"error"`
-	LogBytes   int64      `json:"log_bytes"`
-	LogDropped int64      `json:"log_dropped"`
-	StartedAt  time.Time  `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at"`
+	Number     int           `json:"attempt"`
+	Argv       []string      `json:"argv"`
+	Status     AttemptStatus `json:"status"`
+	ExitCode   *int          `json:"exit_code"`
+	Signal     string        `json:"signal"`
+	Error      string        `json:"error"`
+	LogBytes   int64         `json:"log_bytes"`
+	LogDropped int64         `json:"log_dropped"`
+	StartedAt  time.Time     `json:"started_at"`
+	FinishedAt *time.Time    `json:"finished_at"`
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -35,6 +36,18 @@ type Queue interface {
 	EnqueueNotificationsTx(ctx context.Context, tx pgx.Tx, notificationIDs []int64) ([]int64, error)
 	// Wake makes snoozed jobs available at once: the runs waiting for a slot that a finished run freed.
 	Wake(ctx context.Context, jobIDs []int64) error
+	// CancelTx cancels a job as part of tx: one that waits at once, one that runs by stopping it, in whichever
+	// process runs it, once tx commits. A job that is gone or finished is no error.
+	CancelTx(ctx context.Context, tx pgx.Tx, jobID int64) error
+	// StalledJobs returns the run jobs that a worker took from the queue longer than after ago and still
+	// holds: their process may have died before starting them.
+	StalledJobs(ctx context.Context, after time.Duration) ([]StalledJob, error)
+}
+
+// StalledJob is a run's job that a worker took from the queue and has not given back.
+type StalledJob struct {
+	JobID int64
+	RunID int64
 }
 
 // Store keeps mappings, deliveries, decisions, runs and their logs in PostgreSQL.

@@ -2,10 +2,6 @@ package orchestrator
 
 import (
 	"context"
-	"errors"
-	"fmt"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // RunRetry creates a new run of the same mapping on the same revision as a finished run, with trigger manual
@@ -97,53 +93,6 @@ func (s *Store) runCreateManual(ctx context.Context, mappingID int64, dataset, r
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, dbError(err, "commit")
-	}
-	return s.RunGetByID(ctx, id)
-}
-
-// RunCancel cancels a run that has not finished. A waiting run (queued or retrying) is cancelled at once; a
-// running one gets a cancel request, its command is stopped by whichever process runs it, and the worker then
-// marks it cancelled. Cancelling a finished run is CodeConflict.
-func (s *Store) RunCancel(ctx context.Context, id int64) (*Run, error) {
-	if s.queue == nil {
-		return nil, errors.New("store has no queue")
-	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return nil, dbError(err, "begin")
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-
-	var status RunStatus
-	var jobID *int64
-	err = tx.QueryRow(ctx, `SELECT status, job_id FROM runs WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&status, &jobID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, Errorf(CodeNotFound, "run %d not found", id)
-	}
-	if err != nil {
-		return nil, dbError(err, "lock run")
-	}
-	if status.Finished() {
-		return nil, Errorf(CodeConflict, "run %d is already %s", id, status)
-	}
-	// A run that waits is final at once; the worker, which locks the run before it starts, will then not
-	// start it. A running one only records the request: the worker ends it when the command has stopped.
-	if status == RunRunning {
-		_, err = tx.Exec(ctx, `UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now() WHERE id = $1`, id)
-	} else {
-		_, err = tx.Exec(ctx, `UPDATE runs SET status = 'cancelled', error = 'cancelled by an operator',
-			cancel_requested_at = coalesce(cancel_requested_at, now()), finished_at = now(), updated_at = now() WHERE id = $1`, id)
-	}
-	if err != nil {
-		return nil, dbError(err, "cancel run")
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, dbError(err, "commit")
-	}
-	if jobID != nil {
-		if err := s.queue.Cancel(ctx, *jobID); err != nil {
-			return nil, WrapError(CodeUnavailable, err, fmt.Sprintf("run %d: the queue did not take the cancel; try again", id))
-		}
 	}
 	return s.RunGetByID(ctx, id)
 }

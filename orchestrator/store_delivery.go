@@ -98,10 +98,7 @@ func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (sche
 		}
 	}
 	if m.OnNewRevision == OnNewRevisionCancelRunning {
-		rows, err := tx.Query(ctx, `
-			UPDATE runs SET superseded_by = $1, cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
-			WHERE mapping_id = $2 AND ref = $3 AND id < $1 AND status = 'running' AND trigger = 'webhook'
-			RETURNING job_id`, dec.RunID, dec.MappingID, dec.Ref)
+		rows, err := tx.Query(ctx, stopEarlierSQL, dec.RunID, dec.MappingID, dec.Ref)
 		if err != nil {
 			return sched, fmt.Errorf("stop older runs: %w", err)
 		}
@@ -117,6 +114,29 @@ func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (sche
 	}
 	return sched, nil
 }
+
+// stopEarlierSQL asks the running runs of a new run's ref whose revisions come before the new one in the ref's
+// recorded history to stop for it (cancel_running). It walks the history back from the new revision, only
+// while a run of the ref is running, and stops at the first running one: a run the history does not place
+// before the new one (a delivery between them never came) is left running.
+var stopEarlierSQL = `
+WITH RECURSIVE earlier(revision, old_revision, status, depth) AS (
+	SELECT n.revision, n.old_revision, n.status, 0 FROM runs n
+	WHERE n.id = $1 AND EXISTS (SELECT 1 FROM runs x WHERE x.mapping_id = $2 AND x.ref = $3
+		AND x.status = ` + sqlStatus(RunRunning) + ` AND x.trigger = 'webhook')
+	UNION ALL
+	SELECT p.revision, p.old_revision, p.status, e.depth + 1 FROM earlier e, LATERAL (
+		SELECT p.revision, p.old_revision, p.status FROM runs p
+		WHERE p.mapping_id = $2 AND p.ref = $3 AND p.revision = e.old_revision AND p.trigger = 'webhook'
+			AND p.repo_id = (SELECT repo_id FROM runs WHERE id = $1) LIMIT 1) p
+	WHERE (e.depth = 0 OR e.status <> ` + sqlStatus(RunRunning) + `) AND e.depth < ` + fmt.Sprint(historyDepthMax) + `
+)
+UPDATE runs SET superseded_by = $1, cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+FROM earlier e
+WHERE e.depth > 0 AND e.status = ` + sqlStatus(RunRunning) + ` AND runs.mapping_id = $2 AND runs.ref = $3
+	AND runs.revision = e.revision AND runs.status = ` + sqlStatus(RunRunning) + ` AND runs.trigger = 'webhook'
+	AND runs.repo_id = (SELECT repo_id FROM runs WHERE id = $1)
+RETURNING runs.job_id`
 
 // markBaselines turns the queued decisions of a catch-up delivery whose (mapping, ref) has no recorded
 // revision yet into baseline decisions, unless the mapping sets run_on_baseline: a new mapping must not start

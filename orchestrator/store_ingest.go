@@ -238,13 +238,14 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	kinds := make([][]string, len(items))
 	runIDs := make([][]*int64, len(items))
 	jobIDs := make([][]*int64, len(items))
+	newer := make([][]string, len(items))
 	queueGroupInsert(batch, items).Query(func(rows pgx.Rows) error {
 		i := 0
 		for rows.Next() {
 			if i == len(items) {
 				return fmt.Errorf("more rows than the %d deliveries", len(items))
 			}
-			if err := rows.Scan(&items[i].res.DeliveryID, &items[i].res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i], &jobIDs[i]); err != nil {
+			if err := rows.Scan(&items[i].res.DeliveryID, &items[i].res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i], &jobIDs[i], &newer[i]); err != nil {
 				return err
 			}
 			i++
@@ -275,8 +276,12 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 			if runIDs[i][j] != nil {
 				dec.RunID = *runIDs[i][j]
 			}
+			queued := dec.Decision == DecisionQueued
 			dec.Decision = DecisionKind(kinds[i][j])
 			switch {
+			case queued && dec.Decision == DecisionIgnored:
+				dec.Cause, dec.Reason = IgnoreOlder, olderReason(newer[i][j], dec.Ref)
+				continue
 			case dec.Decision == DecisionDuplicate:
 				dec.Reason = fmt.Sprintf("duplicate of run %d", dec.RunID)
 				continue
@@ -349,7 +354,7 @@ func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int6
 // It returns one row per delivery, in order: its id and time, the mappings' generation, and its decisions'
 // kinds, runs and the job ids reserved for new runs, in order. A queued decision without a run is one whose
 // run a concurrent transaction committed while the statement ran: the caller resolves it.
-const groupInsertSQL = `
+var groupInsertSQL = `
 WITH din AS MATERIALIZED (
 	SELECT u.dord, nextval('deliveries_id_seq') AS id, u.source, u.scope, u.action, u.repo_type, u.repo_name,
 		u.repo_id, u.webhook_id, u.remote_addr, u.payload, u.secret
@@ -370,20 +375,25 @@ WITH din AS MATERIALIZED (
 	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
 	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', din.id,
 		'queued', w.max_attempts, nextval('river_job_id_seq')
-	FROM unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::int[]) WITH ORDINALITY
-		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, ord)
+	FROM unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::int[], $28::boolean[])
+		WITH ORDINALITY AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, ord)
 	JOIN din ON din.dord = w.dord
+	-- A mapping that trains only the newest revision creates no run for one its ref's history already has a
+	-- later revision of: the push of that later revision replaced this one.
+	WHERE NOT (w.newest_only AND EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref
+		AND c.old_revision = w.revision AND c.trigger = 'webhook' AND c.repo_id = din.repo_id))
 	ORDER BY w.ord
 	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = 'webhook' DO NOTHING
 	RETURNING id, mapping_id, repo_id, ref, revision, job_id
 ), x AS (
-	SELECT u.ord, u.dord, din.id AS delivery_id, u.mapping_id, u.ref, u.sha, u.reason,
+	SELECT u.ord, u.dord, din.id AS delivery_id, u.mapping_id, u.ref, u.sha, u.reason, o.revision AS newer,
 		CASE WHEN u.decision = 'queued' THEN coalesce(i.id, e.id) END AS run_id,
 		CASE WHEN u.decision = 'queued' THEN i.job_id END AS job_id,
 		CASE WHEN u.decision <> 'queued' THEN u.decision
 			WHEN i.id IS NOT NULL
 				AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, din.repo_id, u.ref, u.sha, u.decision) THEN 'queued'
 			WHEN i.id IS NOT NULL OR e.id IS NOT NULL THEN 'duplicate'
+			WHEN o.revision IS NOT NULL THEN 'ignored'
 			ELSE 'queued' END AS decision
 	FROM unnest($22::bigint[], $23::bigint[], $24::text[], $25::text[], $26::text[], $27::text[]) WITH ORDINALITY
 		AS u(dord, mapping_id, ref, sha, decision, reason, ord)
@@ -392,18 +402,34 @@ WITH din AS MATERIALIZED (
 		AND i.ref = u.ref AND i.revision = u.sha
 	LEFT JOIN LATERAL (SELECT e.id FROM runs e WHERE u.decision = 'queued' AND i.id IS NULL AND e.trigger = 'webhook'
 		AND e.mapping_id = u.mapping_id AND e.repo_id = din.repo_id AND e.ref = u.ref AND e.revision = u.sha LIMIT 1) e ON true
+	-- The later revision that kept the insert above from creating a run.
+	LEFT JOIN LATERAL (SELECT c.revision FROM runs c WHERE u.decision = 'queued' AND i.id IS NULL AND e.id IS NULL
+		AND c.mapping_id = u.mapping_id AND c.ref = u.ref AND c.old_revision = u.sha AND c.trigger = 'webhook'
+		AND c.repo_id = din.repo_id LIMIT 1) o ON true
 ), dec AS (
 	INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
 	SELECT x.delivery_id, x.mapping_id, x.ref, NULLIF(x.sha, ''), x.decision,
-		CASE WHEN x.decision = 'duplicate' THEN 'duplicate of run ' || x.run_id ELSE x.reason END, x.run_id
+		CASE WHEN x.decision = 'duplicate' THEN 'duplicate of run ' || x.run_id
+			WHEN x.newer IS NOT NULL AND x.decision = 'ignored' THEN ` + olderReasonSQL + `
+			ELSE x.reason END, x.run_id
 	FROM x ORDER BY x.ord
 )
 SELECT din.id, d.received_at, (SELECT generation FROM mapping_generation),
 	coalesce((SELECT array_agg(x.decision ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}'),
 	coalesce((SELECT array_agg(x.run_id ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}'),
-	coalesce((SELECT array_agg(x.job_id ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}')
+	coalesce((SELECT array_agg(x.job_id ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}'),
+	coalesce((SELECT array_agg(coalesce(x.newer, '') ORDER BY x.ord) FROM x WHERE x.dord = din.dord), '{}')
 FROM din JOIN d ON d.id = din.id
 ORDER BY din.dord`
+
+// olderReasonSQL is the reason of a revision that its ref's recorded history already has a later revision of,
+// in SQL over x.newer and x.ref; olderReason says the same in Go.
+const olderReasonSQL = `'older than revision ' || left(x.newer, 12) || '…, already recorded for ' || x.ref`
+
+// olderReason returns the reason olderReasonSQL writes.
+func olderReason(newer, ref string) string {
+	return fmt.Sprintf("older than revision %s…, already recorded for %s", newer[:min(len(newer), 12)], ref)
+}
 
 // runKey names a run by what deduplicates it: (mapping, repository, ref, revision).
 type runKey struct {
@@ -428,6 +454,7 @@ func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
 	var wantDords, wantMappings []int64
 	var wantRefs, wantShas, wantOlds []string
 	var wantAttempts []int32
+	var wantNewestOnly []bool
 	seen := map[runKey]bool{}
 
 	var decDords []int64
@@ -465,11 +492,12 @@ func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
 			wantDords, wantMappings = append(wantDords, dord), append(wantMappings, dec.MappingID)
 			wantRefs, wantShas, wantOlds = append(wantRefs, dec.Ref), append(wantShas, dec.NewSha), append(wantOlds, dec.OldSha)
 			wantAttempts = append(wantAttempts, int32(dec.mapping.MaxAttempts))
+			wantNewestOnly = append(wantNewestOnly, dec.mapping.OnNewRevision != OnNewRevisionQueue)
 		}
 	}
 	return batch.Queue(groupInsertSQL,
 		sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, payloads, secrets,
 		refDords, refPositions, refs, refOlds, refNews,
 		wantDords, wantMappings, wantRefs, wantShas, wantOlds, wantAttempts,
-		decDords, decMappings, decRefs, decShas, decKinds, decReasons)
+		decDords, decMappings, decRefs, decShas, decKinds, decReasons, wantNewestOnly)
 }

@@ -25,12 +25,17 @@ func notifyMapping(name, dataset string) orchestrator.Mapping {
 }
 
 // pushRun records a delivery of a new commit on ref of dataset and returns the new run's id.
-func pushRun(t *testing.T, b *testBundle, dataset, ref string, n int) int64 {
+// pushRun records push n of a ref (revision n+1), which replaced push after (-1 for none).
+func pushRun(t *testing.T, b *testBundle, dataset, ref string, n, after int) int64 {
 	t.Helper()
+	old := ""
+	if after >= 0 {
+		old = fmt.Sprintf("%040x", after+1)
+	}
 	res, err := b.store.DeliveryInsert(context.Background(), orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
 		Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: dataset, RepoID: "66a1f0c2b9e4d3a1f2c3d4e5",
 		Raw:  []byte(`{}`),
-		Refs: []orchestrator.RefUpdate{{Ref: ref, NewSha: fmt.Sprintf("%040x", n+1)}},
+		Refs: []orchestrator.RefUpdate{{Ref: ref, OldSha: old, NewSha: fmt.Sprintf("%040x", n+1)}},
 	}})
 	require.NoError(t, err)
 	require.Len(t, res.RunIDs, 1, "decisions: %+v", res.Decisions)
@@ -42,12 +47,10 @@ func finishRun(t *testing.T, b *testBundle, runID int64, status orchestrator.Run
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: 1, Argv: []string{"x"}}))
-	attemptStatus := status
-	if status == orchestrator.RunRetrying {
-		attemptStatus = orchestrator.RunFailed
-	}
+	transition, ok := orchestrator.TransitionFor(status)
+	require.True(t, ok, "no transition ends an attempt with %s", status)
 	require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
-		RunID: runID, Attempt: 1, AttemptStatus: attemptStatus, RunStatus: status,
+		RunID: runID, Attempt: 1, Transition: transition,
 	}))
 }
 
@@ -99,8 +102,14 @@ func TestRunTransitionsNotify(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, notifyMapping("tickets", "acme/support-tickets"))
+			last := map[string]int{} // the last push of each ref
 			for i, s := range tc.steps {
-				id := pushRun(t, b, "acme/support-tickets", s.ref, i)
+				after, ok := last[s.ref]
+				if !ok {
+					after = -1
+				}
+				last[s.ref] = i
+				id := pushRun(t, b, "acme/support-tickets", s.ref, i, after)
 				finishRun(t, b, id, s.status)
 				require.Equal(t, s.want, notified(t, b, id), "step %d: %s on %s", i+1, s.status, s.ref)
 			}
@@ -115,11 +124,11 @@ func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
 	t.Run("QueuedOnceWithTheirJobs", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, notifyMapping("tickets", "acme/support-tickets"))
-		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0)
+		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0, -1)
 		finishRun(t, b, id, orchestrator.RunFailed)
 		// Finishing again (a worker recording its result twice) changes nothing.
 		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
-			RunID: id, Attempt: 1, AttemptStatus: orchestrator.RunFailed, RunStatus: orchestrator.RunFailed,
+			RunID: id, Attempt: 1, Transition: orchestrator.TransitionFail,
 		}))
 		require.Equal(t, 2, count(t, b.pool, `SELECT count(*) FROM notifications WHERE run_id = $1`, id))
 		require.Equal(t, 2, count(t, b.pool, `
@@ -131,28 +140,24 @@ func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
 	t.Run("NoTargetsNoRows", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, mapping("tickets", "acme/support-tickets", "refs/heads/*"))
-		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0)
+		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0, -1)
 		finishRun(t, b, id, orchestrator.RunFailed)
 		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM notifications`))
 	})
 
-	t.Run("ReapedRunThatFailsNotifies", func(t *testing.T) {
+	t.Run("ReapedRunDoesNotNotify", func(t *testing.T) {
 		t.Parallel()
 		m := notifyMapping("tickets", "acme/support-tickets")
 		m.MaxAttempts = 1
 		b := setup(t, m)
-		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0)
-		run, err := b.store.RunGetByID(ctx, id)
-		require.NoError(t, err)
-		_, err = b.pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, *run.JobID)
-		require.NoError(t, err)
+		id := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 0, -1)
 		require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: 1, Argv: []string{"x"}}))
-		_, err = b.pool.Exec(ctx, `UPDATE run_attempts SET heartbeat_at = now() - interval '10 minutes' WHERE run_id = $1`, id)
+		_, err := b.pool.Exec(ctx, `UPDATE run_attempts SET heartbeat_at = now() - interval '10 minutes' WHERE run_id = $1`, id)
 		require.NoError(t, err)
 		reaped, err := b.store.RunReapOrphans(ctx, time.Minute)
 		require.NoError(t, err)
-		require.Equal(t, []orchestrator.ReapedRun{{RunID: id, Attempt: 1, Status: orchestrator.RunFailed}}, reaped)
-		require.Equal(t, map[string]orchestrator.NotifyEvent{"default": "failed", "failed": "failed"}, notified(t, b, id))
+		require.Equal(t, []orchestrator.ReapedRun{{RunID: id, Attempt: 1}}, reaped)
+		require.Empty(t, notified(t, b, id), "an interrupted run goes on; it has not failed")
 	})
 
 	t.Run("TargetsSyncAndSecretNames", func(t *testing.T) {
@@ -199,7 +204,7 @@ func TestRunAttemptFinishWithoutTargets(t *testing.T) {
 			t.Parallel()
 			m := mapping("tickets", "acme/support-tickets", "refs/heads/*")
 			b := setup(t, m)
-			runID := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 1)
+			runID := pushRun(t, b, "acme/support-tickets", "refs/heads/main", 1, -1)
 			require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: 1, Argv: []string{"x"}}))
 			if tt.addTarget {
 				m.Notify = []orchestrator.NotifyTarget{{URL: "https://example.com/late"}}
@@ -208,7 +213,7 @@ func TestRunAttemptFinishWithoutTargets(t *testing.T) {
 			}
 			code := 1
 			require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
-				RunID: runID, Attempt: 1, AttemptStatus: orchestrator.RunFailed, RunStatus: orchestrator.RunFailed,
+				RunID: runID, Attempt: 1, Transition: orchestrator.TransitionFail,
 				ExitCode: &code, Error: "exit status 1", NoTargets: true,
 			}))
 			run, err := b.store.RunGetByID(ctx, runID)
@@ -217,7 +222,7 @@ func TestRunAttemptFinishWithoutTargets(t *testing.T) {
 			require.NotNil(t, run.FinishedAt)
 			attempts, err := b.store.RunAttemptList(ctx, runID)
 			require.NoError(t, err)
-			require.Equal(t, orchestrator.RunFailed, attempts[0].Status)
+			require.Equal(t, orchestrator.AttemptFailed, attempts[0].Status)
 			list, err := b.store.NotificationList(ctx, runID)
 			require.NoError(t, err)
 			require.Len(t, list, tt.wantNotices)
@@ -232,7 +237,7 @@ func TestNotificationReapOrphans(t *testing.T) {
 	b := setup(t, notifyMapping("tickets", "acme/support-tickets"))
 	// Two failed runs, each with notifications queued; no worker runs, so their jobs wait.
 	for n := range 2 {
-		finishRun(t, b, pushRun(t, b, "acme/support-tickets", "refs/heads/main", n), orchestrator.RunFailed)
+		finishRun(t, b, pushRun(t, b, "acme/support-tickets", "refs/heads/main", n, n-1), orchestrator.RunFailed)
 	}
 	jobs := func(state string) int {
 		return count(t, b.pool, `SELECT count(*) FROM river_job WHERE kind = 'notify' AND state = $1`, state)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
@@ -29,64 +30,99 @@ func TestRunReapOrphans(t *testing.T) {
 		require.NoError(t, err)
 		return run
 	}
-	jobState := func(t *testing.T, b *testBundle, id int64) string {
-		var state string
-		require.NoError(t, b.pool.QueryRow(ctx, `SELECT state FROM river_job WHERE id = $1`, id).Scan(&state))
-		return state
+	job := func(t *testing.T, b *testBundle, id int64) *rivertype.JobRow {
+		t.Helper()
+		row, err := b.river.JobGet(ctx, id)
+		require.NoError(t, err)
+		return row
 	}
 
-	t.Run("HandsBackWithAttemptsLeft", func(t *testing.T) {
+	t.Run("HandsBackUnderANewJobWithoutSpendingAnAttempt", func(t *testing.T) {
 		t.Parallel()
 		m := mapping("tickets", "acme/support-tickets")
 		m.Concurrency = 2
+		m.MaxAttempts = 1
+		m.OnNewRevision = orchestrator.OnNewRevisionQueue // two revisions of one ref run side by side
 		b := setup(t, m)
 		orphan := startRun(t, b, "dataset-main-push.json", 10*time.Minute)
 		alive := startRun(t, b, "dataset-narrowed-content.json", time.Second)
 
 		reaped, err := b.store.RunReapOrphans(ctx, time.Minute)
 		require.NoError(t, err)
-		require.Equal(t, []orchestrator.ReapedRun{{RunID: orphan.ID, Attempt: 1, Status: orchestrator.RunRetrying}}, reaped)
+		require.Equal(t, []orchestrator.ReapedRun{{RunID: orphan.ID, Attempt: 1}}, reaped)
 
 		run, err := b.store.RunGetByID(ctx, orphan.ID)
 		require.NoError(t, err)
-		require.Equal(t, orchestrator.RunRetrying, run.Status)
+		require.Equal(t, orchestrator.RunQueued, run.Status, "its only attempt is not spent")
+		require.Nil(t, run.FinishedAt)
 		require.Contains(t, run.Error, "interrupted: the process running it stopped")
-		require.Equal(t, "available", jobState(t, b, *orphan.JobID), "another worker picks it up at once")
+		require.NotEqual(t, *orphan.JobID, *run.JobID, "the run has a job of its own again")
+		newJob := job(t, b, *run.JobID)
+		require.Equal(t, rivertype.JobStateAvailable, newJob.State, "another worker picks it up at once")
+		require.Equal(t, 1, newJob.MaxAttempts)
+		require.Contains(t, string(job(t, b, *orphan.JobID).Metadata), "cancel_attempted_at", "the old job is cancelled")
 		attempts, err := b.store.RunAttemptList(ctx, orphan.ID)
 		require.NoError(t, err)
+		require.Len(t, attempts, 1)
 		require.Equal(t, orchestrator.AttemptInterrupted, attempts[0].Status)
 		require.NotNil(t, attempts[0].FinishedAt)
 
-		// The worker of the reaped attempt learns it at its next heartbeat; a live one does not.
+		// The worker of the reaped attempt learns it at its next heartbeat, and its finish changes nothing;
+		// a live one goes on.
 		ok, err := b.store.RunAttemptHeartbeat(ctx, orphan.ID, 1)
 		require.NoError(t, err)
 		require.False(t, ok)
+		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
+			RunID: orphan.ID, Attempt: 1, Transition: orchestrator.TransitionFail, NoTargets: true}))
+		run, err = b.store.RunGetByID(ctx, orphan.ID)
+		require.NoError(t, err)
+		require.Equal(t, orchestrator.RunQueued, run.Status, "a finish of a closed attempt is ignored")
 		ok, err = b.store.RunAttemptHeartbeat(ctx, alive.ID, 1)
 		require.NoError(t, err)
 		require.True(t, ok)
 		run, err = b.store.RunGetByID(ctx, alive.ID)
 		require.NoError(t, err)
 		require.Equal(t, orchestrator.RunRunning, run.Status)
-		require.Equal(t, "running", jobState(t, b, *alive.JobID))
 
 		again, err := b.store.RunReapOrphans(ctx, time.Minute)
 		require.NoError(t, err)
 		require.Empty(t, again, "each orphan is reaped once")
+
+		// The next execution is attempt 2, and only attempt 2.
+		require.Equal(t, orchestrator.CodeConflict, orchestrator.ErrorCode(b.store.RunAttemptStart(ctx,
+			orchestrator.RunAttemptStartParams{RunID: orphan.ID, Attempt: 1, Argv: []string{"x"}})))
+		require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: orphan.ID, Attempt: 2, Argv: []string{"x"}}))
 	})
 
-	t.Run("FailsWithoutAttemptsLeft", func(t *testing.T) {
+	t.Run("CancelRequestedEndsCancelled", func(t *testing.T) {
 		t.Parallel()
-		m := mapping("tickets", "acme/support-tickets")
-		m.MaxAttempts = 1
-		b := setup(t, m)
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
 		orphan := startRun(t, b, "dataset-main-push.json", 10*time.Minute)
+		_, err := b.store.RunCancel(ctx, orphan.ID)
+		require.NoError(t, err)
 		reaped, err := b.store.RunReapOrphans(ctx, time.Minute)
 		require.NoError(t, err)
-		require.Equal(t, []orchestrator.ReapedRun{{RunID: orphan.ID, Attempt: 1, Status: orchestrator.RunFailed}}, reaped)
+		require.Len(t, reaped, 1)
 		run, err := b.store.RunGetByID(ctx, orphan.ID)
 		require.NoError(t, err)
-		require.Equal(t, orchestrator.RunFailed, run.Status)
-		require.NotNil(t, run.FinishedAt)
-		require.Equal(t, "discarded", jobState(t, b, *orphan.JobID))
+		require.Equal(t, orchestrator.RunCancelled, run.Status)
+		require.Equal(t, *orphan.JobID, *run.JobID, "no new job for a cancelled run")
+	})
+
+	t.Run("FencedWorkerAbandonsItsOwnAttempt", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, mapping("tickets", "acme/support-tickets"))
+		run := startRun(t, b, "dataset-main-push.json", 0)
+		p := orchestrator.RunAttemptAbandonParams{RunID: run.ID, Attempt: 1, Reason: "interrupted: fenced"}
+		ok, err := b.store.RunAttemptAbandon(ctx, p)
+		require.NoError(t, err)
+		require.True(t, ok)
+		ok, err = b.store.RunAttemptAbandon(ctx, p)
+		require.NoError(t, err)
+		require.False(t, ok, "an attempt is abandoned once")
+		got, err := b.store.RunGetByID(ctx, run.ID)
+		require.NoError(t, err)
+		require.Equal(t, orchestrator.RunQueued, got.Status)
+		require.Equal(t, "interrupted: fenced", got.Error)
 	})
 }

@@ -14,12 +14,15 @@ import (
 func IsDatasetPattern(dataset string) bool { return strings.ContainsAny(dataset, `*?[\`) }
 
 // RefRecordedRevisions returns, for each ref of the mapping that has one, the newest revision recorded for it:
-// the revision of its newest decision (highest id) that carries one and is queued, duplicate or baseline. It is
+// the revision of its newest decision (highest id) that carries one and is queued, duplicate or baseline, and
+// that no recorded push replaced (a late delivery of an older push is not the newest). It is
 // what catch-up compares with the Hub's refs; a ref without an entry has never been seen.
 func (s *Store) RefRecordedRevisions(ctx context.Context, mappingID int64) (map[string]string, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT DISTINCT ON (ref) ref, new_sha FROM decisions
+		SELECT DISTINCT ON (ref) ref, new_sha FROM decisions d
 		WHERE mapping_id = $1 AND new_sha IS NOT NULL AND decision IN ('queued', 'duplicate', 'baseline')
+			AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = $1 AND c.ref = d.ref AND c.old_revision = d.new_sha
+				AND c.trigger = 'webhook')
 		ORDER BY ref, id DESC`, mappingID)
 	if err != nil {
 		return nil, dbError(err, "read recorded revisions")

@@ -569,17 +569,19 @@ func TestRunAttemptStart(t *testing.T) {
 	start := func(b *testBundle, runID int64, attempt int) error {
 		return b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: runID, Attempt: attempt, Argv: []string{"x"}})
 	}
-	push := func(t *testing.T, b *testBundle, n int) int64 {
+	// pushRef records the n-th push of a ref, which replaced the (n-1)-th.
+	pushRef := func(t *testing.T, b *testBundle, ref string, n int) int64 {
 		t.Helper()
 		d, err := orchestrator.ParseDelivery([]byte(fmt.Sprintf(`{"event":{"scope":"repo.content","action":"update"},
 			"repo":{"type":"dataset","name":"acme/support-tickets","id":"66a1f0c2b9e4d3a1f2c3d4e5"},
-			"updatedRefs":[{"ref":"refs/heads/main","newSha":"%040x"}]}`, n)))
+			"updatedRefs":[{"ref":%q,"oldSha":%s,"newSha":"%040x"}]}`, ref, oldSha(n), n)))
 		require.NoError(t, err)
 		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d})
 		require.NoError(t, err)
 		require.Len(t, res.RunIDs, 1)
 		return res.RunIDs[0]
 	}
+	push := func(t *testing.T, b *testBundle, n int) int64 { return pushRef(t, b, "refs/heads/main", n) }
 	// oneWaits pushes two runs of a mapping with one slot and starts the first: the second is refused the slot.
 	oneWaits := func(t *testing.T, b *testBundle) (first, second int64, wait *orchestrator.WaitError) {
 		t.Helper()
@@ -607,7 +609,7 @@ func TestRunAttemptStart(t *testing.T) {
 		id := push(t, b, 1)
 		require.NoError(t, start(b, id, 1))
 		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 1,
-			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true}))
+			Transition: orchestrator.TransitionSucceed, NoTargets: true}))
 		require.Equal(t, orchestrator.CodeConflict, orchestrator.ErrorCode(start(b, id, 2)))
 	})
 
@@ -622,7 +624,7 @@ func TestRunAttemptStart(t *testing.T) {
 		require.Empty(t, jobs, "no free slot yet")
 
 		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
-			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true}))
+			Transition: orchestrator.TransitionSucceed, NoTargets: true}))
 		require.NoError(t, start(b, second, 1))
 		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM runs WHERE waiting_since IS NOT NULL`))
 	})
@@ -646,7 +648,7 @@ func TestRunAttemptStart(t *testing.T) {
 				require.NoError(t, err)
 
 				require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
-					AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: tc.noTargets,
+					Transition: orchestrator.TransitionSucceed, NoTargets: tc.noTargets,
 					WakeMapping: b.mappingID(t, "tickets")}))
 				require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs WHERE id = $1 AND status = 'succeeded'`, first))
 				require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM river_job WHERE id = (SELECT job_id FROM runs WHERE id = $1)
@@ -661,8 +663,8 @@ func TestRunAttemptStart(t *testing.T) {
 		id := push(t, b, 1)
 		require.NoError(t, start(b, id, 1))
 		store, one := b.oneConnection(t)
-		finish := orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 1, AttemptStatus: orchestrator.RunSucceeded,
-			RunStatus: orchestrator.RunSucceeded, NoTargets: true, WakeMapping: b.mappingID(t, "tickets"),
+		finish := orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 1, Transition: orchestrator.TransitionSucceed,
+			NoTargets: true, WakeMapping: b.mappingID(t, "tickets"),
 			Output: []byte(`{"not json`)}
 		require.Error(t, store.RunAttemptFinish(ctx, finish))
 		require.Equal(t, 1, count(t, one, `SELECT count(*) FROM runs WHERE id = $1 AND status = 'running'`, id), "nothing written")
@@ -673,17 +675,22 @@ func TestRunAttemptStart(t *testing.T) {
 
 	t.Run("OlderWaitingRunGoesFirst", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, withSettings(func(m *orchestrator.Mapping) { queueEvery(m); m.Concurrency = 2 }))
+		b := setup(t, withSettings(func(m *orchestrator.Mapping) {
+			queueEvery(m)
+			m.Concurrency, m.Refs = 2, []string{"refs/heads/*"}
+		}))
 		first, second, third := push(t, b, 1), push(t, b, 2), push(t, b, 3)
 		require.NoError(t, start(b, first, 1))
 		require.NoError(t, start(b, second, 1))
 		var wait *orchestrator.WaitError
 		require.ErrorAs(t, start(b, third, 1), &wait) // marked waiting
-		fourth := push(t, b, 4)
+		fourth, other := push(t, b, 4), pushRef(t, b, "refs/heads/dev", 1)
 		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
-			AttemptStatus: orchestrator.RunSucceeded, RunStatus: orchestrator.RunSucceeded, NoTargets: true}))
-		require.ErrorAs(t, start(b, fourth, 1), &wait, "the free slot belongs to the older waiting run")
+			Transition: orchestrator.TransitionSucceed, NoTargets: true}))
+		require.ErrorAs(t, start(b, other, 1), &wait, "the free slot belongs to the older waiting run")
 		require.Contains(t, wait.Reason, "1 older runs of the mapping wait")
+		require.ErrorAs(t, start(b, fourth, 1), &wait, "the revision before it goes first")
+		require.Contains(t, wait.Reason, "run 3, of the revision before this one in the ref's history, has not started")
 		require.NoError(t, start(b, third, 1))
 	})
 
@@ -712,24 +719,38 @@ func TestRunAttemptStart(t *testing.T) {
 		require.NoError(t, start(b, newer, 1))
 	})
 
-	t.Run("RestartClosesTheInterruptedAttempt", func(t *testing.T) {
+	t.Run("RunningRunStartsNoOtherAttempt", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, mapping("tickets", "acme/support-tickets"))
 		id := push(t, b, 1)
 		require.NoError(t, start(b, id, 1))
-		require.NoError(t, start(b, id, 1), "the same attempt again, after its process died: it starts over")
+		require.Equal(t, orchestrator.CodeConflict, orchestrator.ErrorCode(start(b, id, 1)), "an attempt starts once")
+		require.Equal(t, orchestrator.CodeConflict, orchestrator.ErrorCode(start(b, id, 2)),
+			"a running run starts no other attempt until its own is ended (by its worker, or the reaper)")
+		ok, err := b.store.RunAttemptAbandon(ctx, orchestrator.RunAttemptAbandonParams{RunID: id, Attempt: 1, Reason: "interrupted"})
+		require.NoError(t, err)
+		require.True(t, ok)
 		require.NoError(t, start(b, id, 2))
 		attempts, err := b.store.RunAttemptList(ctx, id)
 		require.NoError(t, err)
 		require.Len(t, attempts, 2)
 		require.Equal(t, orchestrator.AttemptInterrupted, attempts[0].Status)
 		require.NotNil(t, attempts[0].FinishedAt)
-		require.Equal(t, orchestrator.RunRunning, attempts[1].Status)
+		require.Equal(t, orchestrator.AttemptRunning, attempts[1].Status)
 		run, err := b.store.RunGetByID(ctx, id)
 		require.NoError(t, err)
 		require.Equal(t, orchestrator.RunRunning, run.Status)
 		require.Equal(t, 2, run.Attempt)
 	})
+}
+
+// oldSha returns the JSON oldSha of the n-th push of a ref whose revisions are %040x of 1, 2, ...: the one
+// before it, or null for the first.
+func oldSha(n int) string {
+	if n <= 1 {
+		return "null"
+	}
+	return fmt.Sprintf(`"%040x"`, n-1)
 }
 
 // mappingID returns the id of the named mapping.
@@ -751,8 +772,9 @@ func TestRunAttemptStartReadsLittle(t *testing.T) {
 	// 20,000 finished runs of the ref, then three queued, inserted after the statistics were taken.
 	_, err := b.pool.Exec(ctx, `ANALYZE runs`)
 	require.NoError(t, err)
-	_, err = b.pool.Exec(ctx, `INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, trigger, status, max_attempts, finished_at)
-		SELECT $1, 'acme/support-tickets', 'r', 'refs/heads/main', md5(g::text), 'webhook',
+	// Each revision replaced the one before it: the history is one chain 20,003 revisions long.
+	_, err = b.pool.Exec(ctx, `INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, status, max_attempts, finished_at)
+		SELECT $1, 'acme/support-tickets', 'r', 'refs/heads/main', md5(g::text), CASE WHEN g > 1 THEN md5((g - 1)::text) END, 'webhook',
 			CASE WHEN g <= 20000 THEN 'succeeded' ELSE 'queued' END, 1, CASE WHEN g <= 20000 THEN now() END
 		FROM generate_series(1, 20003) g`, mappingID)
 	require.NoError(t, err)
@@ -784,10 +806,19 @@ func TestRunAttemptStartReadsLittle(t *testing.T) {
 				} `json:"Plan"`
 			}
 			require.NoError(t, tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+orchestrator.RunAttemptStartSQL,
-				tc.run, 1, []string{"x"}).Scan(&plan))
+				tc.run, 1, []string{"x"}, "").Scan(&plan))
 			require.Len(t, plan, 1)
 			pages := plan[0].Plan.SharedHit + plan[0].Plan.SharedRead
 			t.Logf("pages %d", pages)
+			if os.Getenv("DEBUG_PLAN") != "" {
+				rows, _ := tx.Query(ctx, `EXPLAIN (ANALYZE, BUFFERS) `+orchestrator.RunAttemptStartSQL, tc.run, 1, []string{"x"}, "")
+				for rows.Next() {
+					var line string
+					_ = rows.Scan(&line)
+					t.Log(line)
+				}
+				rows.Close()
+			}
 			require.Less(t, pages, 500, "the decision read %d pages", pages)
 		})
 	}

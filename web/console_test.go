@@ -36,8 +36,10 @@ func (b *testBundle) finish(t *testing.T, runID int64, output string, status orc
 	require.NoError(t, b.store.RunLogAppend(ctx, orchestrator.RunLogAppendParams{
 		RunID: runID, Attempt: 1, Seq: 1, Data: []byte(output), LogBytes: int64(len(output)),
 	}))
+	transition, ok := orchestrator.TransitionFor(status)
+	require.True(t, ok, "no transition ends an attempt with %s", status)
 	require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{
-		RunID: runID, Attempt: 1, AttemptStatus: status, RunStatus: status, ExitCode: &exit, Error: "exit code 2",
+		RunID: runID, Attempt: 1, Transition: transition, ExitCode: &exit, Error: "exit code 2",
 	}))
 }
 

@@ -192,7 +192,7 @@ func (m *Main) Run(ctx context.Context) error {
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
 			OrphanAfter: m.Config.OrphanAfter, FenceMargin: m.Config.FenceMargin, Processes: procs, Revisions: hubClient,
-			Metrics: workerMetrics, Logger: m.Logger},
+			Heads: hubClient, Metrics: workerMetrics, Logger: m.Logger},
 		Notify:         jobs.NotifyConfig{PublicURL: m.Config.PublicURL, Getenv: m.getenv(), Metrics: workerMetrics, Logger: m.Logger},
 		Reconciler:     reconciler,
 		TracerProvider: tracerProvider,

@@ -136,6 +136,21 @@ func (c *Client) DatasetRefs(ctx context.Context, repo string) (Refs, error) {
 	return refs, err
 }
 
+// RefHead returns the commit a dataset's ref points at now (from DatasetRefs), or "" when the dataset has no
+// such ref.
+func (c *Client) RefHead(ctx context.Context, repo, ref string) (string, error) {
+	refs, err := c.DatasetRefs(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range refs.All() {
+		if r.Ref == ref {
+			return r.TargetCommit, nil
+		}
+	}
+	return "", nil
+}
+
 // DatasetID returns the Hub's id of a dataset (the "_id" of GET /api/datasets/{repo}), which webhooks send as
 // repo.id and which stays the same when the dataset is renamed.
 func (c *Client) DatasetID(ctx context.Context, repo string) (string, error) {
