@@ -34,6 +34,9 @@ var RunFinalStatuses = []RunStatus{RunSucceeded, RunFailed, RunCancelled, RunSup
 // Finished reports whether s is a final status.
 func (s RunStatus) Finished() bool { return slices.Contains(RunFinalStatuses, s) }
 
+// RunStatusNames returns the run statuses as a list for people: "queued, running, …, superseded".
+func RunStatusNames() string { return strings.ReplaceAll(sqlList(RunStatuses...), "'", "") }
+
 // Valid reports whether s is a run status.
 func (s RunStatus) Valid() bool { return slices.Contains(RunStatuses, s) }
 

@@ -83,7 +83,7 @@ func (s *Store) runCreateManual(ctx context.Context, mappingID int64, dataset, r
 	}
 	err = tx.QueryRow(ctx, `
 		INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, retry_of, status, max_attempts)
-		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), 'manual', $7, 'queued', $8)
+		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), 'manual', $7, `+sqlStatus(RunQueued)+`, $8)
 		RETURNING id`, mappingID, dataset, repoID, ref, revision, oldRevision, retryOf, maxAttempts).Scan(&id)
 	if err != nil {
 		return nil, dbError(err, "insert run")

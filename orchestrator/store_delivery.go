@@ -85,7 +85,7 @@ func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (sche
 		err := tx.QueryRow(ctx, `
 			WITH burst AS (
 				SELECT least(now(), (SELECT min(coalesce(burst_started_at, created_at)) FROM runs
-					WHERE mapping_id = $2 AND ref = $3 AND id < $1 AND status = 'queued' AND trigger = 'webhook')) AS started
+					WHERE mapping_id = $2 AND ref = $3 AND id < $1 AND status = `+sqlStatus(RunQueued)+` AND trigger = 'webhook')) AS started
 			)
 			UPDATE runs SET burst_started_at = burst.started,
 				not_before = least(now() + $4 * interval '1 millisecond', burst.started + $5 * interval '1 millisecond')

@@ -374,7 +374,7 @@ WITH din AS MATERIALIZED (
 ), ins AS (
 	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
 	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', din.id,
-		'queued', w.max_attempts, nextval('river_job_id_seq')
+		` + sqlStatus(RunQueued) + `, w.max_attempts, nextval('river_job_id_seq')
 	FROM unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::int[], $28::boolean[])
 		WITH ORDINALITY AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, ord)
 	JOIN din ON din.dord = w.dord

@@ -40,7 +40,7 @@ func (s *Store) notifyTx(ctx context.Context, tx pgx.Tx, run finishedRun) error 
 			var previous RunStatus
 			err := tx.QueryRow(ctx, `
 				SELECT status FROM runs
-				WHERE mapping_id = $1 AND ref = $2 AND id <> $3 AND status IN ('succeeded', 'failed') AND finished_at IS NOT NULL
+				WHERE mapping_id = $1 AND ref = $2 AND id <> $3 AND status IN (`+sqlList(RunSucceeded, RunFailed)+`) AND finished_at IS NOT NULL
 				ORDER BY finished_at DESC, id DESC LIMIT 1`, run.MappingID, run.Ref, run.RunID).Scan(&previous)
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return dbError(err, "find previous run")

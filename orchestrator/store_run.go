@@ -284,7 +284,7 @@ func nullJSON(doc []byte) *string {
 // the chart of how its metrics moved.
 func (s *Store) RunOutputList(ctx context.Context, mappingID int64, limit int) ([]Run, error) {
 	runs, err := s.runQuery(ctx, "list outputs", `SELECT `+runColumns+` FROM runs r JOIN mappings m ON m.id = r.mapping_id
-		WHERE r.mapping_id >= $1 AND r.mapping_id <= $1 AND r.status = 'succeeded' AND r.output IS NOT NULL
+		WHERE r.mapping_id >= $1 AND r.mapping_id <= $1 AND r.status = `+sqlStatus(RunSucceeded)+` AND r.output IS NOT NULL
 		ORDER BY r.mapping_id, r.id DESC LIMIT $2`,
 		mappingID, limit)
 	slices.Reverse(runs)
@@ -303,9 +303,9 @@ type QueueStats struct {
 func (s *Store) RunQueueStats(ctx context.Context) (*QueueStats, error) {
 	var q QueueStats
 	err := s.pool.QueryRow(ctx, `
-		SELECT count(*) FILTER (WHERE status IN ('queued', 'retrying')), count(*) FILTER (WHERE status = 'running'),
-			min(created_at) FILTER (WHERE status IN ('queued', 'retrying'))
-		FROM runs WHERE status IN ('queued', 'retrying', 'running')`).Scan(&q.Waiting, &q.Running, &q.OldestWaitAt)
+		SELECT count(*) FILTER (WHERE status IN (`+sqlWaits+`)), count(*) FILTER (WHERE status = `+sqlStatus(RunRunning)+`),
+			min(created_at) FILTER (WHERE status IN (`+sqlWaits+`))
+		FROM runs WHERE status IN (`+sqlActive+`)`).Scan(&q.Waiting, &q.Running, &q.OldestWaitAt)
 	if err != nil {
 		return nil, dbError(err, "queue stats")
 	}

@@ -10,11 +10,6 @@ import (
 // logTailBytes is how much of the end of a run's log the run endpoints return.
 const logTailBytes = 64 << 10
 
-var runStatuses = []orchestrator.RunStatus{
-	orchestrator.RunQueued, orchestrator.RunRunning, orchestrator.RunRetrying,
-	orchestrator.RunSucceeded, orchestrator.RunFailed, orchestrator.RunCancelled, orchestrator.RunSuperseded,
-}
-
 // runListParams reads the filters and page of a run list from the query string.
 func runListParams(r *http.Request) (orchestrator.RunListParams, error) {
 	q := r.URL.Query()
@@ -24,13 +19,9 @@ func runListParams(r *http.Request) (orchestrator.RunListParams, error) {
 	}
 	if st := q.Get("status"); st != "" {
 		p.Status = orchestrator.RunStatus(st)
-		valid := false
-		for _, s := range runStatuses {
-			valid = valid || s == p.Status
-		}
-		if !valid {
+		if !p.Status.Valid() {
 			return p, orchestrator.Errorf(orchestrator.CodeInvalid,
-				"status %q is not one of queued, running, retrying, succeeded, failed, cancelled, superseded", st)
+				"status %q is not one of %s", st, orchestrator.RunStatusNames())
 		}
 	}
 	var err error

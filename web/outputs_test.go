@@ -22,7 +22,7 @@ func TestRunOutputsAndMetricsChart(t *testing.T) {
 		exit := 0
 		out := fmt.Sprintf(`{"model": "acme/clf", "model_revision": "r%d", "metrics": {"f1": %v, "loss": %v, "note": "x"}}`, i, f1, 1-f1)
 		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 1,
-			Transition: orchestrator.TransitionSucceed,  ExitCode: &exit, Output: []byte(out)}))
+			Transition: orchestrator.TransitionSucceed, ExitCode: &exit, Output: []byte(out)}))
 		last = id
 	}
 

@@ -44,7 +44,7 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request) error {
 		q.Set("limit", strconv.Itoa(p.Limit))
 	}
 	page := runListPage{
-		basePage: s.base(r, "Runs"), Filter: p, Statuses: runStatuses, Mappings: mappings, Runs: runs,
+		basePage: s.base(r, "Runs"), Filter: p, Statuses: orchestrator.RunStatuses, Mappings: mappings, Runs: runs,
 		NewestURL: "/runs?" + q.Encode(), Paged: p.BeforeID != 0,
 	}
 	if len(runs) == p.PageSize() {

@@ -29,7 +29,7 @@ const (
 )
 
 // runsUsage is the help of "orchestrator runs".
-const runsUsage = `orchestrator runs: list, inspect, retry and cancel runs on a running server.
+var runsUsage = `orchestrator runs: list, inspect, retry and cancel runs on a running server.
 
 Usage:
   orchestrator runs list [--mapping M] [--dataset D] [--status S] [--trigger T] [--limit N] [--before ID]
@@ -37,7 +37,7 @@ Usage:
   orchestrator runs retry ID       queue a new run of a finished run's mapping and revision
   orchestrator runs cancel ID      cancel a waiting run, or stop a running run's command
 
---status is one of queued, running, retrying, succeeded, failed, cancelled; --trigger is webhook or manual.
+--status is one of ` + orchestrator.RunStatusNames() + `; --trigger is webhook or manual.
 ` + clientFlagsUsage
 
 // mappingsUsage is the help of "orchestrator mappings".
@@ -382,7 +382,7 @@ func runsList(ctx context.Context, args []string, getenv func(string) string, st
 	c := newCommand("runs list", "orchestrator runs list [--mapping M] [--dataset D] [--status S] [--trigger T] [--limit N] [--before ID]", getenv, stderr)
 	c.fs.String("mapping", "", "only runs of the mapping `NAME`")
 	c.fs.String("dataset", "", "only runs of the `DATASET`, such as acme/support-tickets")
-	c.fs.String("status", "", "only runs in `STATUS`: queued, running, retrying, succeeded, failed, cancelled or superseded")
+	c.fs.String("status", "", "only runs in `STATUS`: "+orchestrator.RunStatusNames())
 	c.fs.String("trigger", "", "only runs started by `TRIGGER`: webhook or manual")
 	c.fs.Int("limit", 0, "at most `N` runs (server default 50, at most 500)")
 	before := c.fs.Int64("before", 0, "only runs older than run `ID` (the next page)")
