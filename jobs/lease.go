@@ -48,6 +48,8 @@ type lease struct {
 	// interval is the time between renewals; term is how long after a renewal was sent its command may run
 	// without another one (OrphanAfter - FenceMargin).
 	interval, term time.Duration
+	// watch, when set, is told the fence's new deadline after each renewal that succeeded.
+	watch *watchdog
 }
 
 // renewal is the outcome of one renewal.
@@ -100,6 +102,7 @@ func (l *lease) hold(ctx context.Context, from time.Time, stop context.CancelCau
 				return
 			default:
 				held = r.sent
+				l.watch.renewed(held.Add(l.term))
 				fence.Reset(time.Until(held.Add(l.term)))
 				renew.Reset(time.Until(held.Add(l.interval)))
 				retry = l.retryFirst()
@@ -118,11 +121,11 @@ func (l *lease) renewOnce(ctx context.Context) (bool, error) {
 	return l.store.RunAttemptHeartbeat(ctx, l.runID, l.attempt)
 }
 
-// holdLease renews the lease of a running attempt taken at from, until ctx is done; see lease.hold. The
-// returned channel is closed once it has stopped.
-func (w *RetrainWorker) holdLease(ctx context.Context, logger *slog.Logger, runID int64, attempt int, from time.Time, stop context.CancelCauseFunc) <-chan struct{} {
+// holdLease renews the lease of a running attempt taken at from, until ctx is done, and keeps the command's
+// watchdog, if any, up to date; see lease.hold. The returned channel is closed once it has stopped.
+func (w *RetrainWorker) holdLease(ctx context.Context, logger *slog.Logger, runID int64, attempt int, from time.Time, stop context.CancelCauseFunc, watch *watchdog) <-chan struct{} {
 	l := &lease{store: w.store, logger: logger, runID: runID, attempt: attempt,
-		interval: w.cfg.HeartbeatInterval, term: w.cfg.OrphanAfter - w.cfg.FenceMargin}
+		interval: w.cfg.HeartbeatInterval, term: w.cfg.OrphanAfter - w.cfg.FenceMargin, watch: watch}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

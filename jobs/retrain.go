@@ -56,6 +56,10 @@ type WorkerConfig struct {
 	// FenceMargin is how long before its lease expires a worker that could not renew it stops its command; it
 	// must exceed KillGrace (see lease.go). Defaults to FenceMarginFor(OrphanAfter, KillGrace).
 	FenceMargin time.Duration
+	// Watchdog, when set, is the program and arguments that run RunWatchdogMain (the orchestrator binary and
+	// WatchdogCommand): each command that has run for a heartbeat interval is then also watched by such a
+	// process, which stops it in time when the worker is frozen. Nil: the worker alone fences its commands.
+	Watchdog []string
 	// Processes, when set, marks each command's processes and records the attempts this process runs, for the
 	// Sweeper.
 	Processes *Processes
@@ -297,10 +301,11 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	cmdCtx, stopCmd := context.WithCancelCause(ctx)
 	defer stopCmd(nil)
 	spanCtx, span := startCommandSpan(cmdCtx, w.tracer, mapping, run, attempt, argv)
-	heartbeatDone := w.holdLease(cmdCtx, logger, run.ID, attempt, leaseFrom, stopCmd)
+	watch := w.newWatchdog(logger)
+	heartbeatDone := w.holdLease(cmdCtx, logger, run.ID, attempt, leaseFrom, stopCmd, watch)
 	res := RunCommand(spanCtx, Command{
 		Argv: argv, Dir: mapping.Workdir, Env: tracing.CommandEnv(spanCtx, env), Timeout: mapping.Timeout,
-		KillGrace: w.cfg.KillGrace, Output: output,
+		KillGrace: w.cfg.KillGrace, Output: output, OnStart: watch.onStart(),
 	})
 	stopCmd(nil)
 	<-heartbeatDone
@@ -314,9 +319,9 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		w.wakeNext(ctx, logger, mapping.ID)
 		return nil
 	}
-	if res.Cancelled && errors.Is(context.Cause(cmdCtx), errLeaseLost) {
-		// Stopped by its own fence, not failed nor cancelled by an operator (a cancel River delivers when the link
-		// returns comes from the reaper of another process).
+	if (res.Cancelled && errors.Is(context.Cause(cmdCtx), errLeaseLost)) || watch.fired() {
+		// Stopped by its own fence or its watchdog, not failed nor cancelled by an operator (a cancel River
+		// delivers when the link returns comes from the reaper of another process).
 		logger.WarnContext(ctx, "stopped the command: the attempt's lease ran out", "result", res.Describe())
 		endCommandSpan(span, res, "lease lost")
 		w.abandonFenced(ctx, logger, run.ID, attempt, mapping.ID)

@@ -50,6 +50,11 @@ type Command struct {
 	// eventually: a slow writer slows the command down. After a Write error
 	// the rest of the output is read and discarded.
 	Output io.Writer
+	// OnStart, when set, is called with the command's pid, the id of its process group, once it runs. The
+	// function it returns is called once that process has exited and the rest of its group has been killed, but
+	// before the process is reaped, so that the group's id is not reused while what OnStart started may still
+	// signal it.
+	OnStart func(pgid int) (stop func())
 }
 
 // Result is what became of a Command.
@@ -176,6 +181,10 @@ func runCommand(ctx context.Context, c Command) Result {
 		go copyOutput(c.Output, outR, copyDone)
 	}
 	pid := cmd.Process.Pid
+	onExit := func() {}
+	if c.OnStart != nil {
+		onExit = c.OnStart(pid)
+	}
 
 	runCtx := ctx
 	if c.Timeout > 0 {
@@ -217,6 +226,7 @@ func runCommand(ctx context.Context, c Command) Result {
 	}
 	// The process has exited: nothing of its group may stay behind.
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	onExit()
 	if !reaped {
 		// A non-zero exit, a signal or exec.ErrWaitDelay are not failures
 		// of the run itself: the outcome is read from ProcessState below.

@@ -50,6 +50,10 @@ type Config struct {
 	// dead before the run may be handed to another worker. It must exceed KillGrace by jobs.FenceAllowance;
 	// zero takes jobs.FenceMarginFor(OrphanAfter, KillGrace).
 	FenceMargin time.Duration
+	// Watchdog is the program and arguments that watch a command on behalf of its worker (the binary's hidden
+	// watchdog subcommand, see jobs.RunWatchdog); serve sets it, and without it the worker alone fences its
+	// commands.
+	Watchdog []string
 	// ReconcileInterval (ORCHESTRATOR_RECONCILE_INTERVAL) is how often catch-up asks the Hub for the refs of
 	// every dataset a mapping names and runs the commits no webhook brought; 0 turns catch-up off. parseConfig
 	// defaults it to jobs.ReconcileIntervalDefault; a Config built in code has it off unless it sets it.

@@ -125,7 +125,7 @@ mappings:
     concurrency: 8
 `)
 	env := []string{"DATABASE_URL=" + url, "HUGGINGFACE_WEBHOOK_SECRET=" + e2eSecret, "ORCHESTRATOR_CONFIG=" + cfg,
-		"ORCHESTRATOR_HEARTBEAT_INTERVAL=200ms", "ORCHESTRATOR_ORPHAN_AFTER=4s", "ORCHESTRATOR_KILL_GRACE=1s"}
+		"ORCHESTRATOR_HEARTBEAT_INTERVAL=200ms", "ORCHESTRATOR_ORPHAN_AFTER=6s", "ORCHESTRATOR_KILL_GRACE=1s"}
 	port := freePort(t)
 	first := startProcess(t, bin, port, env)
 
@@ -174,7 +174,8 @@ mappings:
 	leftovers := markedProcesses(t, fmt.Sprintf(":%d:1", longID))
 	require.NotEmpty(t, leftovers, "the command's processes carry the attempt marker")
 	require.NoError(t, first.cmd.Process.Signal(syscall.SIGKILL))
-	_ = first.cmd.Wait()
+	// Not Wait: the command's watchdog holds the process's stderr open until it has stopped the command.
+	require.Eventually(t, func() bool { return processGone(first.cmd.Process.Pid) }, 10*time.Second, 10*time.Millisecond)
 
 	// The command's own child outlives the orchestrator for now (the kernel only kills the direct child).
 	time.Sleep(200 * time.Millisecond)

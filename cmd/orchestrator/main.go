@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/retrainhq/orchestrator/jobs"
 )
 
 func main() {
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runRuns(ctx, args[1:], getenv, stdout, stderr)
 	case "mappings":
 		err = runMappings(ctx, args[1:], getenv, stdout, stderr)
+	case jobs.WatchdogCommand: // hidden: started by a worker for each of its commands
+		return jobs.RunWatchdogMain(args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -47,6 +47,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return errors.New("HUGGINGFACE_WEBHOOK_SECRET is not set: set it to the secret you entered in the " +
 			"webhook's settings on Hugging Face, for example: export HUGGINGFACE_WEBHOOK_SECRET=$(openssl rand -hex 32)")
 	}
+	if exe, err := os.Executable(); err == nil {
+		cfg.Watchdog = []string{exe, jobs.WatchdogCommand}
+	}
 	m := &Main{Config: *cfg, Logger: newLogger(cfg.LogFormat, stderr), Getenv: getenv}
 	if err := m.Run(ctx); err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -191,8 +194,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Queues:         m.Config.Queues,
 		LongestTimeout: longest,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
-			OrphanAfter: m.Config.OrphanAfter, FenceMargin: m.Config.FenceMargin, Processes: procs, Revisions: hubClient,
-			Heads: hubClient, Metrics: workerMetrics, Logger: m.Logger},
+			OrphanAfter: m.Config.OrphanAfter, FenceMargin: m.Config.FenceMargin, Watchdog: m.Config.Watchdog,
+			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: workerMetrics, Logger: m.Logger},
 		Notify:         jobs.NotifyConfig{PublicURL: m.Config.PublicURL, Getenv: m.getenv(), Metrics: workerMetrics, Logger: m.Logger},
 		Reconciler:     reconciler,
 		TracerProvider: tracerProvider,
