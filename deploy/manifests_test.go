@@ -598,6 +598,42 @@ func TestWorkerShutdownGrace(t *testing.T) {
 	}
 }
 
+// TestLeaseTimings checks that every Deployment reaps after the same ORCHESTRATOR_ORPHAN_AFTER, and that each
+// worker's fence fits in it as the orchestrator checks at start: the margin is at least the kill grace plus
+// jobs.FenceAllowance, and leaves at least two heartbeats of the lease.
+func TestLeaseTimings(t *testing.T) {
+	t.Parallel()
+	duration := func(t *testing.T, c container, name string, def time.Duration) time.Duration {
+		t.Helper()
+		v, ok := c.env(name)
+		if !ok {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		require.NoError(t, err, name)
+		return d
+	}
+	orphanAfter := map[string]time.Duration{}
+	for name, d := range deployments(t, loadManifests(t)) {
+		c := orchestratorContainer(t, d)
+		oa := duration(t, c, "ORCHESTRATOR_ORPHAN_AFTER", jobs.OrphanAfterDefault)
+		orphanAfter[name] = oa
+		if role, _ := c.env("ORCHESTRATOR_ROLE"); role == "web" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			heartbeat := duration(t, c, "ORCHESTRATOR_HEARTBEAT_INTERVAL", jobs.HeartbeatIntervalDefault)
+			grace := duration(t, c, "ORCHESTRATOR_KILL_GRACE", jobs.KillGraceDefault)
+			margin := duration(t, c, "ORCHESTRATOR_FENCE_MARGIN", jobs.FenceMarginFor(oa, grace))
+			require.GreaterOrEqual(t, margin, grace+jobs.FenceAllowance, "the fence margin must outlast the kill grace")
+			require.GreaterOrEqual(t, oa-margin, 2*heartbeat, "the lease minus the margin must hold two heartbeats")
+		})
+	}
+	for name, oa := range orphanAfter {
+		require.Equal(t, orphanAfter["orchestrator-web"], oa, "%s reaps after %s, the web process after %s", name, oa, orphanAfter["orchestrator-web"])
+	}
+}
+
 func TestPodSecurityAndResources(t *testing.T) {
 	t.Parallel()
 	for name, d := range deployments(t, loadManifests(t)) {
