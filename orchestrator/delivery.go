@@ -72,6 +72,10 @@ type wirePayload struct {
 // ParseDelivery parses a webhook body leniently: unknown fields are ignored, but the body must be a JSON object
 // with event.scope, event.action, repo.type and repo.name, and every field read must have the right type. Errors
 // are *Error with CodeInvalid and a message that says what is wrong.
+//
+// Only the members it reads are decoded; the others (a bucket's updatedFiles, whatever the Hub adds) are
+// stepped over, so parsing holds little beside the body, whatever its size. The Delivery refers to raw rather
+// than copying it.
 func ParseDelivery(raw []byte) (*Delivery, error) {
 	trimmed := bytes.TrimLeft(raw, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -87,14 +91,9 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 		return nil, Errorf(CodeInvalid, "invalid payload: the body must be a JSON object")
 	}
 
-	var w wirePayload
-	if err := json.Unmarshal(trimmed, &w); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return nil, Errorf(CodeInvalid, "invalid payload: field %q must be %s, not %s",
-				typeErr.Field, jsonTypeName(typeErr.Type), typeErr.Value)
-		}
-		return nil, WrapError(CodeInvalid, err, "invalid payload")
+	w, err := decodeWire(trimmed)
+	if err != nil {
+		return nil, err
 	}
 
 	d := &Delivery{Raw: raw}
@@ -162,6 +161,56 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 		}
 	}
 	return d, nil
+}
+
+// decodeWire decodes the members of obj, a valid JSON object, that wirePayload reads, as json.Unmarshal would
+// decode the whole object into it (names matched without regard to case, a repeated member decoded again into
+// the same value, the first type error returned), but without walking the members it does not read.
+func decodeWire(obj []byte) (wirePayload, error) {
+	var w wirePayload
+	var err error
+	eachMember(obj, func(key, value []byte) bool {
+		name := memberName(key)
+		var field string
+		var dst any
+		switch {
+		case bytes.EqualFold(name, []byte("event")):
+			field, dst = "event", &w.Event
+		case bytes.EqualFold(name, []byte("repo")):
+			field, dst = "repo", &w.Repo
+		case bytes.EqualFold(name, []byte("updatedRefs")):
+			field, dst = "updatedRefs", &w.UpdatedRefs
+		case bytes.EqualFold(name, []byte("webhook")):
+			field, dst = "webhook", &w.Webhook
+		default:
+			return true
+		}
+		if e := json.Unmarshal(value, dst); e != nil {
+			err = wireError(field, e)
+			return false
+		}
+		return true
+	})
+	return w, err
+}
+
+// wireError turns an error of decoding the top-level member named member (the whole body when empty) into an
+// *Error that names the field at fault.
+func wireError(member string, err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		field := typeErr.Field
+		switch {
+		case member == "":
+		case field == "":
+			field = member
+		default:
+			field = member + "." + field
+		}
+		return Errorf(CodeInvalid, "invalid payload: field %q must be %s, not %s",
+			field, jsonTypeName(typeErr.Type), typeErr.Value)
+	}
+	return WrapError(CodeInvalid, err, "invalid payload")
 }
 
 // jsonSyntaxError describes where a body stops being JSON.
