@@ -17,7 +17,7 @@ const (
 	DeliverySourceWebhook = "webhook" // posted by the Hub
 )
 
-// Delivery is a parsed Hugging Face webhook body: the few fields the orchestrator reads, and the raw bytes.
+// Delivery is a parsed Hugging Face webhook body: the few fields the orchestrator reads, and the body to keep.
 type Delivery struct {
 	Scope     string
 	Action    string
@@ -27,7 +27,13 @@ type Delivery struct {
 	HeadSha   string
 	WebhookID string
 	Refs      []RefUpdate
-	Raw       []byte
+	// Raw is the body as it is stored: the bytes received, or a shortened copy of them when ShortenedFrom is
+	// set.
+	Raw []byte
+	// ShortenedFrom is the size in bytes of the body received when Raw is a shortened copy of it: the body of
+	// a delivery that cannot trigger a run, larger than PayloadWholeMax (see shortenPayload). Zero when Raw is
+	// the body as received.
+	ShortenedFrom int64
 }
 
 // RefUpdate is one entry of a delivery's updatedRefs. OldSha is empty for a created ref, NewSha for a deleted one.
@@ -44,6 +50,12 @@ func (d *Delivery) Event() string { return d.Scope + "." + d.Action }
 // or a narrowed scope below it (repo.content.x), which is an update of the broader scope.
 func (d *Delivery) IsContentUpdate() bool {
 	return d.Scope == "repo.content" || strings.HasPrefix(d.Scope, "repo.content.")
+}
+
+// MayTrigger reports whether the delivery is of the one kind that can trigger runs: a content update of a
+// dataset. Decide ignores every other delivery as a whole, whatever the mappings.
+func (d *Delivery) MayTrigger() bool {
+	return d.IsContentUpdate() && d.RepoType == "dataset"
 }
 
 // wirePayload mirrors the fields we read from a webhook body. Pointers tell a missing field from an empty one;
@@ -75,7 +87,8 @@ type wirePayload struct {
 //
 // Only the members it reads are decoded; the others (a bucket's updatedFiles, whatever the Hub adds) are
 // stepped over, so parsing holds little beside the body, whatever its size. The Delivery refers to raw rather
-// than copying it.
+// than copying it, except that a large body of a delivery that cannot trigger is replaced by a shortened copy
+// (ShortenedFrom).
 func ParseDelivery(raw []byte) (*Delivery, error) {
 	trimmed := bytes.TrimLeft(raw, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -159,6 +172,9 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 		if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
 			return nil, Errorf(CodeInvalid, "invalid payload: %s contains a control character (%q)", name, v[i:i+1])
 		}
+	}
+	if len(raw) > PayloadWholeMax && !d.MayTrigger() {
+		d.Raw, d.ShortenedFrom = shortenPayload(trimmed), int64(len(raw))
 	}
 	return d, nil
 }

@@ -136,7 +136,15 @@ func checkDelivery(t *testing.T, data []byte, d *Delivery) {
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	require.True(t, json.Valid(trimmed), "accepted a body that is not JSON: %q", data)
 	require.Equal(t, byte('{'), trimmed[0], "accepted a body that is not an object: %q", data)
-	require.Equal(t, data, d.Raw, "the raw body is kept as received")
+	if d.ShortenedFrom == 0 {
+		require.Equal(t, data, d.Raw, "the raw body is kept as received")
+	} else {
+		require.False(t, d.MayTrigger(), "a delivery that may trigger is kept whole")
+		require.Equal(t, int64(len(data)), d.ShortenedFrom)
+		require.Greater(t, len(data), PayloadWholeMax, "a body of up to PayloadWholeMax bytes is kept whole")
+		require.LessOrEqual(t, len(d.Raw), PayloadWholeMax)
+		require.True(t, json.Valid(d.Raw), "a shortened payload is JSON: %q", d.Raw)
+	}
 
 	require.Equal(t, d.Scope+"."+d.Action, d.Event())
 	for name, v := range map[string]string{"scope": d.Scope, "action": d.Action, "repo.type": d.RepoType, "repo.name": d.RepoName} {
