@@ -47,6 +47,7 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 	// Both secrets are always compared, so the time taken does not tell which one was close.
 	current, previous := secretMatches(given, s.secret), secretMatches(given, s.previousSecret)
 	if !current && !previous {
+		refuseUnread(w, r)
 		s.metrics.secretFailures.Inc()
 		s.secretFailures.add(time.Now(), remoteHost(r))
 		return outcomeUnauthorized, orchestrator.Errorf(orchestrator.CodeUnauthorized, "missing or wrong webhook secret")
@@ -59,6 +60,7 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 
 	// 2. Read a bounded body: one announced as too large is refused before any of it is read.
 	if r.ContentLength > s.maxBody {
+		refuseUnread(w, r)
 		return outcomeTooLarge, orchestrator.Errorf(orchestrator.CodeTooLarge, "body larger than %d bytes", s.maxBody)
 	}
 	body, err := readBody(http.MaxBytesReader(w, r.Body, s.maxBody), r.ContentLength, s.maxBody)
@@ -112,6 +114,14 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 		DeliveryID: res.DeliveryID, Runs: res.RunIDs, Decisions: res.Decisions,
 	})
 	return outcome, nil
+}
+
+// refuseUnread has the connection closed after the answer to a request whose body is refused unread: net/http
+// would otherwise read up to 256 KiB more of it before answering, to keep the connection for another request.
+func refuseUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // readBody reads body to its end into one buffer. The buffer has the announced length (plus the byte that
