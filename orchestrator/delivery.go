@@ -17,7 +17,7 @@ const (
 	DeliverySourceWebhook = "webhook" // posted by the Hub
 )
 
-// Delivery is a parsed Hugging Face webhook body: the few fields the orchestrator reads, and the raw bytes.
+// Delivery is a parsed Hugging Face webhook body: the few fields the orchestrator reads, and the body to keep.
 type Delivery struct {
 	Scope     string
 	Action    string
@@ -27,7 +27,13 @@ type Delivery struct {
 	HeadSha   string
 	WebhookID string
 	Refs      []RefUpdate
-	Raw       []byte
+	// Raw is the body as it is stored: the bytes received, or a shortened copy of them when ShortenedFrom is
+	// set.
+	Raw []byte
+	// ShortenedFrom is the size in bytes of the body received when Raw is a shortened copy of it: the body of
+	// a delivery that cannot trigger a run, larger than PayloadWholeMax (see shortenPayload). Zero when Raw is
+	// the body as received.
+	ShortenedFrom int64
 }
 
 // RefUpdate is one entry of a delivery's updatedRefs. OldSha is empty for a created ref, NewSha for a deleted one.
@@ -44,6 +50,12 @@ func (d *Delivery) Event() string { return d.Scope + "." + d.Action }
 // or a narrowed scope below it (repo.content.x), which is an update of the broader scope.
 func (d *Delivery) IsContentUpdate() bool {
 	return d.Scope == "repo.content" || strings.HasPrefix(d.Scope, "repo.content.")
+}
+
+// MayTrigger reports whether the delivery is of the one kind that can trigger runs: a content update of a
+// dataset. Decide ignores every other delivery as a whole, whatever the mappings.
+func (d *Delivery) MayTrigger() bool {
+	return d.IsContentUpdate() && d.RepoType == "dataset"
 }
 
 // wirePayload mirrors the fields we read from a webhook body. Pointers tell a missing field from an empty one;
@@ -72,6 +84,11 @@ type wirePayload struct {
 // ParseDelivery parses a webhook body leniently: unknown fields are ignored, but the body must be a JSON object
 // with event.scope, event.action, repo.type and repo.name, and every field read must have the right type. Errors
 // are *Error with CodeInvalid and a message that says what is wrong.
+//
+// Only the members it reads are decoded; the others (a bucket's updatedFiles, whatever the Hub adds) are
+// stepped over, so parsing holds little beside the body, whatever its size. The Delivery refers to raw rather
+// than copying it, except that a large body of a delivery that cannot trigger is replaced by a shortened copy
+// (ShortenedFrom).
 func ParseDelivery(raw []byte) (*Delivery, error) {
 	trimmed := bytes.TrimLeft(raw, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -87,14 +104,9 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 		return nil, Errorf(CodeInvalid, "invalid payload: the body must be a JSON object")
 	}
 
-	var w wirePayload
-	if err := json.Unmarshal(trimmed, &w); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return nil, Errorf(CodeInvalid, "invalid payload: field %q must be %s, not %s",
-				typeErr.Field, jsonTypeName(typeErr.Type), typeErr.Value)
-		}
-		return nil, WrapError(CodeInvalid, err, "invalid payload")
+	w, err := decodeWire(trimmed)
+	if err != nil {
+		return nil, err
 	}
 
 	d := &Delivery{Raw: raw}
@@ -161,7 +173,60 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 			return nil, Errorf(CodeInvalid, "invalid payload: %s contains a control character (%q)", name, v[i:i+1])
 		}
 	}
+	if len(raw) > PayloadWholeMax && !d.MayTrigger() {
+		d.Raw, d.ShortenedFrom = shortenPayload(trimmed), int64(len(raw))
+	}
 	return d, nil
+}
+
+// decodeWire decodes the members of obj, a valid JSON object, that wirePayload reads, as json.Unmarshal would
+// decode the whole object into it (names matched without regard to case, a repeated member decoded again into
+// the same value, the first type error returned), but without walking the members it does not read.
+func decodeWire(obj []byte) (wirePayload, error) {
+	var w wirePayload
+	var err error
+	eachMember(obj, func(key, value []byte) bool {
+		name := memberName(key)
+		var field string
+		var dst any
+		switch {
+		case bytes.EqualFold(name, []byte("event")):
+			field, dst = "event", &w.Event
+		case bytes.EqualFold(name, []byte("repo")):
+			field, dst = "repo", &w.Repo
+		case bytes.EqualFold(name, []byte("updatedRefs")):
+			field, dst = "updatedRefs", &w.UpdatedRefs
+		case bytes.EqualFold(name, []byte("webhook")):
+			field, dst = "webhook", &w.Webhook
+		default:
+			return true
+		}
+		if e := json.Unmarshal(value, dst); e != nil {
+			err = wireError(field, e)
+			return false
+		}
+		return true
+	})
+	return w, err
+}
+
+// wireError turns an error of decoding the top-level member named member (the whole body when empty) into an
+// *Error that names the field at fault.
+func wireError(member string, err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		field := typeErr.Field
+		switch {
+		case member == "":
+		case field == "":
+			field = member
+		default:
+			field = member + "." + field
+		}
+		return Errorf(CodeInvalid, "invalid payload: field %q must be %s, not %s",
+			field, jsonTypeName(typeErr.Type), typeErr.Value)
+	}
+	return WrapError(CodeInvalid, err, "invalid payload")
 }
 
 // jsonSyntaxError describes where a body stops being JSON.

@@ -68,6 +68,8 @@ var fuzzSeeds = []string{
 	`{"a":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`,
 	`{"event":{"scope":"repo.content","action":"update"},"repo":{"type":"dataset","name":"acme/x"}} {}`,
 	"\xef\xbb\xbf{}",
+	`{"\u0065vent":{"scope":"repo.content","action":"update"},"REPO":{"type":"dataset","name":"acme/x"},"updatedRefs":[{"ref":"refs/heads/main"}],"updatedRefs":[{"newSha":"` + strings.Repeat("d", 40) + `"}]}`,
+	`{"event":{"scope":"repo.content","action":"update"},"repo":{"type":"bucket","name":"acme/raw"},"updatedFiles":[{"path":"a\"]}","action":"add","size":1},{"path":"b","action":"delete"}],"updatedFilesTruncated":false}`,
 }
 
 func FuzzParseAndDecide(f *testing.F) {
@@ -85,6 +87,8 @@ func FuzzParseAndDecide(f *testing.F) {
 	mappings := fuzzMappings()
 
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkWalk(t, data)
+		checkMemberwiseDecoding(t, data)
 		d, err := ParseDelivery(data)
 		if err != nil {
 			checkParseError(t, err)
@@ -93,6 +97,26 @@ func FuzzParseAndDecide(f *testing.F) {
 		checkDelivery(t, data, d)
 		checkDecisions(t, d, mappings, Decide(d, mappings))
 	})
+}
+
+// checkMemberwiseDecoding: decoding only the members wirePayload reads gives what decoding the whole body into
+// it gives, and fails on the same field.
+func checkMemberwiseDecoding(t *testing.T, data []byte) {
+	t.Helper()
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if !utf8.Valid(trimmed) || !json.Valid(trimmed) || trimmed[0] != '{' {
+		return
+	}
+	var whole wirePayload
+	wholeErr := json.Unmarshal(trimmed, &whole)
+	got, err := decodeWire(trimmed)
+	if wholeErr != nil {
+		require.Error(t, err, "the whole body fails with %v", wholeErr)
+		require.Equal(t, wireError("", wholeErr).Error(), err.Error())
+		return
+	}
+	require.NoError(t, err)
+	require.Equal(t, whole, got)
 }
 
 // checkParseError: a rejected body is always the caller's fault, said in words.
@@ -112,7 +136,15 @@ func checkDelivery(t *testing.T, data []byte, d *Delivery) {
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	require.True(t, json.Valid(trimmed), "accepted a body that is not JSON: %q", data)
 	require.Equal(t, byte('{'), trimmed[0], "accepted a body that is not an object: %q", data)
-	require.Equal(t, data, d.Raw, "the raw body is kept as received")
+	if d.ShortenedFrom == 0 {
+		require.Equal(t, data, d.Raw, "the raw body is kept as received")
+	} else {
+		require.False(t, d.MayTrigger(), "a delivery that may trigger is kept whole")
+		require.Equal(t, int64(len(data)), d.ShortenedFrom)
+		require.Greater(t, len(data), PayloadWholeMax, "a body of up to PayloadWholeMax bytes is kept whole")
+		require.LessOrEqual(t, len(d.Raw), PayloadWholeMax)
+		require.True(t, json.Valid(d.Raw), "a shortened payload is JSON: %q", d.Raw)
+	}
 
 	require.Equal(t, d.Scope+"."+d.Action, d.Event())
 	for name, v := range map[string]string{"scope": d.Scope, "action": d.Action, "repo.type": d.RepoType, "repo.name": d.RepoName} {

@@ -53,19 +53,25 @@ func TestRunTransitions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 
+	// pushAfter records a push of a new revision of main that replaced old ("" for none) and returns its run.
+	pushAfter := func(t *testing.T, b *testBundle, old string) int64 {
+		t.Helper()
+		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
+			Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/support-tickets",
+			RepoID: "66a1f0c2b9e4d3a1f2c3d4e5", Raw: []byte(`{}`),
+			Refs: []orchestrator.RefUpdate{{Ref: "refs/heads/main", OldSha: old, NewSha: fmt.Sprintf("%040x", time.Now().UnixNano())}},
+		}})
+		require.NoError(t, err)
+		require.Len(t, res.RunIDs, 1)
+		return res.RunIDs[0]
+	}
+
 	// reach returns a run of its own mapping in status from: a fresh run is queued; running has attempt 1
 	// started; retrying has attempt 1 failed with another left; the final statuses are reached the way runs
 	// reach them.
 	reach := func(t *testing.T, b *testBundle, from orchestrator.RunStatus) int64 {
 		t.Helper()
-		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
-			Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/support-tickets",
-			RepoID: "66a1f0c2b9e4d3a1f2c3d4e5", Raw: []byte(`{}`),
-			Refs: []orchestrator.RefUpdate{{Ref: "refs/heads/main", NewSha: fmt.Sprintf("%040x", time.Now().UnixNano())}},
-		}})
-		require.NoError(t, err)
-		require.Len(t, res.RunIDs, 1)
-		id := res.RunIDs[0]
+		id := pushAfter(t, b, "")
 		start := func(attempt int) {
 			require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: attempt, Argv: []string{"x"}}))
 		}
@@ -91,13 +97,7 @@ func TestRunTransitions(t *testing.T) {
 			// A newer revision of the ref, recorded after it, replaces it when a worker picks it up.
 			run, err := b.store.RunGetByID(ctx, id)
 			require.NoError(t, err)
-			res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
-				Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/support-tickets",
-				RepoID: "66a1f0c2b9e4d3a1f2c3d4e5", Raw: []byte(`{}`),
-				Refs: []orchestrator.RefUpdate{{Ref: "refs/heads/main", OldSha: run.Revision, NewSha: fmt.Sprintf("%040x", time.Now().UnixNano())}},
-			}})
-			require.NoError(t, err)
-			require.Len(t, res.RunIDs, 1)
+			pushAfter(t, b, run.Revision)
 			require.Equal(t, orchestrator.CodeConflict, orchestrator.ErrorCode(b.store.RunAttemptStart(ctx,
 				orchestrator.RunAttemptStartParams{RunID: id, Attempt: 1, Argv: []string{"x"}})))
 		}
@@ -107,7 +107,7 @@ func TestRunTransitions(t *testing.T) {
 		return id
 	}
 
-	// take attempts the transition on the run and returns whether the store carried it out.
+	// take asks the store for the transition on the run, the way the code that carries it out does.
 	take := func(t *testing.T, b *testBundle, id int64, tr orchestrator.Transition) {
 		t.Helper()
 		run, err := b.store.RunGetByID(ctx, id)
@@ -134,12 +134,7 @@ func TestRunTransitions(t *testing.T) {
 			}
 			run, err := b.store.RunGetByID(ctx, id)
 			require.NoError(t, err)
-			_, err = b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
-				Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/support-tickets",
-				RepoID: "66a1f0c2b9e4d3a1f2c3d4e5", Raw: []byte(`{}`),
-				Refs: []orchestrator.RefUpdate{{Ref: "refs/heads/main", OldSha: run.Revision, NewSha: fmt.Sprintf("%040x", time.Now().UnixNano())}},
-			}})
-			require.NoError(t, err)
+			pushAfter(t, b, run.Revision)
 			_ = b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: run.Attempt + 1, Argv: []string{"x"}})
 		case orchestrator.TransitionInterrupt:
 			_, _ = b.store.RunAttemptAbandon(ctx, orchestrator.RunAttemptAbandonParams{RunID: id, Attempt: run.Attempt, Reason: "interrupted"})

@@ -216,13 +216,17 @@ func clampLimit(limit, def, max int) int {
 	return min(limit, max)
 }
 
-// DeliveryWithPayload is a stored delivery with its raw body.
+// DeliveryWithPayload is a stored delivery with its payload.
 type DeliveryWithPayload struct {
 	DeliveryRecord
+	// Payload is the body as received, or a shortened copy of it when PayloadShortenedFrom is set.
 	Payload []byte `json:"-"`
+	// PayloadShortenedFrom is the size in bytes of the body received when Payload is a shortened copy of it (a
+	// large delivery that cannot trigger a run); zero otherwise.
+	PayloadShortenedFrom int64 `json:"payload_shortened_from,omitempty"`
 }
 
-// DeliveryGetByID returns one delivery with its refs, decisions and raw body, or an error with CodeNotFound.
+// DeliveryGetByID returns one delivery with its refs, decisions and payload, or an error with CodeNotFound.
 func (s *Store) DeliveryGetByID(ctx context.Context, id int64) (*DeliveryWithPayload, error) {
 	list, err := s.DeliveryList(ctx, DeliveryListParams{BeforeID: id + 1, Limit: 1})
 	if err != nil {
@@ -232,7 +236,8 @@ func (s *Store) DeliveryGetByID(ctx context.Context, id int64) (*DeliveryWithPay
 		return nil, Errorf(CodeNotFound, "delivery %d not found", id)
 	}
 	d := &DeliveryWithPayload{DeliveryRecord: list[0]}
-	if err := s.pool.QueryRow(ctx, `SELECT payload FROM deliveries WHERE id = $1`, id).Scan(&d.Payload); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT payload, coalesce(payload_shortened_from, 0) FROM deliveries WHERE id = $1`,
+		id).Scan(&d.Payload, &d.PayloadShortenedFrom); err != nil {
 		return nil, dbError(err, "get delivery payload")
 	}
 	return d, nil

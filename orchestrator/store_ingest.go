@@ -357,14 +357,14 @@ func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int6
 var groupInsertSQL = `
 WITH din AS MATERIALIZED (
 	SELECT u.dord, nextval('deliveries_id_seq') AS id, u.source, u.scope, u.action, u.repo_type, u.repo_name,
-		u.repo_id, u.webhook_id, u.remote_addr, u.payload, u.secret
+		u.repo_id, u.webhook_id, u.remote_addr, u.payload, NULLIF(u.payload_shortened_from, 0) AS payload_shortened_from, u.secret
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-		$9::bytea[], $10::text[]) WITH ORDINALITY
-		AS u(source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret, dord)
+		$9::bytea[], $29::bigint[], $10::text[]) WITH ORDINALITY
+		AS u(source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, payload_shortened_from, secret, dord)
 ), d AS (
-	INSERT INTO deliveries (id, source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret)
+	INSERT INTO deliveries (id, source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, payload_shortened_from, secret)
 	OVERRIDING SYSTEM VALUE
-	SELECT id, source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, secret FROM din
+	SELECT id, source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, payload_shortened_from, secret FROM din
 	RETURNING id, received_at
 ), r AS (
 	INSERT INTO delivery_refs (delivery_id, position, ref, old_sha, new_sha)
@@ -443,7 +443,7 @@ func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
 	sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, secrets :=
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	payloads := make([][]byte, n)
+	payloads, shortenedFrom := make([][]byte, n), make([]int64, n)
 
 	var refDords []int64
 	var refPositions []int32
@@ -467,6 +467,7 @@ func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
 		scopes[i], actions[i], repoTypes[i], repoNames[i], repoIDs[i], webhookIDs[i] =
 			d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID
 		addrs[i], payloads[i], secrets[i] = it.p.RemoteAddr, d.Raw, cmp.Or(it.p.Secret, SecretCurrent)
+		shortenedFrom[i] = d.ShortenedFrom
 		for j, r := range d.Refs {
 			refDords, refPositions = append(refDords, dord), append(refPositions, int32(j))
 			refs, refOlds, refNews = append(refs, r.Ref), append(refOlds, r.OldSha), append(refNews, r.NewSha)
@@ -499,5 +500,6 @@ func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
 		sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, payloads, secrets,
 		refDords, refPositions, refs, refOlds, refNews,
 		wantDords, wantMappings, wantRefs, wantShas, wantOlds, wantAttempts,
-		decDords, decMappings, decRefs, decShas, decKinds, decReasons, wantNewestOnly)
+		decDords, decMappings, decRefs, decShas, decKinds, decReasons, wantNewestOnly,
+		shortenedFrom)
 }

@@ -27,7 +27,7 @@ import (
 )
 
 // hostileMaxBody is the production default body limit, which the catalogue's size cases are measured against.
-const hostileMaxBody = 1 << 20
+const hostileMaxBody = web.MaxBodyBytesDefault
 
 // shellRef is a ref made of shell syntax. Every '/' in it keeps it out of refs/heads/*, so the "shell" mapping
 // watches it literally: it has no path.Match metacharacter.
@@ -49,9 +49,9 @@ func hostileMappings() []orchestrator.Mapping {
 	}
 }
 
-// setupHostile serves the web handler with the production body limit of 1 MiB (setup uses 64 KiB) on a fresh
-// schema. Its River client is not started: queued runs stay queued, so the rows a delivery writes are exactly
-// what the handler wrote.
+// setupHostile serves the web handler with the production body limit (setup uses 64 KiB) on a fresh schema.
+// Its River client is not started: queued runs stay queued, so the rows a delivery writes are exactly what the
+// handler wrote.
 func setupHostile(t *testing.T) *testBundle {
 	t.Helper()
 	ctx := context.Background()
@@ -66,7 +66,7 @@ func setupHostile(t *testing.T) *testBundle {
 	store.SetQueue(jobs.NewQueue(client))
 	_, err = store.MappingSync(ctx, hostileMappings())
 	require.NoError(t, err)
-	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: hostileMaxBody, Logger: quietLogger})
+	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, Logger: quietLogger})
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
@@ -329,14 +329,14 @@ func hostileCases() []hostileCase {
 		{name: "CRLFInRef", body: hostileDelivery(`"acme/branches"`, hostileRef(`"refs/heads/main\r\nX-Injected: 1"`, hsha(16))),
 			wantStatus: 400, wantError: []string{"updatedRefs[0].ref", "control character"}},
 
-		// Size: the limit is inclusive.
-		{name: "Exactly1MiB", body: padTo(tickets(17), hostileMaxBody), wantStatus: 200, wantRows: queued,
+		// Size: the limit is inclusive. A dataset's content update is kept whole, however large.
+		{name: "ExactlyTheLimit", body: padTo(tickets(17), hostileMaxBody), wantStatus: 200, wantRows: queued,
 			check: func(t *testing.T, b *testBundle, id int64, _ map[string]any, _ time.Duration) {
 				var n int
 				require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT length(payload) FROM deliveries WHERE id = $1`, id).Scan(&n))
 				require.Equal(t, hostileMaxBody, n)
 			}},
-		{name: "OneMiBPlusOne", body: padTo(tickets(18), hostileMaxBody+1), wantStatus: 413,
+		{name: "LimitPlusOne", body: padTo(tickets(18), hostileMaxBody+1), wantStatus: 413,
 			wantError: []string{fmt.Sprintf("body larger than %d bytes", hostileMaxBody)}},
 
 		// A newSha that is not a commit id is recorded, and never reaches a command.
@@ -367,7 +367,7 @@ func hostileCases() []hostileCase {
 				require.Equal(t, []string{"evil/$(reboot)"}, stored(t, b, `SELECT dataset FROM runs WHERE delivery_id = $1`, id))
 			}},
 
-		// 10,000 refs fit in 1 MiB: one run for main, 9,999 decisions saying why not.
+		// 10,000 refs (about 1 MiB): one run for main, 9,999 decisions saying why not.
 		{name: "TenThousandRefs", body: manyRefs(10000), wantStatus: 200, serial: true,
 			wantRows: hostileRows{Deliveries: 1, Refs: 10000, Decisions: 10000, Runs: 1, Jobs: 1},
 			check: func(t *testing.T, b *testBundle, id int64, resp map[string]any, elapsed time.Duration) {

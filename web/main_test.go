@@ -45,6 +45,9 @@ type setupOpts struct {
 	adminToken   string
 	protectReads bool
 	mappings     []orchestrator.Mapping
+	// maxBody is the webhook body limit: 64 KiB when 0, the server's default (web.MaxBodyBytesDefault) when
+	// negative.
+	maxBody int64
 }
 
 func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Mapping) *testBundle {
@@ -53,7 +56,7 @@ func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Ma
 }
 
 // setupWithOpts serves the web handler on a fresh, migrated schema.
-func setupWithOpts(t *testing.T, opts setupOpts) *testBundle {
+func setupWithOpts(t testing.TB, opts setupOpts) *testBundle {
 	t.Helper()
 	ctx := context.Background()
 	url, _ := dbtest.NewSchema(t)
@@ -64,7 +67,7 @@ func setupWithOpts(t *testing.T, opts setupOpts) *testBundle {
 	return setupServer(t, pool, opts)
 }
 
-func setupServer(t *testing.T, pool *pgxpool.Pool, opts setupOpts) *testBundle {
+func setupServer(t testing.TB, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 	t.Helper()
 	mappings := opts.mappings
 	store := orchestrator.NewStore(pool)
@@ -75,7 +78,14 @@ func setupServer(t *testing.T, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 		_, err := store.MappingSync(context.Background(), mappings)
 		require.NoError(t, err)
 	}
-	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: 64 << 10,
+	maxBody := opts.maxBody
+	switch {
+	case maxBody == 0:
+		maxBody = 64 << 10
+	case maxBody < 0:
+		maxBody = 0
+	}
+	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: maxBody,
 		AdminToken: opts.adminToken, ProtectReads: opts.protectReads, Logger: quietLogger})
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())

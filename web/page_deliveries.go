@@ -42,9 +42,12 @@ type deliveryPage struct {
 	basePage
 	Delivery *orchestrator.DeliveryWithPayload
 	Payload  string
+	// StoredBytes is the size of the payload kept; WholeMax the largest body always kept as received.
+	StoredBytes, WholeMax int64
 }
 
-// handleDeliveryShow renders /deliveries/{id} with the raw payload, indented when it is JSON.
+// handleDeliveryShow renders /deliveries/{id} with its payload, indented when it is JSON, and says when the
+// payload is a shortened copy of the body received.
 func (s *Server) handleDeliveryShow(w http.ResponseWriter, r *http.Request) error {
 	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
 	if err != nil || id <= 0 {
@@ -61,5 +64,6 @@ func (s *Server) handleDeliveryShow(w http.ResponseWriter, r *http.Request) erro
 	}
 	return s.render(w, http.StatusOK, "delivery.html", deliveryPage{
 		basePage: s.base(r, fmt.Sprintf("Delivery #%d", id)), Delivery: d, Payload: strings.ToValidUTF8(payload, "\uFFFD"),
+		StoredBytes: int64(len(d.Payload)), WholeMax: orchestrator.PayloadWholeMax,
 	})
 }

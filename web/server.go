@@ -15,8 +15,10 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
-// MaxBodyBytesDefault is the largest webhook body accepted.
-const MaxBodyBytesDefault = 1 << 20
+// MaxBodyBytesDefault is the largest webhook body accepted: 16 MiB. A storage bucket's delivery lists up to
+// 10,000 changed files (about 1.4 MB), and a webhook watching an organisation receives those beside its
+// dataset pushes: refusing one would count as a failed delivery, and enough of them suspend the webhook.
+const MaxBodyBytesDefault = 16 << 20
 
 // Config configures a Server.
 type Config struct {

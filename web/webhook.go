@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
@@ -46,6 +47,7 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 	// Both secrets are always compared, so the time taken does not tell which one was close.
 	current, previous := secretMatches(given, s.secret), secretMatches(given, s.previousSecret)
 	if !current && !previous {
+		refuseUnread(w, r)
 		s.metrics.secretFailures.Inc()
 		s.secretFailures.add(time.Now(), remoteHost(r))
 		return outcomeUnauthorized, orchestrator.Errorf(orchestrator.CodeUnauthorized, "missing or wrong webhook secret")
@@ -56,8 +58,12 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 		s.metrics.previousSecret.Inc()
 	}
 
-	// 2. Read a bounded body.
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	// 2. Read a bounded body: one announced as too large is refused before any of it is read.
+	if r.ContentLength > s.maxBody {
+		refuseUnread(w, r)
+		return outcomeTooLarge, orchestrator.Errorf(orchestrator.CodeTooLarge, "body larger than %d bytes", s.maxBody)
+	}
+	body, err := readBody(http.MaxBytesReader(w, r.Body, s.maxBody), r.ContentLength, s.maxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -108,6 +114,39 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 		DeliveryID: res.DeliveryID, Runs: res.RunIDs, Decisions: res.Decisions,
 	})
 	return outcome, nil
+}
+
+// refuseUnread has the connection closed after the answer to a request whose body is refused unread: net/http
+// would otherwise read up to 256 KiB more of it before answering, to keep the connection for another request.
+func refuseUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// readBody reads body to its end into one buffer. The buffer has the announced length (plus the byte that
+// shows the end) when the request gives one, as the Hub does, so that a large body is allocated once rather
+// than copied at every growth; without one it doubles, up to just over limit, the most body lets through.
+func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
+	size := int64(512)
+	if contentLength >= 0 {
+		size = min(contentLength, limit) + 1
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			room := max(1, min(int64(cap(buf)), limit+1-int64(len(buf))))
+			buf = slices.Grow(buf, int(room))
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // secretMatches compares a given secret with the configured one in constant time, also when their lengths
