@@ -251,11 +251,13 @@ func TestTriggers(t *testing.T) {
 		b := setup(t, shMapping("storm", exclusiveScript(dir, 100*time.Millisecond)))
 		b.start(t)
 		// Each push replaces the one before it in the ref's history; four senders deliver them at once, so
-		// they arrive in any order.
+		// they arrive in any order. A push that arrives after its successor creates no run: it is older than
+		// a revision already recorded.
 		var mu sync.Mutex
 		head, pushes := newRevision(), 0
 		place := map[int64]int{} // each run's place in the ref's history
 		var ids []int64
+		older := 0 // pushes that arrived after their successor
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Add(1)
@@ -267,14 +269,20 @@ func TestTriggers(t *testing.T) {
 					head, pushes = rev, pushes+1
 					n := pushes
 					mu.Unlock()
-					id := b.pushAfter(t, "acme/storm", "refs/heads/main", old, rev)
+					res := b.deliver(t, "acme/storm", "refs/heads/main", old, rev)
 					mu.Lock()
-					ids, place[id] = append(ids, id), n
+					if len(res.RunIDs) == 1 {
+						ids, place[res.RunIDs[0]] = append(ids, res.RunIDs[0]), n
+					} else {
+						require.Equal(t, orchestrator.IgnoreOlder, res.Decisions[0].Cause, "%+v", res.Decisions)
+						older++
+					}
 					mu.Unlock()
 				}
 			}()
 		}
 		wg.Wait()
+		require.Equal(t, 20, len(ids)+older)
 		runs := b.allFinished(t, ids, 30*time.Second)
 		newest := ids[0]
 		for _, id := range ids {
@@ -282,6 +290,7 @@ func TestTriggers(t *testing.T) {
 				newest = id
 			}
 		}
+		require.Equal(t, pushes, place[newest], "the ref's head has a run: nothing comes after it")
 		require.Equal(t, orchestrator.RunSucceeded, runs[newest].Status, "the ref's head always runs")
 		executed := 0
 		for _, id := range ids {
