@@ -193,15 +193,10 @@ func (e *env) startStack(ctx context.Context) error {
 	for _, m := range list {
 		e.mappings[m.Name] = m.ID
 	}
-	longest, err := e.store.MappingMaxTimeout(ctx)
-	if err != nil {
-		return fmt.Errorf("read longest timeout: %w", err)
-	}
 	e.river, err = jobs.NewClient(e.pool, e.store, jobs.ClientConfig{
-		MaxWorkers:     e.workers,
-		LongestTimeout: longest,
-		Worker:         jobs.WorkerConfig{Logger: e.logger},
-		Logger:         e.logger,
+		MaxWorkers: e.workers,
+		Worker:     jobs.WorkerConfig{Logger: e.logger},
+		Logger:     e.logger,
 	})
 	if err != nil {
 		return fmt.Errorf("create River client: %w", err)

@@ -29,7 +29,8 @@ const (
 	// FetchPollIntervalDefault is how often the queue is polled when no insert notification arrives: a run
 	// woken from waiting for a slot, or whose quiet period ended, is picked up within this.
 	FetchPollIntervalDefault = 100 * time.Millisecond
-	// rescueMargin is added to the longest timeout (plus the kill grace) to get the stuck-job rescue delay.
+	// rescueMargin is added to the longest timeout a mapping may set, plus the kill grace, to get the stuck-job
+	// rescue delay.
 	rescueMargin = 10 * time.Minute
 )
 
@@ -40,10 +41,6 @@ type ClientConfig struct {
 	// Queues are the worker pools this process serves; QueueRuns when empty. The mappings' queue settings
 	// send runs to them.
 	Queues []string
-	// LongestTimeout is the longest timeout of any mapping. River rescues a job that has been running for
-	// longer than LongestTimeout + KillGrace + 10 minutes (at least an hour), so that no run is rescued and
-	// started a second time while its command may still be running.
-	LongestTimeout time.Duration
 	// Worker configures the retrain worker.
 	Worker WorkerConfig
 	// Notify configures the sender of run notifications, which serves QueueNotify alongside Queues.
@@ -60,10 +57,13 @@ type ClientConfig struct {
 	Logger *slog.Logger
 }
 
-// RescueAfter returns the stuck-job rescue delay for c.
+// RescueAfter returns the stuck-job rescue delay River is given: the longest timeout any mapping may set
+// (orchestrator.TimeoutMax), plus the kill grace, plus ten minutes. It depends on no mapping, so a mapping created
+// or given a longer timeout after start, through the API or the form, is never rescued and started a second time
+// while its command may still run. River's rescue is only the last resort: the Reaper hands back the job of an
+// attempt whose heartbeat stopped, within its OrphanAfter.
 func (c ClientConfig) RescueAfter() time.Duration {
-	grace := c.Worker.WithDefaults().KillGrace
-	return max(c.LongestTimeout+grace+rescueMargin, time.Hour)
+	return orchestrator.TimeoutMax + c.Worker.WithDefaults().KillGrace + rescueMargin
 }
 
 // NewClient returns a River client that runs the retrain worker on the configured queues and the notification

@@ -124,15 +124,6 @@ func (s *Store) mappingQuery(ctx context.Context, sql string, args ...any) ([]Ma
 	return mappings, nil
 }
 
-// MappingMaxTimeout returns the longest timeout of any mapping, or 0 when there are none.
-func (s *Store) MappingMaxTimeout(ctx context.Context) (time.Duration, error) {
-	var ms int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(timeout_ms), 0) FROM mappings`).Scan(&ms); err != nil {
-		return 0, dbError(err, "read longest timeout")
-	}
-	return time.Duration(ms) * time.Millisecond, nil
-}
-
 // MappingGetByName returns one mapping, or an error with CodeNotFound.
 func (s *Store) MappingGetByName(ctx context.Context, name string) (*Mapping, error) {
 	m, err := scanMapping(s.pool.QueryRow(ctx, `SELECT `+mappingColumns+` FROM mappings WHERE name = $1`, name))

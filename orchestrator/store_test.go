@@ -446,10 +446,6 @@ func TestMappingSync(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, enabled, 1)
 
-	longest, err := b.store.MappingMaxTimeout(ctx)
-	require.NoError(t, err)
-	require.Equal(t, orchestrator.TimeoutDefault, longest, "the disabled mapping's default 6h timeout is the longest")
-
 	// Declaring it again enables it again.
 	res, err = b.store.MappingSync(ctx, []orchestrator.Mapping{a, c})
 	require.NoError(t, err)

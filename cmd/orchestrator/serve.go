@@ -150,11 +150,6 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 		}
 	}
-	longest, err := m.store.MappingMaxTimeout(ctx)
-	if err != nil {
-		return err
-	}
-
 	// Leftover processes of a crashed predecessor on this machine die before any run can be handed out again.
 	instance, err := m.store.InstanceID(ctx)
 	if err != nil {
@@ -190,9 +185,8 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
 	}
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
-		MaxWorkers:     m.Config.MaxWorkers,
-		Queues:         m.Config.Queues,
-		LongestTimeout: longest,
+		MaxWorkers: m.Config.MaxWorkers,
+		Queues:     m.Config.Queues,
 		Worker: jobs.WorkerConfig{KillGrace: m.Config.KillGrace, HeartbeatInterval: m.Config.HeartbeatInterval,
 			OrphanAfter: m.Config.OrphanAfter, FenceMargin: m.Config.FenceMargin, Watchdog: m.Config.Watchdog,
 			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: workerMetrics, Logger: m.Logger},
