@@ -201,7 +201,7 @@ func (e *env) startStack(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create River client: %w", err)
 	}
-	e.store.SetQueue(jobs.NewQueue(e.river))
+	e.store.SetQueue(jobs.NewQueue(e.pool, e.river))
 
 	srv, err := web.New(web.Config{Store: e.store, WebhookSecret: webhookSecret, Logger: e.logger})
 	if err != nil {

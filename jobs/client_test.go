@@ -2,7 +2,10 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,4 +99,78 @@ func rescueAfter(t *testing.T, client *river.Client[pgx.Tx]) time.Duration {
 	require.True(t, field.IsValid(), "River's configuration has no RescueStuckJobsAfter")
 	require.Equal(t, reflect.TypeFor[time.Duration](), field.Type())
 	return time.Duration(field.Int())
+}
+
+// countingTracer counts the statements sent on a pool.
+type countingTracer struct{ n atomic.Int64 }
+
+func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestQueueReserveJobIDs checks that reserved job ids are never handed out twice, by the queue or by River, and
+// that taking them costs a round trip only once per block.
+func TestQueueReserveJobIDs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cases := []struct {
+		name       string
+		calls, n   int // calls of n ids each, from as many goroutines at once
+		statements int // at most
+	}{
+		{name: "OneAtATime", calls: 600, n: 1, statements: 3},
+		{name: "Groups", calls: 40, n: 20, statements: 4},
+		{name: "AboveABlock", calls: 3, n: 300, statements: 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			url, _ := dbtest.NewSchema(t)
+			setupPool, err := pgxpool.New(ctx, url)
+			require.NoError(t, err)
+			t.Cleanup(setupPool.Close)
+			require.NoError(t, migrations.Apply(ctx, setupPool, nil))
+			poolCfg, err := pgxpool.ParseConfig(url)
+			require.NoError(t, err)
+			tracer := &countingTracer{}
+			poolCfg.ConnConfig.Tracer = tracer
+			pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			store := orchestrator.NewStore(pool)
+			client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
+			require.NoError(t, err)
+			queue := jobs.NewQueue(pool, client)
+
+			got, errs := make([][]int64, tc.calls), make([]error, tc.calls)
+			var wg sync.WaitGroup
+			for i := range tc.calls {
+				wg.Go(func() { got[i], errs[i] = queue.ReserveJobIDs(ctx, tc.n) })
+			}
+			wg.Wait()
+			require.NoError(t, errors.Join(errs...))
+			require.LessOrEqual(t, tracer.n.Load(), int64(tc.statements), "statements for %d ids", tc.calls*tc.n)
+
+			seen := map[int64]bool{}
+			for _, ids := range got {
+				require.Len(t, ids, tc.n)
+				for _, id := range ids {
+					require.False(t, seen[id], "id %d reserved twice", id)
+					seen[id] = true
+				}
+			}
+			// River's own inserts draw from the same sequence and never take a reserved id.
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			inserted, err := jobs.NewQueue(pool, client).EnqueueTx(ctx, tx, []orchestrator.RunJob{{RunID: 1, MaxAttempts: 1}, {RunID: 2, MaxAttempts: 1}})
+			require.NoError(t, err)
+			for _, id := range inserted {
+				require.False(t, seen[id], "River inserted job %d with a reserved id", id)
+			}
+		})
+	}
 }

@@ -200,7 +200,7 @@ func reconcileSetupBackoff(t *testing.T, interval, backoff time.Duration, period
 	}
 	client, err := jobs.NewClient(pool, store, cfg)
 	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(client))
+	store.SetQueue(jobs.NewQueue(pool, client))
 	require.NoError(t, client.Start(ctx))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

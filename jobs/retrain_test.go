@@ -83,7 +83,7 @@ func (b *testBundle) start(t *testing.T) {
 	t.Helper()
 	client, err := jobs.NewClient(b.pool, b.store, b.cfg)
 	require.NoError(t, err)
-	b.store.SetQueue(jobs.NewQueue(client))
+	b.store.SetQueue(jobs.NewQueue(b.pool, client))
 	require.NoError(t, client.Start(context.Background()))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -444,9 +444,11 @@ func TestEnqueueGivesJobsTheirReservedIDs(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }() // nothing is left for the workers
 
-	var reserved int64
-	require.NoError(t, tx.QueryRow(ctx, `SELECT nextval('river_job_id_seq')`).Scan(&reserved))
-	ids, err := jobs.NewQueue(b.client).EnqueueTx(ctx, tx, []orchestrator.RunJob{
+	queue := jobs.NewQueue(b.pool, b.client)
+	ids, err := queue.ReserveJobIDs(ctx, 1)
+	require.NoError(t, err)
+	reserved := ids[0]
+	ids, err = queue.EnqueueTx(ctx, tx, []orchestrator.RunJob{
 		{RunID: 1, MaxAttempts: 3, JobID: reserved},
 		{RunID: 2, MaxAttempts: 3},
 	})
@@ -454,7 +456,7 @@ func TestEnqueueGivesJobsTheirReservedIDs(t *testing.T) {
 	require.Len(t, ids, 2)
 	require.Equal(t, reserved, ids[0], "the job takes the id reserved for it")
 	require.Greater(t, ids[1], reserved, "a job without a reserved id takes the next one")
-	var runID int64
-	require.NoError(t, tx.QueryRow(ctx, `SELECT (args->>'run_id')::bigint FROM river_job WHERE id = $1`, reserved).Scan(&runID))
-	require.Equal(t, int64(1), runID)
+	job, err := b.client.JobGetTx(ctx, tx, reserved)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"run_id": 1}`, string(job.EncodedArgs), "the job with the reserved id is the run's")
 }

@@ -18,8 +18,8 @@ type RunJob struct {
 	RunID       int64
 	MaxAttempts int
 	Queue       string // the mapping's worker pool
-	// JobID, when not 0, is the id the job must have: one the statement that created the run took from the
-	// queue's sequence and recorded on the run, sparing an update of the run once the job exists.
+	// JobID, when not 0, is the id the job must have: one reserved from the queue (Queue.ReserveJobIDs) that
+	// the statement that created the run recorded on it, sparing an update of the run once the job exists.
 	JobID int64
 }
 
@@ -42,6 +42,9 @@ type Queue interface {
 	// StalledJobs returns the run jobs that a worker took from the queue longer than after ago and still
 	// holds: their process may have died before starting them.
 	StalledJobs(ctx context.Context, after time.Duration) ([]StalledJob, error)
+	// ReserveJobIDs returns n ids for the jobs of new runs (RunJob.JobID), which the queue gives to no other
+	// job. An id reserved and never used is only lost; most calls cost no round trip.
+	ReserveJobIDs(ctx context.Context, n int) ([]int64, error)
 }
 
 // StalledJob is a run's job that a worker took from the queue and has not given back.
@@ -98,6 +101,30 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, jobs []RunJob) error {
 		return fmt.Errorf("record job ids: %w", err)
 	}
 	return nil
+}
+
+// reserveJobIDs reserves a job id for each queued decision of items: at least one for each run that the group's
+// statement may create, since a run is created for a queued decision only.
+func (s *Store) reserveJobIDs(ctx context.Context, items []*ingestItem) ([]int64, error) {
+	n := 0
+	for _, it := range items {
+		for _, dec := range it.res.Decisions {
+			if dec.Decision == DecisionQueued {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if s.queue == nil {
+		return nil, errors.New("store has no queue")
+	}
+	ids, err := s.queue.ReserveJobIDs(ctx, n)
+	if err != nil {
+		return nil, dbError(err, "reserve job ids")
+	}
+	return ids, nil
 }
 
 // Pool returns the store's connection pool.

@@ -191,6 +191,10 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 		}
 		it.res = &DeliveryInsertResult{Decisions: Decide(d, ms)}
 	}
+	reserved, err := s.reserveJobIDs(ctx, items)
+	if err != nil {
+		return err
+	}
 
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -239,7 +243,7 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	runIDs := make([][]*int64, len(items))
 	jobIDs := make([][]*int64, len(items))
 	newer := make([][]string, len(items))
-	queueGroupInsert(batch, items).Query(func(rows pgx.Rows) error {
+	queueGroupInsert(batch, items, reserved).Query(func(rows pgx.Rows) error {
 		i := 0
 		for rows.Next() {
 			if i == len(items) {
@@ -348,8 +352,8 @@ func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int6
 // revision) came earlier in the group. One statement for the group, rather than one per delivery, sets up
 // its plan once: with a dozen indexes to open on runs alone, that set-up cost more than the rows.
 //
-// The sequences are named as PostgreSQL names those of identity columns (deliveries_id_seq) and as River's
-// migrations name its own (river_job_id_seq, in the same schema).
+// The deliveries' sequence is named as PostgreSQL names that of an identity column (deliveries_id_seq). Each new
+// run records the job id reserved for it from the queue ($30, see Store.reserveJobIDs).
 //
 // It returns one row per delivery, in order: its id and time, the mappings' generation, and its decisions'
 // kinds, runs and the job ids reserved for new runs, in order. A queued decision without a run is one whose
@@ -374,9 +378,10 @@ WITH din AS MATERIALIZED (
 ), ins AS (
 	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
 	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', din.id,
-		` + sqlStatus(RunQueued) + `, w.max_attempts, nextval('river_job_id_seq')
-	FROM unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::int[], $28::boolean[])
-		WITH ORDINALITY AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, ord)
+		` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id
+	FROM unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::int[], $28::boolean[],
+		$30::bigint[]) WITH ORDINALITY
+		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, ord)
 	JOIN din ON din.dord = w.dord
 	-- A mapping that trains only the newest revision creates no run for one its ref's history already has a
 	-- later revision of: the push of that later revision replaced this one.
@@ -437,8 +442,9 @@ type runKey struct {
 	repoID, ref, sha string
 }
 
-// queueGroupInsert queues the statement that records the deliveries of items.
-func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
+// queueGroupInsert queues the statement that records the deliveries of items. jobIDs holds a reserved job id for
+// each queued decision of items, at least one per run to create.
+func queueGroupInsert(batch *pgx.Batch, items []*ingestItem, jobIDs []int64) *pgx.QueuedQuery {
 	n := len(items)
 	sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, secrets :=
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
@@ -501,5 +507,5 @@ func queueGroupInsert(batch *pgx.Batch, items []*ingestItem) *pgx.QueuedQuery {
 		refDords, refPositions, refs, refOlds, refNews,
 		wantDords, wantMappings, wantRefs, wantShas, wantOlds, wantAttempts,
 		decDords, decMappings, decRefs, decShas, decKinds, decReasons, wantNewestOnly,
-		shortenedFrom)
+		shortenedFrom, jobIDs[:len(wantDords)])
 }

@@ -44,7 +44,7 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 	store := orchestrator.NewStore(pool)
 	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{})
 	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(client))
+	store.SetQueue(jobs.NewQueue(pool, client))
 	if len(mappings) > 0 {
 		_, err := store.MappingSync(ctx, mappings)
 		require.NoError(t, err)
@@ -62,7 +62,7 @@ func (b *testBundle) oneConnection(t *testing.T) (*orchestrator.Store, *pgxpool.
 	require.NoError(t, err)
 	t.Cleanup(one.Close)
 	store := orchestrator.NewStore(one)
-	store.SetQueue(jobs.NewQueue(b.river))
+	store.SetQueue(jobs.NewQueue(b.pool, b.river))
 	return store, one
 }
 
@@ -373,7 +373,7 @@ func TestDeliveryInsert(t *testing.T) {
 		b := setup(t, mapping("tickets", "acme/support-tickets"))
 		// A second store on the same database plays another orchestrator process.
 		other := orchestrator.NewStore(b.pool)
-		other.SetQueue(jobs.NewQueue(b.river))
+		other.SetQueue(jobs.NewQueue(b.pool, b.river))
 		send := func(sha string) *orchestrator.DeliveryInsertResult {
 			d, err := orchestrator.ParseDelivery([]byte(`{"event":{"scope":"repo.content","action":"update"},
 				"repo":{"type":"dataset","name":"acme/other-data","id":"66a1f0c2b9e4d3a1f2c3d4e6"},

@@ -63,7 +63,7 @@ func setupHostile(t *testing.T) *testBundle {
 	store := orchestrator.NewStore(pool)
 	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
 	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(client))
+	store.SetQueue(jobs.NewQueue(pool, client))
 	_, err = store.MappingSync(ctx, hostileMappings())
 	require.NoError(t, err)
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, Logger: quietLogger})

@@ -73,7 +73,7 @@ func setupServer(t testing.TB, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 	store := orchestrator.NewStore(pool)
 	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
 	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(client))
+	store.SetQueue(jobs.NewQueue(pool, client))
 	if len(mappings) > 0 {
 		_, err := store.MappingSync(context.Background(), mappings)
 		require.NoError(t, err)

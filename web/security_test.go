@@ -37,7 +37,7 @@ func TestSecretRotationAndSecrecy(t *testing.T) {
 	store := orchestrator.NewStore(pool)
 	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
 	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(client))
+	store.SetQueue(jobs.NewQueue(pool, client))
 	_, err = store.MappingSync(ctx, []orchestrator.Mapping{ticketsMapping()})
 	require.NoError(t, err)
 

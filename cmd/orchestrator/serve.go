@@ -198,7 +198,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.store.SetQueue(jobs.NewQueue(m.river))
+	m.store.SetQueue(jobs.NewQueue(m.pool, m.river))
 	// A web process only inserts and cancels jobs; its client is never started. The client gets its own
 	// context: shutdown is ordered by Close, not by the signal.
 	if runsCommands {
