@@ -14,14 +14,17 @@ const (
 	// for dead.
 	OrphanAfterDefault = time.Minute
 	// notifyOrphanAfter is how long a notification may be in the hands of a worker before its process is taken
-	// for dead: well above the longest send (the job's timeout).
+	// for dead: well above the longest send (the job's timeout). A receiver may then get the same notification
+	// twice, with the same X-Orchestrator-Delivery.
 	notifyOrphanAfter = 5 * time.Minute
 )
 
-// Reaper closes attempts whose worker stopped sending heartbeats and hands their jobs back to the queue (see
-// Store.RunReapOrphans), and does the same for notifications a dead process was sending. Without it a run interrupted by SIGKILL would wait for River's stuck-job rescue, which
-// must stay above the longest timeout. It runs in every orchestrator process: the store's row locks make
-// concurrent reapers safe, and recovery does not wait for a new queue leader to be elected.
+// Reaper closes attempts whose worker stopped sending heartbeats and hands their runs to the queue again (see
+// Store.RunReapOrphans), and hands back the notifications a dead process was sending (see jobOrphanReapSQL).
+// Without it a run or a notification interrupted by SIGKILL would wait for River's stuck-job rescue, which must
+// stay above the longest timeout a mapping may set (see ClientConfig.RescueAfter). It runs in every orchestrator
+// process: row locks make concurrent reapers safe, and recovery does not wait for a new queue leader to be
+// elected.
 type Reaper struct {
 	Store       *orchestrator.Store
 	OrphanAfter time.Duration
@@ -38,8 +41,8 @@ func (r *Reaper) ReapOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n, err := r.Store.NotificationReapOrphans(ctx, notifyOrphanAfter)
-	if n > 0 {
+	handed, err := jobOrphanReap(ctx, r.Store.Pool(), map[string]time.Duration{NotifyArgs{}.Kind(): notifyOrphanAfter})
+	if n := handed[NotifyArgs{}.Kind()]; n > 0 {
 		r.Logger.WarnContext(ctx, "notifications whose process stopped while sending; handed back to the queue", "jobs", n)
 	}
 	return err

@@ -9,6 +9,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -39,4 +40,37 @@ func jobIDReserve(ctx context.Context, db riverDB, n int) ([]int64, error) {
 		return nil, fmt.Errorf("reserve job ids: got %d ids for %d", len(ids), n)
 	}
 	return ids, nil
+}
+
+// jobOrphanReapSQL makes the running jobs of the kinds in $1 available again when their attempt began longer
+// ago than the kind's delay in $2: the process working them died. River's rescuer does the same, but after one
+// delay for every kind (Config.RescueStuckJobsAfter), which must stay above the longest run (see
+// ClientConfig.RescueAfter), and River's JobRetry leaves running jobs alone. It returns the kind of each job
+// handed back.
+const jobOrphanReapSQL = `
+	UPDATE river_job j SET state = 'available', scheduled_at = now()
+	FROM unnest($1::text[], $2::interval[]) AS k(kind, after)
+	WHERE j.kind = k.kind AND j.state = 'running' AND j.attempted_at < now() - k.after
+	RETURNING j.kind`
+
+// jobOrphanReap hands back the running jobs of each kind in after whose attempt began longer ago than the kind's
+// delay, and returns how many of each kind went back to the queue.
+func jobOrphanReap(ctx context.Context, db riverDB, after map[string]time.Duration) (map[string]int, error) {
+	kinds, delays := make([]string, 0, len(after)), make([]time.Duration, 0, len(after))
+	for kind, d := range after {
+		kinds, delays = append(kinds, kind), append(delays, d)
+	}
+	rows, err := db.Query(ctx, jobOrphanReapSQL, kinds, delays)
+	if err != nil {
+		return nil, fmt.Errorf("hand back orphaned jobs: %w", err)
+	}
+	reaped, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("hand back orphaned jobs: %w", err)
+	}
+	counts := map[string]int{}
+	for _, kind := range reaped {
+		counts[kind]++
+	}
+	return counts, nil
 }

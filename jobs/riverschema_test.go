@@ -2,13 +2,17 @@ package jobs
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/migrations"
@@ -86,6 +90,64 @@ func TestRiverSchema(t *testing.T) {
 		}
 	})
 
+	t.Run("JobOrphanReap", func(t *testing.T) {
+		t.Parallel()
+		pool, client := riverSchema(t) // a schema of its own: it starts a client that works jobs
+		insert := func(args ...river.JobArgs) []int64 {
+			t.Helper()
+			params := make([]river.InsertManyParams, len(args))
+			for i, a := range args {
+				params[i] = river.InsertManyParams{Args: a}
+			}
+			res, err := client.InsertMany(ctx, params)
+			require.NoError(t, err)
+			ids := make([]int64, len(res))
+			for i, r := range res {
+				ids[i] = r.Job.ID
+			}
+			return ids
+		}
+		// A worker takes two notifications and a run, and hangs (or its process died); later it takes two more
+		// notifications, which it is still sending.
+		stale := insert(NotifyArgs{NotificationID: 1}, NotifyArgs{NotificationID: 2})
+		run := insert(RetrainArgs{RunID: 1})
+		worker := holdJobs(t, pool, map[string]int{QueueNotify: 4, QueueRuns: 1})
+		attempted := waitState(t, worker, rivertype.JobStateRunning, append(stale, run...)...)
+		fresh := insert(NotifyArgs{NotificationID: 3}, NotifyArgs{NotificationID: 4})
+		for id, at := range waitState(t, worker, rivertype.JobStateRunning, fresh...) {
+			attempted[id] = at
+		}
+		at := func(ids []int64) []time.Time {
+			times := make([]time.Time, len(ids))
+			for i, id := range ids {
+				times[i] = attempted[id]
+			}
+			return times
+		}
+		last, first := slices.MaxFunc(at(stale), time.Time.Compare), slices.MinFunc(at(fresh), time.Time.Compare)
+		require.True(t, last.Before(first), "the stale notifications were taken before the fresh ones")
+		cutoff := last.Add(first.Sub(last) / 2)
+
+		// reap hands back, in a transaction whose now() it knows, the notifications taken before the cutoff.
+		reap := func() map[string]int {
+			t.Helper()
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			var now time.Time
+			require.NoError(t, tx.QueryRow(ctx, `SELECT now()`).Scan(&now))
+			handed, err := jobOrphanReap(ctx, tx, map[string]time.Duration{NotifyArgs{}.Kind(): now.Sub(cutoff)})
+			require.NoError(t, err)
+			require.NoError(t, tx.Commit(ctx))
+			return handed
+		}
+		require.Equal(t, map[string]int{NotifyArgs{}.Kind(): len(stale)}, reap())
+		waitState(t, worker, rivertype.JobStateAvailable, stale...) // the dead worker's notifications go back to the queue
+		waitState(t, worker, rivertype.JobStateRunning, fresh...)   // a notification being sent is left alone
+		waitState(t, worker, rivertype.JobStateRunning, run...)     // as is a job of a kind not asked for
+		require.Empty(t, reap(), "each orphan is handed back once")
+	})
+
 	t.Run("JobIDReserve", func(t *testing.T) {
 		t.Parallel()
 		ids, err := jobIDReserve(ctx, pool, 3)
@@ -96,4 +158,50 @@ func TestRiverSchema(t *testing.T) {
 		require.NotContains(t, ids, res[0].Job.ID, "River's own insert never takes a reserved id")
 		require.Greater(t, res[0].Job.ID, slices.Max(ids), "River draws its ids from the same sequence")
 	})
+}
+
+// holdJobs starts a River client on pool that takes jobs from the given queues, as many at once as each queue's
+// count, and works each until the test ends, as a process would that hangs or died: those jobs stay running.
+// With every slot taken it fetches nothing more, so a job handed back stays available.
+func holdJobs(t *testing.T, pool *pgxpool.Pool, queues map[string]int) *river.Client[pgx.Tx] {
+	t.Helper()
+	workers := river.NewWorkers()
+	hold := func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[NotifyArgs]) error { return hold(ctx) }))
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[RetrainArgs]) error { return hold(ctx) }))
+	cfg := &river.Config{Queues: map[string]river.QueueConfig{}, Workers: workers, JobTimeout: -1,
+		FetchCooldown: FetchCooldownDefault, FetchPollInterval: FetchPollIntervalDefault,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for q, n := range queues {
+		cfg.Queues[q] = river.QueueConfig{MaxWorkers: n}
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), cfg)
+	require.NoError(t, err)
+	require.NoError(t, client.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = client.StopAndCancel(ctx)
+	})
+	return client
+}
+
+// waitState waits until each job is in state and returns when each was last attempted.
+func waitState(t *testing.T, client *river.Client[pgx.Tx], state rivertype.JobState, ids ...int64) map[int64]time.Time {
+	t.Helper()
+	attempted := map[int64]time.Time{}
+	for _, id := range ids {
+		require.Eventually(t, func() bool {
+			job, err := client.JobGet(context.Background(), id)
+			require.NoError(t, err)
+			if job.AttemptedAt != nil {
+				attempted[id] = *job.AttemptedAt
+			}
+			return job.State == state
+		}, 10*time.Second, 5*time.Millisecond, "job %d never %s", id, state)
+	}
+	return attempted
 }

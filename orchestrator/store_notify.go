@@ -167,18 +167,3 @@ func (s *Store) NotificationList(ctx context.Context, runID int64) ([]Notificati
 	}
 	return list, nil
 }
-
-// NotificationReapOrphans hands back the notify jobs a worker took longer than after ago and never finished:
-// its process died while sending. River's own rescue of stuck jobs waits for the longest run timeout (hours),
-// far too long for a notification; a send takes seconds, so after is safely above it. It returns how many jobs
-// went back to the queue. A receiver may then get the same notification twice, with the same
-// X-Orchestrator-Delivery.
-func (s *Store) NotificationReapOrphans(ctx context.Context, after time.Duration) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `
-		UPDATE river_job SET state = 'available', scheduled_at = now()
-		WHERE kind = 'notify' AND state = 'running' AND attempted_at < now() - $1::interval`, after)
-	if err != nil {
-		return 0, dbError(err, "hand back orphaned notifications")
-	}
-	return tag.RowsAffected(), nil
-}

@@ -230,34 +230,3 @@ func TestRunAttemptFinishWithoutTargets(t *testing.T) {
 		})
 	}
 }
-
-func TestNotificationReapOrphans(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t, notifyMapping("tickets", "acme/support-tickets"))
-	// Two failed runs, each with notifications queued; no worker runs, so their jobs wait.
-	for n := range 2 {
-		finishRun(t, b, pushRun(t, b, "acme/support-tickets", "refs/heads/main", n, n-1), orchestrator.RunFailed)
-	}
-	jobs := func(state string) int {
-		return count(t, b.pool, `SELECT count(*) FROM river_job WHERE kind = 'notify' AND state = $1`, state)
-	}
-	total := jobs("available")
-	require.Positive(t, total)
-	// A worker took every one; the one that took the older half died ten minutes ago, the other is sending now.
-	_, err := b.pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1,
-		attempted_at = CASE WHEN id % 2 = 0 THEN now() - interval '10 minutes' ELSE now() END WHERE kind = 'notify'`)
-	require.NoError(t, err)
-	stale := count(t, b.pool, `SELECT count(*) FROM river_job WHERE kind = 'notify' AND id % 2 = 0`)
-	require.Positive(t, stale)
-
-	n, err := b.store.NotificationReapOrphans(ctx, 5*time.Minute)
-	require.NoError(t, err)
-	require.Equal(t, int64(stale), n)
-	require.Equal(t, stale, jobs("available"), "the dead worker's notifications go back to the queue")
-	require.Equal(t, total-stale, jobs("running"), "a notification being sent is left alone")
-
-	n, err = b.store.NotificationReapOrphans(ctx, 5*time.Minute)
-	require.NoError(t, err)
-	require.Zero(t, n, "each orphan is handed back once")
-}
