@@ -17,18 +17,24 @@ const (
 	// for dead: well above the longest send (the job's timeout). A receiver may then get the same notification
 	// twice, with the same X-Orchestrator-Delivery.
 	notifyOrphanAfter = 5 * time.Minute
+	// reconcileOrphanMargin is how long a catch-up pass may go on past its timeout, at which River cancels it,
+	// before its process is taken for dead.
+	reconcileOrphanMargin = 5 * time.Minute
 )
 
 // Reaper closes attempts whose worker stopped sending heartbeats and hands their runs to the queue again (see
-// Store.RunReapOrphans), and hands back the notifications a dead process was sending (see jobOrphanReapSQL).
-// Without it a run or a notification interrupted by SIGKILL would wait for River's stuck-job rescue, which must
-// stay above the longest timeout a mapping may set (see ClientConfig.RescueAfter). It runs in every orchestrator
-// process: row locks make concurrent reapers safe, and recovery does not wait for a new queue leader to be
-// elected.
+// Store.RunReapOrphans), and hands back the notifications and catch-up passes a dead process was working (see
+// jobOrphanReapSQL). Without it they would wait for River's stuck-job rescue, which must stay above the longest
+// timeout a mapping may set (see ClientConfig.RescueAfter): a week, during which a catch-up pass, unique while it
+// runs, would also hold off every later one. It runs in every orchestrator process: row locks make concurrent
+// reapers safe, and recovery does not wait for a new queue leader to be elected.
 type Reaper struct {
 	Store       *orchestrator.Store
 	OrphanAfter time.Duration
-	Logger      *slog.Logger
+	// Reconciler, when set, is the process's catch-up, whose passes are handed back once they have been
+	// running for longer than their timeout plus reconcileOrphanMargin.
+	Reconciler *Reconciler
+	Logger     *slog.Logger
 }
 
 // ReapOnce reaps once.
@@ -41,11 +47,22 @@ func (r *Reaper) ReapOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	handed, err := jobOrphanReap(ctx, r.Store.Pool(), map[string]time.Duration{NotifyArgs{}.Kind(): notifyOrphanAfter})
-	if n := handed[NotifyArgs{}.Kind()]; n > 0 {
-		r.Logger.WarnContext(ctx, "notifications whose process stopped while sending; handed back to the queue", "jobs", n)
+	handed, err := jobOrphanReap(ctx, r.Store.Pool(), r.orphanAfter())
+	for kind, n := range handed {
+		r.Logger.WarnContext(ctx, "jobs whose process stopped while working them; handed back to the queue",
+			"kind", kind, "jobs", n)
 	}
 	return err
+}
+
+// orphanAfter returns, for each kind of job handed back by the age of its attempt, how long an attempt may last
+// before the process working it is taken for dead.
+func (r *Reaper) orphanAfter() map[string]time.Duration {
+	after := map[string]time.Duration{NotifyArgs{}.Kind(): notifyOrphanAfter}
+	if r.Reconciler != nil {
+		after[ReconcileArgs{}.Kind()] = r.Reconciler.timeout() + reconcileOrphanMargin
+	}
+	return after
 }
 
 // Run reaps every interval until ctx is done.

@@ -155,9 +155,10 @@ type ReconcileWorker struct {
 }
 
 // Timeout bounds a pass: the interval, and at least five minutes.
-func (w *ReconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration {
-	return max(w.r.Interval, reconcileTimeoutMin)
-}
+func (w *ReconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return w.r.timeout() }
+
+// timeout bounds a pass: the interval, and at least five minutes.
+func (r *Reconciler) timeout() time.Duration { return max(r.Interval, reconcileTimeoutMin) }
 
 // Work runs a pass: a full one when the last full pass of this process is an interval ago (or there was none),
 // otherwise one over the failing datasets whose wait is over. When a failing dataset may be asked again before

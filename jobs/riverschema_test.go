@@ -108,13 +108,14 @@ func TestRiverSchema(t *testing.T) {
 			return ids
 		}
 		// A worker takes two notifications and a run, and hangs (or its process died); later it takes two more
-		// notifications, which it is still sending.
+		// notifications, which it is still sending, and a catch-up pass.
 		stale := insert(NotifyArgs{NotificationID: 1}, NotifyArgs{NotificationID: 2})
 		run := insert(RetrainArgs{RunID: 1})
-		worker := holdJobs(t, pool, map[string]int{QueueNotify: 4, QueueRuns: 1})
+		worker := holdJobs(t, pool, map[string]int{QueueNotify: 4, QueueRuns: 1, river.QueueDefault: 1})
 		attempted := waitState(t, worker, rivertype.JobStateRunning, append(stale, run...)...)
 		fresh := insert(NotifyArgs{NotificationID: 3}, NotifyArgs{NotificationID: 4})
-		for id, at := range waitState(t, worker, rivertype.JobStateRunning, fresh...) {
+		pass := insert(ReconcileArgs{})
+		for id, at := range waitState(t, worker, rivertype.JobStateRunning, append(fresh, pass...)...) {
 			attempted[id] = at
 		}
 		at := func(ids []int64) []time.Time {
@@ -128,7 +129,8 @@ func TestRiverSchema(t *testing.T) {
 		require.True(t, last.Before(first), "the stale notifications were taken before the fresh ones")
 		cutoff := last.Add(first.Sub(last) / 2)
 
-		// reap hands back, in a transaction whose now() it knows, the notifications taken before the cutoff.
+		// reap hands back, in a transaction whose now() it knows, the notifications taken before the cutoff and
+		// any catch-up pass: each kind has its own delay.
 		reap := func() map[string]int {
 			t.Helper()
 			tx, err := pool.Begin(ctx)
@@ -136,15 +138,17 @@ func TestRiverSchema(t *testing.T) {
 			defer func() { _ = tx.Rollback(ctx) }()
 			var now time.Time
 			require.NoError(t, tx.QueryRow(ctx, `SELECT now()`).Scan(&now))
-			handed, err := jobOrphanReap(ctx, tx, map[string]time.Duration{NotifyArgs{}.Kind(): now.Sub(cutoff)})
+			handed, err := jobOrphanReap(ctx, tx, map[string]time.Duration{NotifyArgs{}.Kind(): now.Sub(cutoff),
+				ReconcileArgs{}.Kind(): 0})
 			require.NoError(t, err)
 			require.NoError(t, tx.Commit(ctx))
 			return handed
 		}
-		require.Equal(t, map[string]int{NotifyArgs{}.Kind(): len(stale)}, reap())
-		waitState(t, worker, rivertype.JobStateAvailable, stale...) // the dead worker's notifications go back to the queue
-		waitState(t, worker, rivertype.JobStateRunning, fresh...)   // a notification being sent is left alone
-		waitState(t, worker, rivertype.JobStateRunning, run...)     // as is a job of a kind not asked for
+		require.Equal(t, map[string]int{NotifyArgs{}.Kind(): len(stale), ReconcileArgs{}.Kind(): 1}, reap())
+		// The dead worker's jobs go back to the queue; a notification being sent is left alone, and so is a job of
+		// a kind not asked for.
+		waitState(t, worker, rivertype.JobStateAvailable, append(stale, pass...)...)
+		waitState(t, worker, rivertype.JobStateRunning, append(fresh, run...)...)
 		require.Empty(t, reap(), "each orphan is handed back once")
 	})
 
@@ -172,6 +176,7 @@ func holdJobs(t *testing.T, pool *pgxpool.Pool, queues map[string]int) *river.Cl
 	}
 	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[NotifyArgs]) error { return hold(ctx) }))
 	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[RetrainArgs]) error { return hold(ctx) }))
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[ReconcileArgs]) error { return hold(ctx) }))
 	cfg := &river.Config{Queues: map[string]river.QueueConfig{}, Workers: workers, JobTimeout: -1,
 		FetchCooldown: FetchCooldownDefault, FetchPollInterval: FetchPollIntervalDefault,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}

@@ -166,8 +166,6 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		go sweeper.Run(maintCtx, m.Config.HeartbeatInterval)
 	}
-	reaper := &jobs.Reaper{Store: m.store, OrphanAfter: m.Config.OrphanAfter, Logger: m.Logger}
-	go reaper.Run(maintCtx, m.Config.OrphanAfter/4)
 
 	// The Hub checks revisions for mappings with verify_revision, and, unless the interval is 0, catches up
 	// with the commits no webhook brought.
@@ -184,6 +182,8 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		m.Logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
 	}
+	reaper := &jobs.Reaper{Store: m.store, OrphanAfter: m.Config.OrphanAfter, Reconciler: reconciler, Logger: m.Logger}
+	go reaper.Run(maintCtx, m.Config.OrphanAfter/4)
 	m.river, err = jobs.NewClient(m.pool, m.store, jobs.ClientConfig{
 		MaxWorkers: m.Config.MaxWorkers,
 		Queues:     m.Config.Queues,
