@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -242,7 +243,7 @@ func TestRetrainWorker(t *testing.T) {
 			require.Equal(t, fmt.Sprintf("attempt %d\n", i+1), b.log(t, runID, i+1))
 		}
 		require.Eventually(t, func() bool {
-			return countRows(t, b.pool, `SELECT count(*) FROM river_job WHERE state = 'discarded'`) == 1
+			return len(jobList(t, b.client, river.NewJobListParams().States(rivertype.JobStateDiscarded))) == 1
 		}, 5*time.Second, 10*time.Millisecond, "the queue gives the job up too")
 	})
 
@@ -356,6 +357,23 @@ func TestRetrainWorker(t *testing.T) {
 		require.Equal(t, orchestrator.AttemptSucceeded, attempts[1].Status)
 		require.Equal(t, "attempt 2\nfinished\n", b.log(t, runID, 2))
 	})
+}
+
+// jobList returns every job that params selects, through River's API, page after page.
+func jobList(t *testing.T, client *river.Client[pgx.Tx], params *river.JobListParams) []*rivertype.JobRow {
+	t.Helper()
+	const page = 1000
+	params = params.First(page)
+	var jobs []*rivertype.JobRow
+	for {
+		res, err := client.JobList(context.Background(), params)
+		require.NoError(t, err)
+		jobs = append(jobs, res.Jobs...)
+		if len(res.Jobs) < page {
+			return jobs
+		}
+		params = params.After(res.LastCursor)
+	}
 }
 
 func countRows(t *testing.T, pool *pgxpool.Pool, sql string) int {

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
+	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
@@ -131,10 +133,21 @@ func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
 			RunID: id, Attempt: 1, Transition: orchestrator.TransitionFail,
 		}))
 		require.Equal(t, 2, count(t, b.pool, `SELECT count(*) FROM notifications WHERE run_id = $1`, id))
-		require.Equal(t, 2, count(t, b.pool, `
-			SELECT count(*) FROM notifications n JOIN river_job j ON j.id = n.job_id
-			WHERE n.run_id = $1 AND j.kind = 'notify' AND j.queue = 'notify' AND j.max_attempts = 10
-				AND (j.args->>'notification_id')::bigint = n.id`, id))
+		rows, err := b.pool.Query(ctx, `SELECT id, job_id FROM notifications WHERE run_id = $1`, id)
+		require.NoError(t, err)
+		queued := 0
+		for rows.Next() {
+			var notificationID, jobID int64
+			require.NoError(t, rows.Scan(&notificationID, &jobID))
+			job := jobGet(t, b, jobID)
+			require.Equal(t, jobs.NotifyArgs{}.Kind(), job.Kind)
+			require.Equal(t, jobs.QueueNotify, job.Queue)
+			require.Equal(t, 10, job.MaxAttempts)
+			require.JSONEq(t, fmt.Sprintf(`{"notification_id": %d}`, notificationID), string(job.EncodedArgs))
+			queued++
+		}
+		require.NoError(t, rows.Err())
+		require.Equal(t, 2, queued, "each notification with its job")
 	})
 
 	t.Run("NoTargetsNoRows", func(t *testing.T) {
@@ -226,7 +239,7 @@ func TestRunAttemptFinishWithoutTargets(t *testing.T) {
 			list, err := b.store.NotificationList(ctx, runID)
 			require.NoError(t, err)
 			require.Len(t, list, tt.wantNotices)
-			require.Equal(t, tt.wantNotices, count(t, b.pool, `SELECT count(*) FROM river_job WHERE kind = 'notify'`))
+			require.Len(t, jobList(t, b, river.NewJobListParams().Kinds(jobs.NotifyArgs{}.Kind())), tt.wantNotices)
 		})
 	}
 }

@@ -15,16 +15,17 @@ func TestRunReapOrphans(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 
-	// startRun creates a run whose job a worker "took" (running, attempt 1), with an attempt whose heartbeat
-	// is as old as given.
+	// startRun creates a run whose job a worker took (running, attempt 1) and hangs on, with an attempt whose
+	// heartbeat is as old as given. Its one slot taken, that worker fetches nothing more: a job handed back
+	// stays available.
 	startRun := func(t *testing.T, b *testBundle, fixture string, heartbeatAge time.Duration) *orchestrator.Run {
 		t.Helper()
 		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: delivery(t, fixture)})
 		require.NoError(t, err)
 		run, err := b.store.RunGetByID(ctx, res.RunIDs[0])
 		require.NoError(t, err)
-		_, err = b.pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, *run.JobID)
-		require.NoError(t, err)
+		workJobs(t, b, 1, hold)
+		waitJobs(t, b, rivertype.JobStateRunning, *run.JobID)
 		require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: run.ID, Attempt: 1, Argv: []string{"x"}}))
 		_, err = b.pool.Exec(ctx, `UPDATE run_attempts SET heartbeat_at = now() - $2::interval WHERE run_id = $1`, run.ID, heartbeatAge)
 		require.NoError(t, err)

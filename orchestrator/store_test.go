@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -113,12 +114,9 @@ func TestDeliveryInsert(t *testing.T) {
 		require.Equal(t, 2, run.MaxAttempts)
 		require.NotNil(t, run.JobID)
 
-		var args []byte
-		var maxAttempts int
-		require.NoError(t, b.pool.QueryRow(ctx, `SELECT args, max_attempts FROM river_job WHERE id = $1`, *run.JobID).
-			Scan(&args, &maxAttempts))
-		require.JSONEq(t, fmt.Sprintf(`{"run_id": %d}`, run.ID), string(args))
-		require.Equal(t, 2, maxAttempts)
+		job := jobGet(t, b, *run.JobID)
+		require.JSONEq(t, fmt.Sprintf(`{"run_id": %d}`, run.ID), string(job.EncodedArgs))
+		require.Equal(t, 2, job.MaxAttempts)
 
 		require.Equal(t, 4, count(t, b.pool, `SELECT count(*) FROM delivery_refs WHERE delivery_id = $1`, res.DeliveryID))
 		require.Equal(t, 4, count(t, b.pool, `SELECT count(*) FROM decisions WHERE delivery_id = $1`, res.DeliveryID))
@@ -142,7 +140,7 @@ func TestDeliveryInsert(t *testing.T) {
 		require.Equal(t, first.RunIDs[0], second.Decisions[0].RunID)
 		require.Equal(t, fmt.Sprintf("duplicate of run %d", first.RunIDs[0]), second.Decisions[0].Reason)
 		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs`))
-		require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM river_job`))
+		require.Len(t, jobList(t, b, river.NewJobListParams()), 1)
 	})
 
 	t.Run("ConcurrentSameDeliveryMakesOneRun", func(t *testing.T) {
@@ -167,7 +165,7 @@ func TestDeliveryInsert(t *testing.T) {
 		}
 		require.Equal(t, 2, created, "one run per mapping, however many senders")
 		require.Equal(t, 2, count(t, b.pool, `SELECT count(*) FROM runs`))
-		require.Equal(t, 2, count(t, b.pool, `SELECT count(*) FROM river_job`))
+		require.Len(t, jobList(t, b, river.NewJobListParams()), 2)
 		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM deliveries`))
 		require.Equal(t, 2*senders-2, count(t, b.pool, `SELECT count(*) FROM decisions WHERE decision = 'duplicate'`))
 	})
@@ -229,7 +227,7 @@ func TestDeliveryInsert(t *testing.T) {
 		res, err := store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1"})
 		require.NoError(t, err)
 		require.Len(t, res.RunIDs, 1)
-		require.Equal(t, 1, count(t, one, `SELECT count(*) FROM runs r JOIN river_job j ON j.id = r.job_id`))
+		require.Equal(t, 1, runsWithTheirJobs(t, b, one))
 	})
 
 	t.Run("GroupDecidesAsOneAtATime", func(t *testing.T) {
@@ -314,8 +312,7 @@ func TestDeliveryInsert(t *testing.T) {
 					require.Equal(t, len(tt.group[i].Delivery.Refs), count(t, b.pool,
 						`SELECT count(*) FROM delivery_refs WHERE delivery_id = $1`, r.DeliveryID))
 				}
-				require.Equal(t, len(runs), count(t, b.pool, `SELECT count(*) FROM runs r JOIN river_job j ON j.id = r.job_id
-					WHERE (j.args->>'run_id')::bigint = r.id`), "each run records the job that executes it")
+				require.Equal(t, len(runs), runsWithTheirJobs(t, b, b.pool), "each run records the job that executes it")
 				require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM decisions d JOIN runs r ON r.id = d.run_id
 					JOIN deliveries v ON v.id = d.delivery_id
 					WHERE r.repo_id <> v.repo_id OR r.ref <> d.ref OR r.revision <> d.new_sha`), "decisions point at their own runs")
@@ -360,9 +357,8 @@ func TestDeliveryInsert(t *testing.T) {
 			}
 		}
 		require.Len(t, runs, senders, "one run per mapping and revision")
-		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM runs r JOIN river_job j ON j.id = r.job_id
-			WHERE (j.args->>'run_id')::bigint = r.id`), "each run records the job that executes it")
-		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM river_job`))
+		require.Equal(t, senders, runsWithTheirJobs(t, b, b.pool), "each run records the job that executes it")
+		require.Len(t, jobList(t, b, river.NewJobListParams()), senders)
 		require.Equal(t, senders, count(t, b.pool, `SELECT count(*) FROM decisions WHERE decision = 'duplicate'`))
 		require.Equal(t, 0, count(t, b.pool, `SELECT count(*) FROM decisions d JOIN runs r ON r.id = d.run_id
 			WHERE r.mapping_id <> d.mapping_id OR r.revision <> d.new_sha`), "decisions point at their own runs")
@@ -638,17 +634,22 @@ func TestRunAttemptStart(t *testing.T) {
 				t.Parallel()
 				b := setup(t, withSettings(queueEvery))
 				first, second, _ := oneWaits(t, b)
-				// What River does with a job that snoozes.
-				_, err := b.pool.Exec(ctx, `UPDATE river_job SET state = 'scheduled', scheduled_at = now() + interval '1 hour'
-					WHERE id = (SELECT job_id FROM runs WHERE id = $1)`, second)
+				// The worker that took the second run's job was refused the slot and snoozed the job.
+				waiting, err := b.store.RunGetByID(ctx, second)
 				require.NoError(t, err)
+				stop := workJobs(t, b, 2, func(context.Context, *river.Job[jobs.RetrainArgs], <-chan struct{}) error {
+					return river.JobSnooze(time.Hour)
+				})
+				waitJobs(t, b, rivertype.JobStateScheduled, *waiting.JobID)
+				stop()
 
 				require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: first, Attempt: 1,
 					Transition: orchestrator.TransitionSucceed, NoTargets: tc.noTargets,
 					WakeMapping: b.mappingID(t, "tickets")}))
 				require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM runs WHERE id = $1 AND status = 'succeeded'`, first))
-				require.Equal(t, 1, count(t, b.pool, `SELECT count(*) FROM river_job WHERE id = (SELECT job_id FROM runs WHERE id = $1)
-					AND state = 'available' AND scheduled_at <= now()`, second), "woken for the slot the finish freed")
+				job := jobGet(t, b, *waiting.JobID)
+				require.Equal(t, rivertype.JobStateAvailable, job.State, "woken for the slot the finish freed")
+				require.WithinDuration(t, time.Now(), job.ScheduledAt, time.Minute, "woken now, not when the snooze ends")
 			})
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/html"
 
@@ -340,9 +341,9 @@ func TestRunActionsAPI(t *testing.T) {
 	status, _, resp = b.request(t, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", id), "", auth)
 	require.Equal(t, http.StatusOK, status)
 	require.Equal(t, "cancelled", resp["run"].(map[string]any)["status"])
-	var jobState string
-	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT state FROM river_job WHERE id = $1`, int64(resp["run"].(map[string]any)["job_id"].(float64))).Scan(&jobState))
-	require.Equal(t, "cancelled", jobState)
+	job, err := b.river.JobGet(context.Background(), int64(resp["run"].(map[string]any)["job_id"].(float64)))
+	require.NoError(t, err)
+	require.Equal(t, rivertype.JobStateCancelled, job.State)
 	status, _, resp = b.request(t, http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", id), "", auth)
 	require.Equal(t, http.StatusConflict, status)
 	require.Contains(t, resp["error"], "already cancelled")

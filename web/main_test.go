@@ -12,7 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -31,6 +33,7 @@ const testSecret = "test_huggingface_webhook_secret_1234567890"
 type testBundle struct {
 	pool   *pgxpool.Pool
 	store  *orchestrator.Store
+	river  *river.Client[pgx.Tx] // not started: queued runs stay queued
 	server *httptest.Server
 }
 
@@ -90,7 +93,7 @@ func setupServer(t testing.TB, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	return &testBundle{pool: pool, store: store, server: ts}
+	return &testBundle{pool: pool, store: store, river: client, server: ts}
 }
 
 func ticketsMapping() orchestrator.Mapping {
@@ -125,6 +128,23 @@ func (b *testBundle) request(t *testing.T, method, path, body string, header map
 		v = nil
 	}
 	return resp.StatusCode, resp.Header, v
+}
+
+// jobCount counts the jobs that params selects, through River's API.
+func (b *testBundle) jobCount(t *testing.T, params *river.JobListParams) int {
+	t.Helper()
+	const page = 1000
+	params = params.First(page)
+	n := 0
+	for {
+		res, err := b.river.JobList(context.Background(), params)
+		require.NoError(t, err)
+		n += len(res.Jobs)
+		if len(res.Jobs) < page {
+			return n
+		}
+		params = params.After(res.LastCursor)
+	}
 }
 
 func (b *testBundle) count(t *testing.T, sql string) int {

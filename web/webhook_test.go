@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/migrations"
@@ -159,7 +160,7 @@ func TestWebhookMultiRefAndReplay(t *testing.T) {
 		require.Equal(t, runID, d["run_id"])
 	}
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM runs`))
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM river_job`))
+	require.Equal(t, 1, b.jobCount(t, river.NewJobListParams()))
 	require.Equal(t, 4, b.count(t, `SELECT count(*) FROM deliveries`))
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -104,7 +105,9 @@ mappings:
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)
 	defer pool.Close()
-	var queue string
-	require.NoError(t, pool.QueryRow(ctx, `SELECT queue FROM river_job j JOIN runs r ON r.job_id = j.id WHERE r.id = $1`, longID).Scan(&queue))
-	require.Equal(t, "gpu", queue)
+	var jobID int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT job_id FROM runs WHERE id = $1`, longID).Scan(&jobID))
+	job := jobList(t, pool, river.NewJobListParams().IDs(jobID))
+	require.Len(t, job, 1)
+	require.Equal(t, "gpu", job[0].Queue)
 }
