@@ -57,8 +57,9 @@ type env struct {
 
 	dir      string // private temporary directory, removed by close
 	cluster  *pgcluster.Cluster
-	pool     *pgxpool.Pool // the orchestrator's
-	observer *pgxpool.Pool // the benchmark's own: setup, progress and figures read from the database
+	pool     *pgxpool.Pool         // the orchestrator's
+	observer *pgxpool.Pool         // the benchmark's own: setup, progress and figures read from the database
+	view     *river.Client[pgx.Tx] // insert-only, on observer: River's jobs as the benchmark reads and withdraws them
 	store    *orchestrator.Store
 	river    *river.Client[pgx.Tx]
 	started  bool // whether the River client (the workers) runs
@@ -180,6 +181,9 @@ func (e *env) startStack(ctx context.Context) error {
 	}
 	if e.observer, err = pgxpool.New(ctx, e.cluster.URL()); err != nil {
 		return fmt.Errorf("connect to database: %w", err)
+	}
+	if e.view, err = queueView(e.observer); err != nil {
+		return err
 	}
 	e.store = orchestrator.NewStore(e.pool)
 	if _, err := e.store.MappingSync(ctx, e.benchMappings()); err != nil {

@@ -19,7 +19,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
+	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
@@ -337,19 +340,22 @@ func (s *rssSampler) stop() int64 {
 
 // withdrawQueued removes the waiting jobs of the child's database and marks their runs cancelled.
 func withdrawQueued(ctx context.Context, dbURL string) error {
-	conn, err := pgx.Connect(ctx, dbURL)
+	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("connect to the child's database: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	for _, sql := range []string{
-		`DELETE FROM river_job WHERE queue = 'runs' AND state IN ('available', 'scheduled', 'retryable')`,
-		`UPDATE runs SET status = 'cancelled', error = 'withdrawn by the benchmark', finished_at = now(),
-			updated_at = now() WHERE status IN ('queued', 'retrying', 'running')`,
-	} {
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("withdraw queued runs: %w", err)
-		}
+	defer pool.Close()
+	view, err := queueView(pool)
+	if err != nil {
+		return err
+	}
+	if _, err := jobsDelete(ctx, view, river.NewJobDeleteManyParams().Queues(jobs.QueueRuns).
+		States(rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRetryable)); err != nil {
+		return fmt.Errorf("withdraw queued runs: %w", err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE runs SET status = 'cancelled', error = 'withdrawn by the benchmark',
+		finished_at = now(), updated_at = now() WHERE status IN ('queued', 'retrying', 'running')`); err != nil {
+		return fmt.Errorf("withdraw queued runs: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,10 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/retrainhq/orchestrator/jobs"
 )
 
 // commitPayload is the 1 KiB JSON document of the commit limit: about the size of a Hub delivery.
@@ -82,8 +86,9 @@ func (b *bench) ingest(ctx context.Context) error {
 	b.report.detail("webhook_statements_per_delivery", b.env.trips.stop(counted))
 
 	// Withdraw the runs the deliveries queued, so that the workers start on an empty queue.
-	if err := b.env.exec(ctx, `DELETE FROM river_job WHERE queue = 'runs' AND state = 'available'`); err != nil {
-		return err
+	if _, err := jobsDelete(ctx, b.env.view,
+		river.NewJobDeleteManyParams().Queues(jobs.QueueRuns).States(rivertype.JobStateAvailable)); err != nil {
+		return fmt.Errorf("withdraw queued runs: %w", err)
 	}
 	if err := b.env.exec(ctx, `UPDATE runs SET status = 'cancelled', error = 'withdrawn by the benchmark',
 		finished_at = now(), updated_at = now() WHERE status = 'queued'`); err != nil {
@@ -91,7 +96,8 @@ func (b *bench) ingest(ctx context.Context) error {
 	}
 	// Withdrawing tens of thousands of runs at once leaves as many dead rows in the queue and in runs, which no
 	// production database gets in one go. Vacuumed now, their cleanup does not land in the next phase's figures.
-	return b.env.exec(ctx, `VACUUM (ANALYZE) river_job, runs, decisions`)
+	// The whole database is vacuumed, River's tables with ours, rather than naming River's tables here.
+	return b.env.exec(ctx, `VACUUM (ANALYZE)`)
 }
 
 // commitLimit inserts 1 KiB JSONB rows, one per transaction, from c connections.

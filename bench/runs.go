@@ -2,10 +2,14 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
@@ -93,13 +97,9 @@ func (b *bench) runThroughput(ctx context.Context) error {
 
 	// Where a worker's time goes: from River's fetch of a job to the attempt's start (reading the run, marking
 	// it running), and the attempt itself (the command and recording its end).
-	var fetchToStart, attempt float64
-	if err := b.env.observer.QueryRow(ctx, `
-		SELECT extract(epoch FROM avg(a.started_at - j.attempted_at))::float8 * 1000,
-			extract(epoch FROM avg(a.finished_at - a.started_at))::float8 * 1000
-		FROM runs r JOIN river_job j ON j.id = r.job_id JOIN run_attempts a ON a.run_id = r.id AND a.attempt = 1
-		WHERE r.mapping_id = $1`, mappingID).Scan(&fetchToStart, &attempt); err != nil {
-		return fmt.Errorf("read run times: %w", err)
+	fetchToStart, attempt, err := b.workerCycle(ctx, mappingID)
+	if err != nil {
+		return err
 	}
 	b.report.detail("run_worker_cycle", map[string]float64{
 		"cycle_ms":                  float64(b.env.workers) * window / float64(succeeded) * 1000,
@@ -129,13 +129,64 @@ func (b *bench) runThroughput(ctx context.Context) error {
 	return nil
 }
 
+// workerCycle returns the mean time, in ms, from River's fetch of a run's job (the job's attempted_at, read
+// through River's API) to the start of its first attempt, and the mean first attempt, over the mapping's runs.
+func (b *bench) workerCycle(ctx context.Context, mappingID int64) (fetchToStart, attempt float64, err error) {
+	rows, err := b.env.observer.Query(ctx, `SELECT r.job_id, a.started_at, a.finished_at
+		FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = 1
+		WHERE r.mapping_id = $1 AND r.job_id IS NOT NULL AND a.finished_at IS NOT NULL`, mappingID)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read run times: %w", err)
+	}
+	type times struct{ started, finished time.Time }
+	byJob := map[int64]times{}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		var t times
+		if err := rows.Scan(&id, &t.started, &t.finished); err != nil {
+			return 0, 0, fmt.Errorf("read run times: %w", err)
+		}
+		byJob[id] = t
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, fmt.Errorf("read run times: %w", err)
+	}
+	jobs, err := jobsByID(ctx, b.env.view, ids)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read run times: %w", err)
+	}
+	var toStart, attempts time.Duration
+	n := 0
+	for id, t := range byJob {
+		j, ok := jobs[id]
+		if !ok || j.AttemptedAt == nil {
+			continue
+		}
+		toStart, attempts, n = toStart+t.started.Sub(*j.AttemptedAt), attempts+t.finished.Sub(t.started), n+1
+	}
+	if n == 0 {
+		return 0, 0, errors.New("read run times: no run with its job's fetch time")
+	}
+	return ms(toStart / time.Duration(n)), ms(attempts / time.Duration(n)), nil
+}
+
 // withdrawBacklog takes the backlog's runs that have not started out of the queue, marks them cancelled, and
 // waits for the running ones to end.
 func (b *bench) withdrawBacklog(ctx context.Context, mappingID int64) error {
-	if err := b.env.exec(ctx, `DELETE FROM river_job WHERE id IN (SELECT job_id FROM runs
-		WHERE mapping_id = $1 AND status IN ('queued', 'retrying')) AND state IN ('available', 'scheduled', 'retryable')`,
-		mappingID); err != nil {
-		return err
+	rows, err := b.env.observer.Query(ctx, `SELECT job_id FROM runs
+		WHERE mapping_id = $1 AND status IN ('queued', 'retrying') AND job_id IS NOT NULL`, mappingID)
+	if err != nil {
+		return fmt.Errorf("withdraw backlog: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return fmt.Errorf("withdraw backlog: %w", err)
+	}
+	if _, err := jobsDeleteByID(ctx, b.env.view, ids,
+		rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRetryable); err != nil {
+		return fmt.Errorf("withdraw backlog: %w", err)
 	}
 	if err := b.env.exec(ctx, `UPDATE runs SET status = 'cancelled', error = 'withdrawn by the benchmark',
 		finished_at = now(), updated_at = now() WHERE mapping_id = $1 AND status IN ('queued', 'retrying')`, mappingID); err != nil {

@@ -179,8 +179,9 @@ func (b *bench) triggerBurst(ctx context.Context, n int, stamps map[int64]time.T
 }
 
 // triggerBreakdown splits the way from a delivery's transaction to its command's start, by the times the
-// database recorded: the job's insert (in the delivery's transaction), River's fetch of it (attempted_at), the
-// attempt's start (after the worker read the run and marked it running), and the command's first instruction.
+// database recorded: the job's insert (in the delivery's transaction), River's fetch of it (attempted_at, read
+// through River's API), the attempt's start (after the worker read the run and marked it running), and the
+// command's first instruction.
 // It returns the median and 99th percentile of each segment, in ms.
 func (b *bench) triggerBreakdown(ctx context.Context, stamps map[int64]time.Time) (map[string]any, error) {
 	ids := make([]int64, 0, len(stamps))
@@ -188,26 +189,43 @@ func (b *bench) triggerBreakdown(ctx context.Context, stamps map[int64]time.Time
 		ids = append(ids, id)
 	}
 	rows, err := b.env.observer.Query(ctx, `
-		SELECT r.id, j.created_at, j.attempted_at, a.started_at
-		FROM runs r JOIN river_job j ON j.id = r.job_id JOIN run_attempts a ON a.run_id = r.id AND a.attempt = 1
-		WHERE r.id = ANY($1)`, ids)
+		SELECT r.id, r.job_id, a.started_at
+		FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = 1
+		WHERE r.id = ANY($1) AND r.job_id IS NOT NULL`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read run times: %w", err)
 	}
-	defer rows.Close()
-	var queued, prepared, exec Latencies
+	type runTimes struct {
+		runID   int64
+		started time.Time
+	}
+	byJob := map[int64]runTimes{}
+	var jobIDs []int64
 	for rows.Next() {
-		var id int64
-		var created, attempted, started time.Time
-		if err := rows.Scan(&id, &created, &attempted, &started); err != nil {
+		var runID, jobID int64
+		var started time.Time
+		if err := rows.Scan(&runID, &jobID, &started); err != nil {
 			return nil, fmt.Errorf("read run times: %w", err)
 		}
-		queued = append(queued, attempted.Sub(created))
-		prepared = append(prepared, started.Sub(attempted))
-		exec = append(exec, stamps[id].Sub(started))
+		byJob[jobID] = runTimes{runID, started}
+		jobIDs = append(jobIDs, jobID)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read run times: %w", err)
+	}
+	jobs, err := jobsByID(ctx, b.env.view, jobIDs)
+	if err != nil {
+		return nil, fmt.Errorf("read run times: %w", err)
+	}
+	var queued, prepared, exec Latencies
+	for jobID, r := range byJob {
+		j, ok := jobs[jobID]
+		if !ok || j.AttemptedAt == nil {
+			continue
+		}
+		queued = append(queued, j.AttemptedAt.Sub(j.CreatedAt))
+		prepared = append(prepared, r.started.Sub(*j.AttemptedAt))
+		exec = append(exec, stamps[r.runID].Sub(r.started))
 	}
 	segment := func(l Latencies) map[string]float64 {
 		return map[string]float64{"p50_ms": ms(l.Percentile(50)), "p99_ms": ms(l.Percentile(99))}
