@@ -4,7 +4,7 @@ package jobs
 // here: River's schema is its own and changes between releases. Each statement below does what River's API has
 // no call for, and says why. TestRiverSchema (riverschema_test.go) runs each one on River's migrations and checks
 // the tables, columns, types and sequence it relies on, so that an upgrade of River that changes them fails that
-// test first.
+// test first; TestRiverTablesOnlyHere fails when River's tables are named in any other Go file.
 
 import (
 	"context"

@@ -2,9 +2,15 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,4 +215,57 @@ func waitState(t *testing.T, client *river.Client[pgx.Tx], state rivertype.JobSt
 		}, 10*time.Second, 5*time.Millisecond, "job %d never %s", id, state)
 	}
 	return attempted
+}
+
+// TestRiverTablesOnlyHere fails, naming file and line, for every mention of River's job table or its sequence in a
+// Go file of the repository, tests included, other than riverschema.go and this file: everywhere else River's jobs
+// are reached through River's client.
+func TestRiverTablesOnlyHere(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(root, "go.mod"))
+	require.NoError(t, err, "the repository's root holds go.mod")
+	allowed := map[string]bool{"jobs/riverschema.go": true, "jobs/riverschema_test.go": true}
+	hits := map[string][]string{} // by file, its lines that name River's tables
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != root && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir // the repository's metadata and local state
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "river_job") {
+				hits[rel] = append(hits[rel], fmt.Sprintf("%s:%d: %s", rel, i+1, strings.TrimSpace(line)))
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.NotEmpty(t, hits["jobs/riverschema.go"], "the walk finds the statements of jobs/riverschema.go")
+	for _, file := range slices.Sorted(maps.Keys(hits)) {
+		if allowed[file] {
+			continue
+		}
+		for _, hit := range hits[file] {
+			t.Errorf("%s\n\tRiver's tables outside jobs/riverschema.go: reach them through River's client, or move the "+
+				"statement there with a comment saying why River's API cannot do it, and a check in TestRiverSchema", hit)
+		}
+	}
 }
