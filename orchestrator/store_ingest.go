@@ -219,7 +219,10 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	}
 	batch := &pgx.Batch{}
 	batch.BeginTx(pgx.TxOptions{})
-	batch.Queue(ingestPlanSQL)
+	// Its statements are prepared once per connection; the plan made once spares PostgreSQL planning the
+	// group's statement again for every group, which costs more than executing it (its arrays give custom plans
+	// no better estimates).
+	batch.Queue(planOnceSQL)
 
 	// Catch-up's first sight of a ref records it as a baseline instead of running it, unless the mapping asks
 	// for that run.
@@ -322,11 +325,6 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	}
 	return nil
 }
-
-// ingestPlanSQL follows the BEGIN of a group. Its statements are prepared once per connection; a generic plan
-// spares PostgreSQL planning the group's statement again for every group, which costs more than executing it
-// (its arrays give custom plans no better estimates).
-const ingestPlanSQL = `SET LOCAL plan_cache_mode = force_generic_plan`
 
 // resolveDuplicate records a queued decision whose run another transaction created and committed while this
 // one's statement ran (so the statement could neither insert nor see it) as a duplicate of that run.
