@@ -52,8 +52,14 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 // setupWith is setup with the client's configuration changed by configure before the client starts.
 func setupWith(t *testing.T, configure func(*jobs.ClientConfig), mappings ...orchestrator.Mapping) *testBundle {
 	t.Helper()
-	ctx := context.Background()
 	url, _ := dbtest.NewSchema(t)
+	return setupOn(t, url, configure, mappings...)
+}
+
+// setupOn is setupWith on the fresh schema that url reaches.
+func setupOn(t *testing.T, url string, configure func(*jobs.ClientConfig), mappings ...orchestrator.Mapping) *testBundle {
+	t.Helper()
+	ctx := context.Background()
 	poolCfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)
 	// As many connections as the serve command gives a process with the default workers, not pgxpool's
