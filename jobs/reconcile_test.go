@@ -21,9 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
-	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/orchestrator/hub"
 )
 
@@ -180,13 +178,9 @@ func reconcileSetup(t *testing.T, interval time.Duration, periodic bool, mapping
 func reconcileSetupBackoff(t *testing.T, interval, backoff time.Duration, periodic bool, mappings ...orchestrator.Mapping) *reconcileBundle {
 	t.Helper()
 	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	pool, _ := migratedSchema(t)
 	store := orchestrator.NewStore(pool)
-	_, err = store.MappingSync(ctx, mappings)
+	_, err := store.MappingSync(ctx, mappings)
 	require.NoError(t, err)
 
 	fake := newReconcileHub(t)
