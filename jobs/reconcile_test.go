@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/hub"
 )
@@ -663,8 +664,8 @@ func TestReconcile(t *testing.T) {
 		require.True(t, b.status(t, "acme/flaky").Failing())
 		require.False(t, b.status(t, "acme/tickets").Failing())
 		kind := jobs.ReconcileArgs{}.Kind()
-		require.NotEmpty(t, jobList(t, b.client, river.NewJobListParams().Kinds(kind).Queues(river.QueueDefault)))
-		require.LessOrEqual(t, len(jobList(t, b.client, river.NewJobListParams().Kinds(kind).States(rivertype.JobStateAvailable,
+		require.NotEmpty(t, jobstest.List(t, b.client, river.NewJobListParams().Kinds(kind).Queues(river.QueueDefault)))
+		require.LessOrEqual(t, len(jobstest.List(t, b.client, river.NewJobListParams().Kinds(kind).States(rivertype.JobStateAvailable,
 			rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled))), 1, "one pass at a time")
 		require.Equal(t, 1, b.count(t, `SELECT count(*) FROM runs`), "one run for one commit")
 	})

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -262,7 +263,7 @@ func TestRetrainWorker(t *testing.T) {
 			require.Equal(t, fmt.Sprintf("attempt %d\n", i+1), b.log(t, runID, i+1))
 		}
 		require.Eventually(t, func() bool {
-			return len(jobList(t, b.client, river.NewJobListParams().States(rivertype.JobStateDiscarded))) == 1
+			return len(jobstest.List(t, b.client, river.NewJobListParams().States(rivertype.JobStateDiscarded))) == 1
 		}, 5*time.Second, 10*time.Millisecond, "the queue gives the job up too")
 	})
 
@@ -376,23 +377,6 @@ func TestRetrainWorker(t *testing.T) {
 		require.Equal(t, orchestrator.AttemptSucceeded, attempts[1].Status)
 		require.Equal(t, "attempt 2\nfinished\n", b.log(t, runID, 2))
 	})
-}
-
-// jobList returns every job that params selects, through River's API, page after page.
-func jobList(t *testing.T, client *river.Client[pgx.Tx], params *river.JobListParams) []*rivertype.JobRow {
-	t.Helper()
-	const page = 1000
-	params = params.First(page)
-	var jobs []*rivertype.JobRow
-	for {
-		res, err := client.JobList(context.Background(), params)
-		require.NoError(t, err)
-		jobs = append(jobs, res.Jobs...)
-		if len(res.Jobs) < page {
-			return jobs
-		}
-		params = params.After(res.LastCursor)
-	}
 }
 
 func countRows(t *testing.T, pool *pgxpool.Pool, sql string) int {
