@@ -15,9 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
-	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 )
 
 // TestNewClientRescuesNoLiveRun builds the client as the serve command does, with whatever mappings exist at
@@ -50,11 +48,7 @@ func TestNewClientRescuesNoLiveRun(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			url, _ := dbtest.NewSchema(t)
-			pool, err := pgxpool.New(ctx, url)
-			require.NoError(t, err)
-			t.Cleanup(pool.Close)
-			require.NoError(t, migrations.Apply(ctx, pool, nil))
+			pool, _ := migratedSchema(t)
 			store := orchestrator.NewStore(pool)
 			existing := map[string]bool{}
 			for _, m := range tc.atStart {
@@ -128,11 +122,7 @@ func TestQueueReserveJobIDs(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			url, _ := dbtest.NewSchema(t)
-			setupPool, err := pgxpool.New(ctx, url)
-			require.NoError(t, err)
-			t.Cleanup(setupPool.Close)
-			require.NoError(t, migrations.Apply(ctx, setupPool, nil))
+			_, url := migratedSchema(t)
 			poolCfg, err := pgxpool.ParseConfig(url)
 			require.NoError(t, err)
 			tracer := &countingTracer{}

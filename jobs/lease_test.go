@@ -14,11 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/orchestrator/logtest"
@@ -142,35 +140,22 @@ const (
 	leaseKillGrace   = 300 * time.Millisecond
 )
 
-// setupThrough is setup with the River client and the store reaching PostgreSQL through a link the test can cut.
+// setupThrough is setupWith with the River client and the store reaching PostgreSQL through a link the test can
+// cut, and the lease tests' timings.
 func setupThrough(t *testing.T, configure func(*jobs.ClientConfig), mappings ...orchestrator.Mapping) (*testBundle, *link) {
 	t.Helper()
-	ctx := context.Background()
 	connString, _ := dbtest.NewSchema(t)
 	u, err := url.Parse(connString)
 	require.NoError(t, err)
 	l := newLink(t, u.Host)
 	u.Host = l.addr()
-	poolCfg, err := pgxpool.ParseConfig(u.String())
-	require.NoError(t, err)
-	poolCfg.MaxConns = 16
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
-	store := orchestrator.NewStore(pool)
-	_, err = store.MappingSync(ctx, mappings)
-	require.NoError(t, err)
-	b := &testBundle{pool: pool, store: store, cfg: jobs.ClientConfig{
-		Logger: quietLogger,
-		Worker: jobs.WorkerConfig{
-			KillGrace: leaseKillGrace, LogFlushInterval: 20 * time.Millisecond,
-			HeartbeatInterval: leaseHeartbeat, OrphanAfter: leaseOrphanAfter, FenceMargin: leaseFenceMargin,
-			BaseEnv: []string{"PATH=" + os.Getenv("PATH")},
-		},
-	}}
-	configure(&b.cfg)
-	b.start(t)
+	b := setupOn(t, u.String(), func(cfg *jobs.ClientConfig) {
+		cfg.Worker.KillGrace = leaseKillGrace
+		cfg.Worker.HeartbeatInterval = leaseHeartbeat
+		cfg.Worker.OrphanAfter = leaseOrphanAfter
+		cfg.Worker.FenceMargin = leaseFenceMargin
+		configure(cfg)
+	}, mappings...)
 	t.Cleanup(l.restore) // before the client stops
 	return b, l
 }

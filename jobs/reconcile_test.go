@@ -21,9 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
-	"github.com/retrainhq/orchestrator/migrations"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/orchestrator"
-	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/orchestrator/hub"
 )
 
@@ -180,13 +179,9 @@ func reconcileSetup(t *testing.T, interval time.Duration, periodic bool, mapping
 func reconcileSetupBackoff(t *testing.T, interval, backoff time.Duration, periodic bool, mappings ...orchestrator.Mapping) *reconcileBundle {
 	t.Helper()
 	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	pool, _ := migratedSchema(t)
 	store := orchestrator.NewStore(pool)
-	_, err = store.MappingSync(ctx, mappings)
+	_, err := store.MappingSync(ctx, mappings)
 	require.NoError(t, err)
 
 	fake := newReconcileHub(t)
@@ -669,8 +664,8 @@ func TestReconcile(t *testing.T) {
 		require.True(t, b.status(t, "acme/flaky").Failing())
 		require.False(t, b.status(t, "acme/tickets").Failing())
 		kind := jobs.ReconcileArgs{}.Kind()
-		require.NotEmpty(t, jobList(t, b.client, river.NewJobListParams().Kinds(kind).Queues(river.QueueDefault)))
-		require.LessOrEqual(t, len(jobList(t, b.client, river.NewJobListParams().Kinds(kind).States(rivertype.JobStateAvailable,
+		require.NotEmpty(t, jobstest.List(t, b.client, river.NewJobListParams().Kinds(kind).Queues(river.QueueDefault)))
+		require.LessOrEqual(t, len(jobstest.List(t, b.client, river.NewJobListParams().Kinds(kind).States(rivertype.JobStateAvailable,
 			rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled))), 1, "one pass at a time")
 		require.Equal(t, 1, b.count(t, `SELECT count(*) FROM runs`), "one run for one commit")
 	})

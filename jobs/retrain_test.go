@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -52,8 +53,14 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 // setupWith is setup with the client's configuration changed by configure before the client starts.
 func setupWith(t *testing.T, configure func(*jobs.ClientConfig), mappings ...orchestrator.Mapping) *testBundle {
 	t.Helper()
-	ctx := context.Background()
 	url, _ := dbtest.NewSchema(t)
+	return setupOn(t, url, configure, mappings...)
+}
+
+// setupOn is setupWith on the fresh schema that url reaches.
+func setupOn(t *testing.T, url string, configure func(*jobs.ClientConfig), mappings ...orchestrator.Mapping) *testBundle {
+	t.Helper()
+	ctx := context.Background()
 	poolCfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)
 	// As many connections as the serve command gives a process with the default workers, not pgxpool's
@@ -77,6 +84,19 @@ func setupWith(t *testing.T, configure func(*jobs.ClientConfig), mappings ...orc
 	configure(&b.cfg)
 	b.start(t)
 	return b
+}
+
+// migratedSchema returns a pool on a fresh schema with the migrations applied, closed when the test ends, and the
+// schema's connection string.
+func migratedSchema(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := context.Background()
+	url, _ := dbtest.NewSchema(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	return pool, url
 }
 
 // start starts a new River client for the bundle and makes the store enqueue through it.
@@ -243,7 +263,7 @@ func TestRetrainWorker(t *testing.T) {
 			require.Equal(t, fmt.Sprintf("attempt %d\n", i+1), b.log(t, runID, i+1))
 		}
 		require.Eventually(t, func() bool {
-			return len(jobList(t, b.client, river.NewJobListParams().States(rivertype.JobStateDiscarded))) == 1
+			return len(jobstest.List(t, b.client, river.NewJobListParams().States(rivertype.JobStateDiscarded))) == 1
 		}, 5*time.Second, 10*time.Millisecond, "the queue gives the job up too")
 	})
 
@@ -357,23 +377,6 @@ func TestRetrainWorker(t *testing.T) {
 		require.Equal(t, orchestrator.AttemptSucceeded, attempts[1].Status)
 		require.Equal(t, "attempt 2\nfinished\n", b.log(t, runID, 2))
 	})
-}
-
-// jobList returns every job that params selects, through River's API, page after page.
-func jobList(t *testing.T, client *river.Client[pgx.Tx], params *river.JobListParams) []*rivertype.JobRow {
-	t.Helper()
-	const page = 1000
-	params = params.First(page)
-	var jobs []*rivertype.JobRow
-	for {
-		res, err := client.JobList(context.Background(), params)
-		require.NoError(t, err)
-		jobs = append(jobs, res.Jobs...)
-		if len(res.Jobs) < page {
-			return jobs
-		}
-		params = params.After(res.LastCursor)
-	}
 }
 
 func countRows(t *testing.T, pool *pgxpool.Pool, sql string) int {

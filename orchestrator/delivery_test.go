@@ -1,14 +1,14 @@
 package orchestrator
 
 import (
-	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator/deliverytest"
 )
 
 func readDelivery(t testing.TB, name string) []byte {
@@ -96,42 +96,6 @@ func TestParseDelivery(t *testing.T) {
 	}
 }
 
-// bucketDelivery is a storage bucket's content update listing files changed files, in the shape the Hub sends
-// (generated paths and hashes). 10,000 files, the most the Hub lists, make about 1.4 MB.
-func bucketDelivery(files int) []byte {
-	var b strings.Builder
-	b.WriteString(`{"event":{"action":"update","scope":"repo.content"},"repo":{"type":"bucket","name":"acme/raw-uploads",` +
-		`"id":"6712a0c4e1b2c3d4e5f60718","private":true,"url":{"web":"https://huggingface.co/buckets/acme/raw-uploads",` +
-		`"api":"https://huggingface.co/api/buckets/acme/raw-uploads"},"owner":{"id":"62b1e8c7d4a3f2e1c0b9a8d7"}},"updatedFiles":[`)
-	for i := range files {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		h := uint64(i+1) * 0x9e3779b97f4a7c15
-		if i%50 == 49 {
-			fmt.Fprintf(&b, `{"path":"shards/2026-08/stale-%05d.jsonl","action":"delete"}`, i)
-			continue
-		}
-		fmt.Fprintf(&b, `{"path":"shards/2026-08/part-%05d.jsonl","action":"add","xetHash":"%016x%016x%016x%016x","size":%d}`,
-			i, h*1, h*3, h*5, h*7, 1<<20+i)
-	}
-	b.WriteString(`],"updatedFilesTruncated":false,"webhook":{"id":"6650e8d1c2b3a4f5e6d7c8b9","version":3}}`)
-	return []byte(b.String())
-}
-
-// bucketDeliveryOfSize is a bucket delivery of exactly size bytes: as many files as fit, then whitespace.
-func bucketDeliveryOfSize(size int) []byte {
-	per := len(bucketDelivery(2)) - len(bucketDelivery(1))
-	files := (size - len(bucketDelivery(0))) / per
-	body := bucketDelivery(files)
-	for len(body) > size {
-		files--
-		body = bucketDelivery(files)
-	}
-	pad := bytes.Repeat([]byte(" "), size-len(body))
-	return append(body[:len(body)-1:len(body)-1], append(pad, '}')...)
-}
-
 // BenchmarkParseDelivery parses bucket deliveries of the Hub's largest file list and of the body limit:
 // B/op and allocs/op say what parsing holds beside the body itself.
 func BenchmarkParseDelivery(b *testing.B) {
@@ -139,8 +103,8 @@ func BenchmarkParseDelivery(b *testing.B) {
 		name string
 		body []byte
 	}{
-		{"Bucket10000Files", bucketDelivery(10000)},
-		{"Bucket16MiB", bucketDeliveryOfSize(16 << 20)},
+		{"Bucket10000Files", deliverytest.Bucket(10000)},
+		{"Bucket16MiB", deliverytest.BucketOfSize(16 << 20)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(bc.body)))

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator/deliverytest"
 )
 
 // summary is the replacement of a value too large to keep.
@@ -54,12 +56,12 @@ func TestPayloadShortened(t *testing.T) {
 		summaries map[string]summary
 		omitted   string // the omitted-members count, raw JSON, when some are
 	}{
-		{name: "SmallBucketWhole", body: bucketDelivery(4)},
-		{name: "BucketAtTheLimitWhole", body: bucketDeliveryOfSize(PayloadWholeMax)},
-		{name: "BucketJustOverTheLimit", body: bucketDeliveryOfSize(PayloadWholeMax + 1), shortened: true,
+		{name: "SmallBucketWhole", body: deliverytest.Bucket(4)},
+		{name: "BucketAtTheLimitWhole", body: deliverytest.BucketOfSize(PayloadWholeMax)},
+		{name: "BucketJustOverTheLimit", body: deliverytest.BucketOfSize(PayloadWholeMax + 1), shortened: true,
 			kept:      []string{"event", "repo", "updatedFilesTruncated", "webhook"},
 			summaries: map[string]summary{"updatedFiles": {Omitted: "array"}}},
-		{name: "Bucket10000Files", body: bucketDelivery(10000), shortened: true,
+		{name: "Bucket10000Files", body: deliverytest.Bucket(10000), shortened: true,
 			kept:      []string{"event", "repo", "updatedFilesTruncated", "webhook"},
 			summaries: map[string]summary{"updatedFiles": {Omitted: "array", Entries: ptr(10000)}}},
 		{name: "ModelPaddedString", body: model(`,"pad":"` + strings.Repeat("p", 100<<10) + `"`), shortened: true,
@@ -138,7 +140,7 @@ func TestPayloadShortened(t *testing.T) {
 func TestMayTriggerAgreesWithDecide(t *testing.T) {
 	t.Parallel()
 	all := []Mapping{Mapping{ID: 1, Name: "all", Dataset: "*/*", Refs: []string{"*"}, Enabled: true}.WithDefaults()}
-	bodies := [][]byte{bucketDelivery(3), []byte(seedBody)}
+	bodies := [][]byte{deliverytest.Bucket(3), []byte(seedBody)}
 	for _, name := range []string{"dataset-main-push.json", "dataset-multi-ref.json", "dataset-narrowed-content.json",
 		"discussion-pr-opened.json", "model-content-update.json", "repo-config-dois.json"} {
 		bodies = append(bodies, readDelivery(t, name))

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 )
 
 // The store's tests see River's jobs through River's client only, as the rest of the code does.
@@ -24,18 +25,7 @@ import (
 // jobList returns every job that params selects, page after page.
 func jobList(t *testing.T, b *testBundle, params *river.JobListParams) []*rivertype.JobRow {
 	t.Helper()
-	const page = 1000
-	params = params.First(page)
-	var list []*rivertype.JobRow
-	for {
-		res, err := b.river.JobList(context.Background(), params)
-		require.NoError(t, err)
-		list = append(list, res.Jobs...)
-		if len(res.Jobs) < page {
-			return list
-		}
-		params = params.After(res.LastCursor)
-	}
+	return jobstest.List(t, b.river, params)
 }
 
 // jobGet returns a job.

@@ -20,43 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/deliverytest"
 	"github.com/retrainhq/orchestrator/web"
 )
-
-// bucketDelivery is a storage bucket's content update listing files changed files, in the shape the Hub sends
-// (generated paths and hashes). 10,000 files, the most the Hub lists, make about 1.4 MB.
-func bucketDelivery(files int) string {
-	var b strings.Builder
-	b.WriteString(`{"event":{"action":"update","scope":"repo.content"},"repo":{"type":"bucket","name":"acme/raw-uploads",` +
-		`"id":"6712a0c4e1b2c3d4e5f60718","private":true,"url":{"web":"https://huggingface.co/buckets/acme/raw-uploads",` +
-		`"api":"https://huggingface.co/api/buckets/acme/raw-uploads"},"owner":{"id":"62b1e8c7d4a3f2e1c0b9a8d7"}},"updatedFiles":[`)
-	for i := range files {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		h := uint64(i+1) * 0x9e3779b97f4a7c15
-		if i%50 == 49 {
-			fmt.Fprintf(&b, `{"path":"shards/2026-08/stale-%05d.jsonl","action":"delete"}`, i)
-			continue
-		}
-		fmt.Fprintf(&b, `{"path":"shards/2026-08/part-%05d.jsonl","action":"add","xetHash":"%016x%016x%016x%016x","size":%d}`,
-			i, h*1, h*3, h*5, h*7, 1<<20+i)
-	}
-	b.WriteString(`],"updatedFilesTruncated":false,"webhook":{"id":"6650e8d1c2b3a4f5e6d7c8b9","version":3}}`)
-	return b.String()
-}
-
-// bucketDeliveryOfSize is a bucket delivery of exactly size bytes: as many files as fit, then whitespace.
-func bucketDeliveryOfSize(size int) string {
-	per := len(bucketDelivery(2)) - len(bucketDelivery(1))
-	files := (size - len(bucketDelivery(0))) / per
-	body := bucketDelivery(files)
-	for len(body) > size {
-		files--
-		body = bucketDelivery(files)
-	}
-	return body[:len(body)-1] + strings.Repeat(" ", size-len(body)) + "}"
-}
 
 // How TestWebhookBodySize sends a body.
 const (
@@ -112,15 +78,15 @@ func TestWebhookBodySize(t *testing.T) {
 	notDataset := func(kind string) string { return kind + " repo, not a dataset" }
 
 	cases := []sizeCase{
-		{name: "SmallBucket", body: func() string { return bucketDelivery(4) }, send: sendWhole,
+		{name: "SmallBucket", body: func() string { return string(deliverytest.Bucket(4)) }, send: sendWhole,
 			wantStatus: 200, wantDecision: "ignored", wantReason: notDataset("bucket")},
-		{name: "Bucket10000Files", body: func() string { return bucketDelivery(10000) }, send: sendWhole,
+		{name: "Bucket10000Files", body: func() string { return string(deliverytest.Bucket(10000)) }, send: sendWhole,
 			wantStatus: 200, wantDecision: "ignored", wantReason: notDataset("bucket"), wantShortened: true, wantFiles: 10000},
-		{name: "Bucket10000FilesChunked", body: func() string { return bucketDelivery(10000) }, send: sendChunked,
+		{name: "Bucket10000FilesChunked", body: func() string { return string(deliverytest.Bucket(10000)) }, send: sendChunked,
 			wantStatus: 200, wantDecision: "ignored", wantReason: notDataset("bucket"), wantShortened: true, wantFiles: 10000},
-		{name: "Bucket15.9MiB", body: func() string { return bucketDeliveryOfSize(limit - limit/160) }, send: sendWhole,
+		{name: "Bucket15.9MiB", body: func() string { return string(deliverytest.BucketOfSize(limit - limit/160)) }, send: sendWhole,
 			wantStatus: 200, wantDecision: "ignored", wantReason: notDataset("bucket"), wantShortened: true, wantFiles: -1},
-		{name: "BucketExactlyTheLimit", body: func() string { return bucketDeliveryOfSize(limit) }, send: sendWhole,
+		{name: "BucketExactlyTheLimit", body: func() string { return string(deliverytest.BucketOfSize(limit)) }, send: sendWhole,
 			wantStatus: 200, wantDecision: "ignored", wantReason: notDataset("bucket"), wantShortened: true, wantFiles: -1},
 		{name: "ModelPushPadded", send: sendWhole,
 			body:       func() string { return padTo(seedBody("repo.content", "update", ""), 6<<20) },
@@ -129,15 +95,15 @@ func TestWebhookBodySize(t *testing.T) {
 		{name: "DatasetPushPadded", body: func() string { return padTo(datasetPush(1), 4<<20) }, send: sendWhole,
 			wantStatus: 200, wantRuns: 1, wantDecision: "queued"},
 
-		{name: "BucketLimitPlusOneAnnounced", body: func() string { return bucketDeliveryOfSize(limit + 1) }, send: sendStart,
+		{name: "BucketLimitPlusOneAnnounced", body: func() string { return string(deliverytest.BucketOfSize(limit + 1)) }, send: sendStart,
 			wantStatus: 413, wantError: tooLarge},
-		{name: "BucketLimitPlusOneChunked", body: func() string { return bucketDeliveryOfSize(limit + 1) }, send: sendChunked,
+		{name: "BucketLimitPlusOneChunked", body: func() string { return string(deliverytest.BucketOfSize(limit + 1)) }, send: sendChunked,
 			wantStatus: 413, wantError: tooLarge},
-		{name: "Unauthenticated20MiB", body: func() string { return bucketDeliveryOfSize(20 << 20) }, noSecret: true,
+		{name: "Unauthenticated20MiB", body: func() string { return string(deliverytest.BucketOfSize(20 << 20)) }, noSecret: true,
 			send: sendStart, wantStatus: 401, wantError: "missing or wrong webhook secret"},
-		{name: "Unauthenticated20MiBChunked", body: func() string { return bucketDeliveryOfSize(20 << 20) }, noSecret: true,
+		{name: "Unauthenticated20MiBChunked", body: func() string { return string(deliverytest.BucketOfSize(20 << 20)) }, noSecret: true,
 			send: sendStartChunked, wantStatus: 401, wantError: "missing or wrong webhook secret"},
-		{name: "TruncatedBucket", body: func() string { return bucketDeliveryOfSize(10 << 20)[:10<<20-3] }, send: sendWhole,
+		{name: "TruncatedBucket", body: func() string { return string(deliverytest.BucketOfSize(10 << 20)[:10<<20-3]) }, send: sendWhole,
 			wantStatus: 400, wantError: "invalid JSON"},
 		{name: "DatasetPushWrongType", send: sendWhole,
 			body: func() string {
@@ -319,7 +285,7 @@ func checkStoredPayload(t *testing.T, b *testBundle, id int64, body string, tc s
 // while the parallel tests wait.
 func TestWebhookLargeBodyMemory(t *testing.T) {
 	b := setupWithOpts(t, setupOpts{maxBody: -1})
-	body := []byte(bucketDeliveryOfSize(web.MaxBodyBytesDefault))
+	body := deliverytest.BucketOfSize(web.MaxBodyBytesDefault)
 	post := func() {
 		req, err := http.NewRequest(http.MethodPost, b.server.URL+"/webhooks/huggingface", bytes.NewReader(body))
 		require.NoError(t, err)
@@ -393,8 +359,8 @@ func BenchmarkWebhookLargeBody(b *testing.B) {
 		name string
 		body string
 	}{
-		{"Bucket10000Files", bucketDelivery(10000)},
-		{"Bucket16MiB", bucketDeliveryOfSize(16 << 20)},
+		{"Bucket10000Files", string(deliverytest.Bucket(10000))},
+		{"Bucket16MiB", string(deliverytest.BucketOfSize(16 << 20))},
 		{"DatasetPush16MiB", padTo(datasetPush(1), 16<<20)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

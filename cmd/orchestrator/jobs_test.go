@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -9,6 +8,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 )
 
 // jobList returns every job on pool's schema that params selects, page after page, through River's API: an
@@ -17,16 +18,5 @@ func jobList(t *testing.T, pool *pgxpool.Pool, params *river.JobListParams) []*r
 	t.Helper()
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{})
 	require.NoError(t, err)
-	const page = 1000
-	params = params.First(page)
-	var jobs []*rivertype.JobRow
-	for {
-		res, err := client.JobList(context.Background(), params)
-		require.NoError(t, err)
-		jobs = append(jobs, res.Jobs...)
-		if len(res.Jobs) < page {
-			return jobs
-		}
-		params = params.After(res.LastCursor)
-	}
+	return jobstest.List(t, client, params)
 }

@@ -45,11 +45,7 @@ const (
 // began, and that the run ran once more after A's, no more.
 func TestPartition(t *testing.T) {
 	t.Parallel()
-	requireNamespaces(t)
-	dir, err := os.MkdirTemp("", "orchestrator-partition-*")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	bin := buildBinary(t, dir)
+	dir, bin := namespacedTest(t, "orchestrator-partition-*")
 	tn := newTestNet(t)
 
 	// PostgreSQL listens on loopback for the host's processes and on the host end of the veth pair for A.
@@ -72,20 +68,8 @@ func TestPartition(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 
-	marks := filepath.Join(dir, "marks")
-	require.NoError(t, os.Mkdir(marks, 0o755))
-	// A's execution lasts until it is stopped; B's takes a second. The end mark is written on SIGTERM too.
-	cfg := writeConfig(t, dir, `
-mappings:
-  - name: fenced
-    dataset: acme/fenced
-    command: ["sh", "-c", "f=`+marks+`/$WORKER_NAME.$$; echo \"start $(date +%s.%N) $$ $WORKER_NAME $RUN_ATTEMPT\" > $f; trap 'echo \"end $(date +%s.%N) SIGTERM\" >> $f; exit 143' TERM; if [ \"$WORKER_NAME\" = a ]; then sleep 600 & wait $!; fi; sleep 1; echo \"end $(date +%s.%N) exit\" >> $f"]
-`)
-	common := []string{"HUGGINGFACE_WEBHOOK_SECRET=" + e2eSecret, "ORCHESTRATOR_CONFIG=" + cfg,
-		"ORCHESTRATOR_HEARTBEAT_INTERVAL=" + partitionHeartbeat.String(),
-		"ORCHESTRATOR_ORPHAN_AFTER=" + partitionOrphanAfter.String(),
-		"ORCHESTRATOR_FENCE_MARGIN=" + partitionFenceMargin.String(),
-		"ORCHESTRATOR_KILL_GRACE=" + partitionKillGrace.String(), "ORCHESTRATOR_MAX_WORKERS=2"}
+	cfg, marks := writeFencedConfig(t, dir, "fenced")
+	common := fencedEnv(cfg)
 	pidns := []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"}
 
 	webPort := freePort(t)
@@ -95,11 +79,7 @@ mappings:
 	a := startServe(t, append([]string{tn.ip, "netns", "exec", tn.name}, pidns...), bin, aAddr,
 		append(common, "DATABASE_URL="+nsURL, "ORCHESTRATOR_ROLE=worker", "WORKER_NAME=a"))
 
-	// A is the only worker: the run starts there.
-	res := postDelivery(t, web.base, push("acme/fenced", randomRevision()))
-	runID := int64(res["runs"].([]any)[0].(float64))
-	waitFor(t, 30*time.Second, "A's execution to start", func() bool { return len(readMarks(t, marks)) == 1 })
-	require.Equal(t, "a", readMarks(t, marks)[0].worker)
+	runID := startOnA(t, web, "acme/fenced", marks)
 	b := startServe(t, pidns, bin, fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		append(common, "DATABASE_URL="+hostURL, "ORCHESTRATOR_ROLE=worker", "WORKER_NAME=b"))
 
@@ -111,17 +91,99 @@ mappings:
 			tn.setLink(t, "up")
 		}
 	})
-	var status string
-	waitFor(t, 2*time.Minute, "the run to finish on B", func() bool {
-		require.NoError(t, pool.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1`, runID).Scan(&status))
-		return status == "succeeded" || status == "failed" || status == "cancelled"
-	}, "A:\n%s\nB:\n%s", a.logs, b.logs)
-	require.Equal(t, "succeeded", status)
+	waitSucceeded(t, pool, runID, a, b)
 	restoreAt := time.Now()
 	tn.setLink(t, "up")
 	restored = true
 
 	// A's execution ends at the latest once A hears from the database again.
+	o := awaitExecutions(t, pool, marks, runID, a)
+	t.Logf("link cut for %s; from the cut: %s (A stopped %s before the lease expired, B started %s after A stopped)",
+		restoreAt.Sub(cutAt).Round(time.Millisecond), o.timeline(cutAt), o.expiry.Sub(o.a.end).Round(time.Millisecond),
+		o.b.start.Sub(o.a.end).Round(time.Millisecond))
+	o.requireFenced(t)
+	require.Equal(t, "exit", o.b.how)
+
+	// A records nothing twice: the attempt was closed already, or A closes it as interrupted itself.
+	waitFencedAttempt(t, a)
+	requireRetriedOnce(t, pool, marks, runID)
+	var status string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1`, runID).Scan(&status))
+	require.Equal(t, "succeeded", status)
+}
+
+// namespacedTest fails the test unless it can make namespaces, and returns a directory of its own, named after
+// pattern and removed when the test ends, with the orchestrator binary built in it.
+func namespacedTest(t *testing.T, pattern string) (dir, bin string) {
+	t.Helper()
+	requireNamespaces(t)
+	dir, err := os.MkdirTemp("", pattern)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir, buildBinary(t, dir)
+}
+
+// writeFencedConfig writes the configuration of a test in which worker A loses a run to worker B: its one
+// mapping, name on the dataset acme/name, runs a command whose every execution writes a file of marks (its
+// start, its end, its pid) in the directory marks, which it makes. A's execution lasts until it is stopped; B's
+// takes a second. The end mark is written on SIGTERM too.
+func writeFencedConfig(t *testing.T, dir, name string) (cfg, marks string) {
+	t.Helper()
+	marks = filepath.Join(dir, "marks")
+	require.NoError(t, os.Mkdir(marks, 0o755))
+	cfg = writeConfig(t, dir, `
+mappings:
+  - name: `+name+`
+    dataset: acme/`+name+`
+    command: ["sh", "-c", "f=`+marks+`/$WORKER_NAME.$$; echo \"start $(date +%s.%N) $$ $WORKER_NAME $RUN_ATTEMPT\" > $f; trap 'echo \"end $(date +%s.%N) SIGTERM\" >> $f; exit 143' TERM; if [ \"$WORKER_NAME\" = a ]; then sleep 600 & wait $!; fi; sleep 1; echo \"end $(date +%s.%N) exit\" >> $f"]
+`)
+	return cfg, marks
+}
+
+// fencedEnv is the environment of every process of such a test, with the configuration cfg, the partition
+// timings and the more given; each process adds its own.
+func fencedEnv(cfg string, more ...string) []string {
+	return slices.Clip(append([]string{"HUGGINGFACE_WEBHOOK_SECRET=" + e2eSecret, "ORCHESTRATOR_CONFIG=" + cfg,
+		"ORCHESTRATOR_HEARTBEAT_INTERVAL=" + partitionHeartbeat.String(),
+		"ORCHESTRATOR_ORPHAN_AFTER=" + partitionOrphanAfter.String(),
+		"ORCHESTRATOR_FENCE_MARGIN=" + partitionFenceMargin.String(),
+		"ORCHESTRATOR_KILL_GRACE=" + partitionKillGrace.String(), "ORCHESTRATOR_MAX_WORKERS=2"}, more...))
+}
+
+// startOnA posts a push to dataset while A is the only worker, so that the run starts there, waits for A's
+// execution to start, and returns the run's id.
+func startOnA(t *testing.T, web *served, dataset, marks string) int64 {
+	t.Helper()
+	res := postDelivery(t, web.base, push(dataset, randomRevision()))
+	runID := int64(res["runs"].([]any)[0].(float64))
+	waitFor(t, 30*time.Second, "A's execution to start", func() bool { return len(readMarks(t, marks)) == 1 })
+	require.Equal(t, "a", readMarks(t, marks)[0].worker)
+	return runID
+}
+
+// waitSucceeded waits for the run to finish on B, and requires that it succeeded.
+func waitSucceeded(t *testing.T, pool *pgxpool.Pool, runID int64, a, b *served) {
+	t.Helper()
+	var status string
+	waitFor(t, 2*time.Minute, "the run to finish on B", func() bool {
+		require.NoError(t, pool.QueryRow(context.Background(), `SELECT status FROM runs WHERE id = $1`, runID).Scan(&status))
+		return status == "succeeded" || status == "failed" || status == "cancelled"
+	}, "A:\n%s\nB:\n%s", a.logs, b.logs)
+	require.Equal(t, "succeeded", status)
+}
+
+// fencedOutcome is what a fenced test reads once both executions have ended: A's and B's, A's last heartbeat,
+// the expiry of A's lease, and how long the executions overlapped.
+type fencedOutcome struct {
+	a, b              execution
+	heartbeat, expiry time.Time
+	overlap           time.Duration
+}
+
+// awaitExecutions waits for every execution of the run to end, requires that there are two, A's then B's, and
+// reads A's last heartbeat.
+func awaitExecutions(t *testing.T, pool *pgxpool.Pool, marks string, runID int64, a *served) fencedOutcome {
+	t.Helper()
 	var execs []execution
 	waitFor(t, time.Minute, "every execution to end", func() bool {
 		execs = readMarks(t, marks)
@@ -129,34 +191,49 @@ mappings:
 	}, "marks: %+v\nA:\n%s", execs, a.logs)
 	require.Len(t, execs, 2, "A's execution and B's: %+v", execs)
 	slices.SortFunc(execs, func(x, y execution) int { return x.start.Compare(y.start) })
-	ea, eb := execs[0], execs[1]
-	require.Equal(t, []string{"a", "b"}, []string{ea.worker, eb.worker})
+	o := fencedOutcome{a: execs[0], b: execs[1]}
+	require.Equal(t, []string{"a", "b"}, []string{o.a.worker, o.b.worker})
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT heartbeat_at FROM run_attempts WHERE run_id = $1 AND attempt = $2`, runID, o.a.attempt).Scan(&o.heartbeat))
+	o.expiry = o.heartbeat.Add(partitionOrphanAfter)
+	o.overlap = max(o.a.end.Sub(o.b.start), 0)
+	return o
+}
 
-	var heartbeat time.Time
-	require.NoError(t, pool.QueryRow(ctx, `SELECT heartbeat_at FROM run_attempts WHERE run_id = $1 AND attempt = $2`,
-		runID, ea.attempt).Scan(&heartbeat))
-	expiry := heartbeat.Add(partitionOrphanAfter)
-	since := func(at time.Time) string { return at.Sub(cutAt).Round(time.Millisecond).String() }
-	overlap := max(ea.end.Sub(eb.start), 0)
-	t.Logf("link cut for %s; from the cut: A's last heartbeat %s, A's command stopped (%s) at %s, lease expiry %s, "+
-		"B's command started at %s and ended (%s) at %s; overlap %s (A stopped %s before the lease expired, B started %s after A stopped)",
-		restoreAt.Sub(cutAt).Round(time.Millisecond), since(heartbeat), ea.how, since(ea.end), since(expiry),
-		since(eb.start), eb.how, since(eb.end), overlap, expiry.Sub(ea.end).Round(time.Millisecond),
-		eb.start.Sub(ea.end).Round(time.Millisecond))
-	require.Zero(t, overlap, "two executions of one run overlapped: A's ended at %s, B's started at %s", ea.end, eb.start)
-	require.True(t, ea.end.Before(expiry), "A's command outlived its lease: it ended at %s, the lease expired at %s", ea.end, expiry)
-	require.Equal(t, "SIGTERM", ea.how)
-	require.Equal(t, "exit", eb.how)
+// timeline says when, from the time from, A's last heartbeat was, A's command stopped, A's lease expired, and
+// B's command started and ended, and how long the executions overlapped.
+func (o fencedOutcome) timeline(from time.Time) string {
+	since := func(at time.Time) string { return at.Sub(from).Round(time.Millisecond).String() }
+	return fmt.Sprintf("A's last heartbeat %s, A's command stopped (%s) at %s, lease expiry %s, "+
+		"B's command started at %s and ended (%s) at %s; overlap %s",
+		since(o.heartbeat), o.a.how, since(o.a.end), since(o.expiry), since(o.b.start), o.b.how, since(o.b.end), o.overlap)
+}
 
-	// A records nothing twice: the attempt was closed already, or A closes it as interrupted itself.
+// requireFenced requires that A's command was stopped by SIGTERM before its lease expired, and that the two
+// executions did not overlap.
+func (o fencedOutcome) requireFenced(t *testing.T) {
+	t.Helper()
+	require.Zero(t, o.overlap, "two executions of one run overlapped: A's ended at %s, B's started at %s", o.a.end, o.b.start)
+	require.True(t, o.a.end.Before(o.expiry), "A's command outlived its lease: it ended at %s, the lease expired at %s",
+		o.a.end, o.expiry)
+	require.Equal(t, "SIGTERM", o.a.how)
+}
+
+// waitFencedAttempt waits for A to deal with the attempt it lost.
+func waitFencedAttempt(t *testing.T, a *served) {
+	t.Helper()
 	waitFor(t, time.Minute, "A to deal with its fenced attempt", func() bool {
 		return strings.Contains(a.logs.String(), "fenced attempt")
 	}, "A:\n%s", a.logs)
+}
 
-	// The run is succeeded once, after one interrupted attempt, and nothing runs it again.
+// requireRetriedOnce requires that the run succeeded once, after one interrupted attempt, and that nothing runs
+// it again.
+func requireRetriedOnce(t *testing.T, pool *pgxpool.Pool, marks string, runID int64) {
+	t.Helper()
 	time.Sleep(partitionOrphanAfter / 2)
 	require.Len(t, readMarks(t, marks), 2, "no third execution")
-	rows, err := pool.Query(ctx, `SELECT status FROM run_attempts WHERE run_id = $1 ORDER BY attempt`, runID)
+	rows, err := pool.Query(context.Background(), `SELECT status FROM run_attempts WHERE run_id = $1 ORDER BY attempt`, runID)
 	require.NoError(t, err)
 	var attempts []string
 	for rows.Next() {
@@ -166,8 +243,6 @@ mappings:
 	}
 	require.NoError(t, rows.Err())
 	require.Equal(t, []string{"interrupted", "succeeded"}, attempts)
-	require.NoError(t, pool.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1`, runID).Scan(&status))
-	require.Equal(t, "succeeded", status)
 }
 
 // requireNamespaces fails the test unless it can make network and PID namespaces: as root, with ip and unshare.
