@@ -208,10 +208,13 @@ WITH g AS MATERIALIZED (
 							AND p.revision = e.old_revision AND p.trigger = 'webhook' LIMIT 1) p
 					WHERE e.revision <> o.revision AND e.depth < ` + fmt.Sprint(historyDepthMax) + `)
 				SELECT 1 FROM earlier e WHERE e.revision = o.revision)) END AS other,
-		CASE WHEN r.trigger = 'webhook' AND m.on_new_revision = 'queue' THEN (
+		-- The run of the revision before this one, when it has not started. It is looked up by revision in the
+		-- dedup index: its status is wrapped in "IS TRUE" so that no plan prefers the index of active runs,
+		-- which would walk the mapping's whole backlog.
+		CASE WHEN r.trigger = 'webhook' AND m.on_new_revision = 'queue' AND r.old_revision IS NOT NULL THEN (
 			SELECT p.id FROM runs p WHERE p.mapping_id = r.mapping_id AND p.repo_id = r.repo_id AND p.ref = r.ref
-				AND p.revision = r.old_revision AND p.trigger = 'webhook' AND p.status = ` + sqlStatus(RunQueued) + `
-				AND p.attempt = 0) END AS previous
+				AND p.revision = r.old_revision AND p.trigger = 'webhook'
+				AND (p.status = ` + sqlStatus(RunQueued) + ` AND p.attempt = 0) IS TRUE) END AS previous
 	FROM runs r JOIN mappings m ON m.id = r.mapping_id
 	LEFT JOIN LATERAL (
 		SELECT n.id, n.revision FROM runs n
