@@ -468,7 +468,7 @@ func (s *Store) RunAttemptAbandon(ctx context.Context, p RunAttemptAbandonParams
 	}
 	err = tx.QueryRow(ctx, `
 		SELECT r.job_id, r.max_attempts, m.queue, r.cancel_requested_at IS NOT NULL,
-			(SELECT count(*) FROM run_attempts f WHERE f.run_id = r.id AND f.status = `+sqlStatus(AttemptFailed)+`)
+			`+runFailedAttemptsSQL+`
 		FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = r.attempt JOIN mappings m ON m.id = r.mapping_id
 		WHERE r.id = $1 AND r.attempt = $2 AND r.status = `+sqlStatus(RunRunning)+` AND a.finished_at IS NULL
 			AND ($3::interval = interval '0' OR a.heartbeat_at < now() - $3::interval)
@@ -484,7 +484,8 @@ func (s *Store) RunAttemptAbandon(ctx context.Context, p RunAttemptAbandonParams
 	if cancelRequested {
 		t = TransitionCancel
 	}
-	fin, changed, err := func() (finishedRun, bool, error) {
+	// The run ends queued, cancelled or superseded: none of them notifies.
+	_, changed, err := func() (finishedRun, bool, error) {
 		batch := &pgx.Batch{}
 		queueFinish(batch, RunAttemptFinishParams{RunID: p.RunID, Attempt: p.Attempt, Transition: t, Error: p.Reason})
 		results := tx.SendBatch(ctx, batch)
@@ -511,14 +512,16 @@ func (s *Store) RunAttemptAbandon(ctx context.Context, p RunAttemptAbandonParams
 			return false, err
 		}
 	}
-	if err := s.notifyTx(ctx, tx, fin); err != nil {
-		return false, err
-	}
 	if err := tx.Commit(ctx); err != nil {
 		return false, dbError(err, "commit abandon attempt")
 	}
 	return true, nil
 }
+
+// runFailedAttemptsSQL counts the failed attempts of the run r: a new job for the run gets the attempts left
+// after them (interrupted ones are not spent).
+var runFailedAttemptsSQL = `(SELECT count(*) FROM run_attempts f WHERE f.run_id = r.id AND f.status = ` +
+	sqlStatus(AttemptFailed) + `)`
 
 // ReapedRun is a run whose worker stopped sending heartbeats, or died before it started the run, and was
 // handed back to the queue.
@@ -599,7 +602,7 @@ func (s *Store) runJobReplace(ctx context.Context, j StalledJob) (bool, error) {
 	var queue string
 	err = tx.QueryRow(ctx, `
 		SELECT r.max_attempts, m.queue,
-			(SELECT count(*) FROM run_attempts f WHERE f.run_id = r.id AND f.status = `+sqlStatus(AttemptFailed)+`)
+			`+runFailedAttemptsSQL+`
 		FROM runs r JOIN mappings m ON m.id = r.mapping_id
 		WHERE r.id = $1 AND r.job_id = $2 AND r.status IN (`+sqlWaits+`)
 		FOR NO KEY UPDATE OF r SKIP LOCKED`, j.RunID, j.JobID).Scan(&maxAttempts, &queue, &failed)
