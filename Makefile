@@ -15,6 +15,8 @@ export ORCHESTRATOR_DATA_DIR
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 10m
 FUZZ_TIME ?= 20s
+# The static checker, run by `make lint` and `make test` at this exact version (fetched by the go command).
+STATICCHECK_VERSION ?= v0.8.2
 
 .PHONY: help
 help: ## Show the targets
@@ -24,9 +26,13 @@ help: ## Show the targets
 run: deps ## Run the orchestrator on the embedded PostgreSQL with examples/orchestrator.yaml on :8080
 	go run ./cmd/orchestrator serve --config examples/orchestrator.yaml
 
-.PHONY: test
-test: deps ## Run go vet, every test (real PostgreSQL and Chromium, installed when missing) and a short fuzz
+.PHONY: lint
+lint: ## Run go vet and staticcheck (its default checks)
 	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+.PHONY: test
+test: deps lint ## Run the linters, every test (real PostgreSQL and Chromium, installed when missing) and a short fuzz
 	go test $(GO_TEST_FLAGS) ./...
 	go test -run '^$$' -fuzz FuzzParseAndDecide -fuzztime $(FUZZ_TIME) ./orchestrator/
 
