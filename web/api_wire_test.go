@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 // updateGolden rewrites the golden files of the tests that have them: go test ./web -run TestAPIWire -update.
@@ -28,13 +30,24 @@ var (
 	wireJobRE  = regexp.MustCompile(`"job_id":\d+`)
 )
 
-// wireStep is one request of TestAPIWire and the status its answer must have.
+// wireStep is one request of TestAPIWire, the status its answer must have, and the type of package api that the
+// command line decodes the answer into.
 type wireStep struct {
 	name         string
 	method, path string
 	body         string
 	status       int
+	into         func() any
 }
+
+// The types of package api that TestAPIWire decodes answers into.
+func intoRunList() any       { return &api.RunList{} }
+func intoRunDetail() any     { return &api.RunDetail{} }
+func intoRunResult() any     { return &api.RunResult{} }
+func intoMappingList() any   { return &api.MappingList{} }
+func intoMappingResult() any { return &api.MappingResult{} }
+func intoDeliveryList() any  { return &api.DeliveryList{} }
+func intoError() any         { return &api.Error{} }
 
 // wireScenario records runs, attempts, a notification and deliveries for the tickets mapping, then returns the
 // requests to send, in order: every JSON API endpoint, its error answers and each action.
@@ -59,29 +72,29 @@ func wireScenario(t *testing.T, b *testBundle) []wireStep {
 		"concurrency":2,"on_new_revision":"queue","run_on_baseline":true,"verify_revision":true,"queue":"gpu",
 		"notify":[{"url":"` + slackHook + `","format":"slack","on":["failed","succeeded"]}]}`
 	return []wireStep{
-		{"RunList", http.MethodGet, "/api/v1/runs", "", http.StatusOK},
-		{"RunListPage", http.MethodGet, "/api/v1/runs?limit=1", "", http.StatusOK},
-		{"RunListEmpty", http.MethodGet, "/api/v1/runs?mapping=nope", "", http.StatusOK},
-		{"RunListBadStatus", http.MethodGet, "/api/v1/runs?status=nope", "", http.StatusBadRequest},
-		{"RunShowFinished", http.MethodGet, fmt.Sprintf("/api/v1/runs/%d", failed), "", http.StatusOK},
-		{"RunShowRunning", http.MethodGet, fmt.Sprintf("/api/v1/runs/%d", running), "", http.StatusOK},
-		{"RunShowMissing", http.MethodGet, "/api/v1/runs/999", "", http.StatusNotFound},
-		{"RunRetry", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/retry", failed), "", http.StatusCreated},
-		{"RunRetryNotFinished", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/retry", running), "", http.StatusConflict},
-		{"RunCancelRunning", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", running), "", http.StatusAccepted},
-		{"MappingRunOnLatest", http.MethodPost, "/api/v1/mappings/tickets/run", "", http.StatusCreated},
-		{"RunCancelQueued", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", running+2), "", http.StatusOK},
-		{"DeliveryList", http.MethodGet, "/api/v1/deliveries", "", http.StatusOK},
-		{"MappingCreate", http.MethodPost, "/api/v1/mappings", faces, http.StatusCreated},
-		{"MappingCreateMinimal", http.MethodPost, "/api/v1/mappings", `{"name":"mini","dataset":"acme/mini","command":["true"]}`, http.StatusCreated},
-		{"MappingCreateBadDuration", http.MethodPost, "/api/v1/mappings", `{"name":"x","dataset":"a/b","command":["t"],"timeout":"soon"}`, http.StatusBadRequest},
-		{"MappingCreateWrongType", http.MethodPost, "/api/v1/mappings", `{"name":"x","dataset":"a/b","command":"t"}`, http.StatusBadRequest},
+		{"RunList", http.MethodGet, "/api/v1/runs", "", http.StatusOK, intoRunList},
+		{"RunListPage", http.MethodGet, "/api/v1/runs?limit=1", "", http.StatusOK, intoRunList},
+		{"RunListEmpty", http.MethodGet, "/api/v1/runs?mapping=nope", "", http.StatusOK, intoRunList},
+		{"RunListBadStatus", http.MethodGet, "/api/v1/runs?status=nope", "", http.StatusBadRequest, intoError},
+		{"RunShowFinished", http.MethodGet, fmt.Sprintf("/api/v1/runs/%d", failed), "", http.StatusOK, intoRunDetail},
+		{"RunShowRunning", http.MethodGet, fmt.Sprintf("/api/v1/runs/%d", running), "", http.StatusOK, intoRunDetail},
+		{"RunShowMissing", http.MethodGet, "/api/v1/runs/999", "", http.StatusNotFound, intoError},
+		{"RunRetry", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/retry", failed), "", http.StatusCreated, intoRunResult},
+		{"RunRetryNotFinished", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/retry", running), "", http.StatusConflict, intoError},
+		{"RunCancelRunning", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", running), "", http.StatusAccepted, intoRunResult},
+		{"MappingRunOnLatest", http.MethodPost, "/api/v1/mappings/tickets/run", "", http.StatusCreated, intoRunResult},
+		{"RunCancelQueued", http.MethodPost, fmt.Sprintf("/api/v1/runs/%d/cancel", running+2), "", http.StatusOK, intoRunResult},
+		{"DeliveryList", http.MethodGet, "/api/v1/deliveries", "", http.StatusOK, intoDeliveryList},
+		{"MappingCreate", http.MethodPost, "/api/v1/mappings", faces, http.StatusCreated, intoMappingResult},
+		{"MappingCreateMinimal", http.MethodPost, "/api/v1/mappings", `{"name":"mini","dataset":"acme/mini","command":["true"]}`, http.StatusCreated, intoMappingResult},
+		{"MappingCreateBadDuration", http.MethodPost, "/api/v1/mappings", `{"name":"x","dataset":"a/b","command":["t"],"timeout":"soon"}`, http.StatusBadRequest, intoError},
+		{"MappingCreateWrongType", http.MethodPost, "/api/v1/mappings", `{"name":"x","dataset":"a/b","command":"t"}`, http.StatusBadRequest, intoError},
 		{"MappingUpdate", http.MethodPut, "/api/v1/mappings/faces", `{"dataset":"acme/faces-v2","command":["python","train.py"],
-			"notify":[{"url":"https://hooks.slack.com/…","format":"slack","on":["failed"]}]}`, http.StatusOK},
-		{"MappingDisable", http.MethodDelete, "/api/v1/mappings/faces", "", http.StatusOK},
-		{"MappingShow", http.MethodGet, "/api/v1/mappings/tickets", "", http.StatusOK},
-		{"MappingShowMissing", http.MethodGet, "/api/v1/mappings/nope", "", http.StatusNotFound},
-		{"MappingList", http.MethodGet, "/api/v1/mappings", "", http.StatusOK},
+			"notify":[{"url":"https://hooks.slack.com/…","format":"slack","on":["failed"]}]}`, http.StatusOK, intoMappingResult},
+		{"MappingDisable", http.MethodDelete, "/api/v1/mappings/faces", "", http.StatusOK, intoMappingResult},
+		{"MappingShow", http.MethodGet, "/api/v1/mappings/tickets", "", http.StatusOK, intoMappingResult},
+		{"MappingShowMissing", http.MethodGet, "/api/v1/mappings/nope", "", http.StatusNotFound, intoError},
+		{"MappingList", http.MethodGet, "/api/v1/mappings", "", http.StatusOK, intoMappingList},
 	}
 }
 
@@ -92,8 +105,8 @@ func wireMapping() orchestrator.Mapping {
 	return m
 }
 
-// TestAPIWire pins the JSON API's answers byte for byte, timestamps aside: testdata/api_wire.golden holds each
-// step's status and body.
+// TestAPIWire pins the JSON API's answers byte for byte, timestamps aside (testdata/api_wire.golden holds each
+// step's status and body), and checks that each answer decodes into its type of package api with nothing lost.
 func TestAPIWire(t *testing.T) {
 	t.Parallel()
 	b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{wireMapping()}})
@@ -102,6 +115,13 @@ func TestAPIWire(t *testing.T) {
 	for _, step := range wireScenario(t, b) {
 		status, body := b.rawRequest(t, step.method, step.path, step.body, auth)
 		require.Equal(t, step.status, status, "%s: %s", step.name, body)
+		// The command line decodes the answer into the type the server encoded it from: nothing is lost, the
+		// value encodes to the same bytes again.
+		v := step.into()
+		require.NoError(t, json.Unmarshal(body, v), step.name)
+		again, err := json.Marshal(v)
+		require.NoError(t, err)
+		require.Equal(t, string(body), string(again)+"\n", step.name)
 		fmt.Fprintf(&got, "### %s: %s %s -> %d\n%s", step.name, step.method, step.path, status,
 			wireJobRE.ReplaceAllString(wireTimeRE.ReplaceAllString(string(body), `"<time>"`), `"job_id":0`))
 	}
