@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -17,44 +16,9 @@ type configFile struct {
 	Mappings []mappingSpec `yaml:"mappings"`
 }
 
-// mappingSpec is one mapping as written in the YAML file.
-type mappingSpec struct {
-	Name        string            `yaml:"name"`
-	Dataset     string            `yaml:"dataset"`
-	Refs        []string          `yaml:"refs"`
-	Command     []string          `yaml:"command"`
-	Workdir     string            `yaml:"workdir"`
-	Env         map[string]string `yaml:"env"`
-	Timeout     yamlDuration      `yaml:"timeout"`
-	MaxAttempts int               `yaml:"max_attempts"`
-	QuietPeriod yamlDuration      `yaml:"quiet_period"`
-	MaxWait     yamlDuration      `yaml:"max_wait"`
-	Concurrency int               `yaml:"concurrency"`
-	OnNewRev    string            `yaml:"on_new_revision"`
-	RunOnBase   bool              `yaml:"run_on_baseline"`
-	VerifyRev   bool              `yaml:"verify_revision"`
-	Queue       string            `yaml:"queue"`
-	Notify      []NotifyTarget    `yaml:"notify"`
-
-	line int
-}
-
-// yamlDuration is a time.Duration written as a Go duration string ("90m", "2h").
-type yamlDuration time.Duration
-
-// UnmarshalYAML parses a duration string and reports the line of a bad one.
-func (d *yamlDuration) UnmarshalYAML(node *yaml.Node) error {
-	var s string
-	if err := node.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: must be a duration such as 90m or 2h", node.Line)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration such as 90m or 2h", node.Line, s)
-	}
-	*d = yamlDuration(v)
-	return nil
-}
+// mappingSpec is a MappingSpec under the name that the YAML decoder's messages about a malformed entry give
+// it: "cannot unmarshal !!str into orchestrator.mappingSpec".
+type mappingSpec MappingSpec
 
 // LoadConfig reads the YAML configuration file at path and returns its mappings, validated, with defaults
 // applied and relative workdirs resolved against the file's directory.
@@ -85,48 +49,38 @@ func ParseConfig(data []byte, baseDir string) ([]Mapping, error) {
 	}
 
 	// A second pass over the node tree finds the line of each mapping, for messages about whole mappings.
+	var lines []int
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err == nil {
-		lines := mappingLines(&root)
-		for i := range file.Mappings {
-			if i < len(lines) {
-				file.Mappings[i].line = lines[i]
-			}
-		}
+		lines = mappingLines(&root)
 	}
 
 	seen := make(map[string]int, len(file.Mappings))
 	mappings := make([]Mapping, 0, len(file.Mappings))
 	for i, spec := range file.Mappings {
-		where := fmt.Sprintf("mapping %d (line %d)", i+1, spec.line)
+		line := 0
+		if i < len(lines) {
+			line = lines[i]
+		}
+		where := fmt.Sprintf("mapping %d (line %d)", i+1, line)
 		if spec.Name != "" {
-			where = fmt.Sprintf("mapping %q (line %d)", spec.Name, spec.line)
+			where = fmt.Sprintf("mapping %q (line %d)", spec.Name, line)
 		}
 		if first, dup := seen[spec.Name]; dup {
 			return nil, Errorf(CodeInvalid, "%s: duplicate name, first declared on line %d", where, first)
 		}
-		seen[spec.Name] = spec.line
+		seen[spec.Name] = line
 
-		workdir := spec.Workdir
-		if workdir != "" && !filepath.IsAbs(workdir) {
-			workdir = filepath.Join(baseDir, workdir)
+		if spec.Workdir != "" && !filepath.IsAbs(spec.Workdir) {
+			spec.Workdir = filepath.Join(baseDir, spec.Workdir)
 		}
-		m := Mapping{
-			Name:        spec.Name,
-			Dataset:     spec.Dataset,
-			Refs:        spec.Refs,
-			Command:     spec.Command,
-			Workdir:     workdir,
-			Env:         spec.Env,
-			Timeout:     time.Duration(spec.Timeout),
-			MaxAttempts: spec.MaxAttempts,
-			QuietPeriod: time.Duration(spec.QuietPeriod), MaxWait: time.Duration(spec.MaxWait),
-			Concurrency: spec.Concurrency, OnNewRevision: spec.OnNewRev,
-			RunOnBaseline: spec.RunOnBase, VerifyRevision: spec.VerifyRev, Queue: spec.Queue, Notify: spec.Notify,
-			Source:  SourceFile,
-			Enabled: true,
-		}.WithDefaults()
-		if err := m.Validate(); err != nil {
+		m, err := MappingSpec(spec).Mapping()
+		if err == nil {
+			m.Source, m.Enabled = SourceFile, true
+			m = m.WithDefaults()
+			err = m.Validate()
+		}
+		if err != nil {
 			return nil, Errorf(CodeInvalid, "%s: %s", where, ErrorMessage(err))
 		}
 		mappings = append(mappings, m)

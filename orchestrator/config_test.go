@@ -79,6 +79,8 @@ mappings:
 		{"ZeroAttempts", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    max_attempts: -1\n", "max_attempts -1 must be between 1 and 100"},
 		{"NotYAML", "mappings: [\n", "invalid configuration"},
 		{"WrongType", "mappings:\n  - name: a\n    dataset: x/y\n    command: python train.py\n", "cannot unmarshal"},
+		{"NotAMapping", "mappings:\n  - 1\n", "line 2: cannot unmarshal !!int `1` into orchestrator.mappingSpec"},
+		{"DurationNotAString", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    max_wait: {a: 1}\n", "line 5: must be a duration such as 90m or 2h"},
 	}
 	for _, tc := range errorCases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"encoding/json"
 	"path"
 	"regexp"
 	"slices"
@@ -55,35 +54,35 @@ const (
 
 // Mapping says which training command runs when a dataset gets new commits on one of the watched refs.
 type Mapping struct {
-	ID          int64             `json:"id"`
-	Name        string            `json:"name"`
-	Dataset     string            `json:"dataset"`
-	Refs        []string          `json:"refs"`
-	Command     []string          `json:"command"`
-	Workdir     string            `json:"workdir,omitempty"`
-	Env         map[string]string `json:"env,omitempty"`
-	Timeout     time.Duration     `json:"-"`
-	MaxAttempts int               `json:"max_attempts"`
+	ID          int64
+	Name        string
+	Dataset     string
+	Refs        []string
+	Command     []string
+	Workdir     string
+	Env         map[string]string
+	Timeout     time.Duration
+	MaxAttempts int
 	// QuietPeriod, when not zero, delays a run until no newer revision of the same ref has arrived for that
 	// long, bounded by MaxWait from the first revision of the burst.
-	QuietPeriod time.Duration `json:"-"`
-	MaxWait     time.Duration `json:"-"`
+	QuietPeriod time.Duration
+	MaxWait     time.Duration
 	// Concurrency is how many runs of the mapping may execute at once, across all processes.
-	Concurrency int `json:"concurrency"`
+	Concurrency int
 	// OnNewRevision says what a new revision does to older runs of the same ref.
-	OnNewRevision string `json:"on_new_revision"`
+	OnNewRevision string
 	// RunOnBaseline makes catch-up run the revision it first sees for a ref, instead of only recording it.
-	RunOnBaseline bool `json:"run_on_baseline"`
+	RunOnBaseline bool
 	// VerifyRevision makes the worker check with the Hub that the revision exists before running.
-	VerifyRevision bool `json:"verify_revision"`
+	VerifyRevision bool
 	// Queue is the worker pool the runs go to; only processes serving it run them.
-	Queue string `json:"queue"`
+	Queue string
 	// Notify lists where notifications of the runs' final statuses go.
-	Notify    []NotifyTarget `json:"notify"`
-	Source    string         `json:"source"`
-	Enabled   bool           `json:"enabled"`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	Notify    []NotifyTarget
+	Source    string
+	Enabled   bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 
 	// The durations as stored, in milliseconds.
 	timeoutMS, quietMS, maxWaitMS int64
@@ -249,23 +248,6 @@ func (m *Mapping) WatchesRef(ref string) bool {
 		}
 	}
 	return false
-}
-
-// MarshalJSON writes the mapping with its timeout in Go duration syntax ("2h0m0s") and its notify targets'
-// URLs shortened to scheme://host/… (a Slack URL is a secret).
-func (m Mapping) MarshalJSON() ([]byte, error) {
-	type plain Mapping
-	notify := make([]NotifyTarget, len(m.Notify))
-	for i, t := range m.Notify {
-		notify[i] = t.Redacted()
-	}
-	return json.Marshal(struct {
-		plain
-		Timeout     string         `json:"timeout"`
-		QuietPeriod string         `json:"quiet_period"`
-		MaxWait     string         `json:"max_wait"`
-		Notify      []NotifyTarget `json:"notify"`
-	}{plain(m), m.Timeout.String(), m.QuietPeriod.String(), m.MaxWait.String(), notify})
 }
 
 // TimeoutString returns the timeout in Go duration syntax, e.g. "2h0m0s".

@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -220,32 +219,23 @@ const (
 
 // Notification is one message to a notify target about a run's transition, with its delivery attempts.
 type Notification struct {
-	ID     int64       `json:"id"`
-	RunID  int64       `json:"run_id"`
-	Event  NotifyEvent `json:"event"`
-	Format string      `json:"format"`
+	ID     int64
+	RunID  int64
+	Event  NotifyEvent
+	Format string
 	// URL is the full target URL; it is never shown (Target is), since a Slack URL is a secret.
-	URL         string                `json:"-"`
-	SecretEnv   string                `json:"secret_env,omitempty"`
-	State       string                `json:"state"`
-	Attempts    int                   `json:"attempts"`
-	LastError   string                `json:"last_error"`
-	CreatedAt   time.Time             `json:"created_at"`
-	DeliveredAt *time.Time            `json:"delivered_at"`
-	History     []NotificationAttempt `json:"history"`
+	URL         string
+	SecretEnv   string
+	State       string
+	Attempts    int
+	LastError   string
+	CreatedAt   time.Time
+	DeliveredAt *time.Time
+	History     []NotificationAttempt
 }
 
 // Target returns the target URL shortened to scheme://host/….
 func (n Notification) Target() string { return RedactURL(n.URL) }
-
-// MarshalJSON adds the shortened target to the notification.
-func (n Notification) MarshalJSON() ([]byte, error) {
-	type plain Notification
-	return json.Marshal(struct {
-		plain
-		Target string `json:"target"`
-	}{plain(n), n.Target()})
-}
 
 // NotificationAttempt is one try to deliver a notification.
 type NotificationAttempt struct {

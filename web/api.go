@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 // logTailBytes is how much of the end of a run's log the run endpoints return.
@@ -57,25 +58,17 @@ func (s *Server) handleAPIRunList(w http.ResponseWriter, r *http.Request) error 
 	if runs == nil {
 		runs = []orchestrator.Run{}
 	}
-	resp := map[string]any{"runs": runs}
+	list := api.RunList{Runs: runs}
 	if len(runs) == p.PageSize() {
-		resp["next_before"] = runs[len(runs)-1].ID
+		list.NextBefore = &runs[len(runs)-1].ID
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, list)
 	return nil
 }
 
-// runDetail is a run with its attempts and the end of its latest attempt's log.
-type runDetail struct {
-	orchestrator.Run
-	Attempts        []orchestrator.Attempt `json:"attempts"`
-	Log             string                 `json:"log"`
-	LogOmittedBytes int64                  `json:"log_omitted_bytes"`
-	// Notifications are what the run's final status sent to its mapping's notify targets.
-	Notifications []orchestrator.Notification `json:"notifications"`
-}
-
-func (s *Server) runDetail(r *http.Request) (*runDetail, error) {
+// runDetail returns the run that r names with its attempts, the end of its latest attempt's log and its
+// notifications, for its page and the API.
+func (s *Server) runDetail(r *http.Request) (*api.RunDetail, error) {
 	id, err := runIDParam(r)
 	if err != nil {
 		return nil, err
@@ -92,12 +85,12 @@ func (s *Server) runDetail(r *http.Request) (*runDetail, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &runDetail{Run: *run, Attempts: attempts, Notifications: notifications}
+	d := &api.RunDetail{Run: *run, Attempts: attempts, Notifications: make([]api.Notification, len(notifications))}
 	if d.Attempts == nil {
 		d.Attempts = []orchestrator.Attempt{}
 	}
-	if d.Notifications == nil {
-		d.Notifications = []orchestrator.Notification{}
+	for i := range notifications {
+		d.Notifications[i] = api.NewNotification(&notifications[i])
 	}
 	if len(attempts) > 0 {
 		log, omitted, err := s.store.RunLogTail(r.Context(), id, attempts[len(attempts)-1].Number, logTailBytes)
@@ -136,7 +129,7 @@ func (s *Server) handleAPIDeliveryList(w http.ResponseWriter, r *http.Request) e
 	if list == nil {
 		list = []orchestrator.DeliveryRecord{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deliveries": list})
+	writeJSON(w, http.StatusOK, api.DeliveryList{Deliveries: list})
 	return nil
 }
 
@@ -146,9 +139,6 @@ func (s *Server) handleAPIMappingList(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	if mappings == nil {
-		mappings = []orchestrator.Mapping{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"mappings": mappings})
+	writeJSON(w, http.StatusOK, api.NewMappingList(mappings))
 	return nil
 }

@@ -8,60 +8,22 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 // maxAPIBody bounds the JSON body of an API request.
 const maxAPIBody = 64 << 10
 
-// mappingInput is a mapping as the API and the form take it.
-type mappingInput struct {
-	Name        string            `json:"name"`
-	Dataset     string            `json:"dataset"`
-	Refs        []string          `json:"refs"`
-	Command     []string          `json:"command"`
-	Workdir     string            `json:"workdir"`
-	Env         map[string]string `json:"env"`
-	Timeout     string            `json:"timeout"`
-	MaxAttempts int               `json:"max_attempts"`
-	// Trigger settings.
-	QuietPeriod    string `json:"quiet_period"`
-	MaxWait        string `json:"max_wait"`
-	Concurrency    int    `json:"concurrency"`
-	OnNewRevision  string `json:"on_new_revision"`
-	RunOnBaseline  bool   `json:"run_on_baseline"`
-	VerifyRevision bool   `json:"verify_revision"`
-	Queue          string `json:"queue"`
-	// Notify replaces the mapping's notify targets.
-	Notify []orchestrator.NotifyTarget `json:"notify"`
-}
-
-// mapping converts the input to a Mapping, checking what the store's validation cannot see (the duration).
-func (in mappingInput) mapping() (orchestrator.Mapping, error) {
-	m := orchestrator.Mapping{
-		Name: strings.TrimSpace(in.Name), Dataset: strings.TrimSpace(in.Dataset), Refs: in.Refs, Command: in.Command,
-		Workdir: strings.TrimSpace(in.Workdir), Env: in.Env, MaxAttempts: in.MaxAttempts,
-		Concurrency: in.Concurrency, OnNewRevision: strings.TrimSpace(in.OnNewRevision),
-		RunOnBaseline: in.RunOnBaseline, VerifyRevision: in.VerifyRevision, Queue: strings.TrimSpace(in.Queue),
-		Notify: in.Notify,
-	}
-	for _, d := range []struct {
-		name, value string
-		dst         *time.Duration
-	}{{"timeout", in.Timeout, &m.Timeout}, {"quiet_period", in.QuietPeriod, &m.QuietPeriod}, {"max_wait", in.MaxWait, &m.MaxWait}} {
-		if v := strings.TrimSpace(d.value); v != "" {
-			parsed, err := time.ParseDuration(v)
-			if err != nil {
-				return m, orchestrator.Errorf(orchestrator.CodeInvalid, "%s %q is not a duration such as 90m or 2h", d.name, v)
-			}
-			*d.dst = parsed
-		}
-	}
-	return m, nil
+// specMapping converts a mapping's settings sent to the API or the form to a Mapping, with surrounding spaces
+// dropped, which the configuration file keeps. Its validation is the store's.
+func specMapping(spec orchestrator.MappingSpec) (orchestrator.Mapping, error) {
+	spec.Name, spec.Dataset, spec.Workdir = strings.TrimSpace(spec.Name), strings.TrimSpace(spec.Dataset), strings.TrimSpace(spec.Workdir)
+	spec.OnNewRevision, spec.Queue = strings.TrimSpace(spec.OnNewRevision), strings.TrimSpace(spec.Queue)
+	return spec.Mapping()
 }
 
 // decodeJSON reads a bounded JSON body into v, refusing unknown fields so that a typo is an error, not a
@@ -107,7 +69,7 @@ func (s *Server) handleAPIRunRetry(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	w.Header().Set("Location", fmt.Sprintf("/api/v1/runs/%d", run.ID))
-	writeJSON(w, http.StatusCreated, map[string]any{"run": run})
+	writeJSON(w, http.StatusCreated, api.RunResult{Run: *run})
 	return nil
 }
 
@@ -126,7 +88,7 @@ func (s *Server) handleAPIRunCancel(w http.ResponseWriter, r *http.Request) erro
 	if !run.Status.Finished() {
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, map[string]any{"run": run})
+	writeJSON(w, status, api.RunResult{Run: *run})
 	return nil
 }
 
@@ -136,17 +98,17 @@ func (s *Server) handleAPIMappingShow(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"mapping": m})
+	writeJSON(w, http.StatusOK, api.MappingResult{Mapping: api.NewMapping(m)})
 	return nil
 }
 
 // handleAPIMappingCreate answers POST /api/v1/mappings.
 func (s *Server) handleAPIMappingCreate(w http.ResponseWriter, r *http.Request) error {
-	var in mappingInput
-	if err := decodeJSON(w, r, &in); err != nil {
+	var spec orchestrator.MappingSpec
+	if err := decodeJSON(w, r, &spec); err != nil {
 		return err
 	}
-	m, err := in.mapping()
+	m, err := specMapping(spec)
 	if err != nil {
 		return err
 	}
@@ -159,22 +121,22 @@ func (s *Server) handleAPIMappingCreate(w http.ResponseWriter, r *http.Request) 
 		return err
 	}
 	w.Header().Set("Location", "/api/v1/mappings/"+created.Name)
-	writeJSON(w, http.StatusCreated, map[string]any{"mapping": created})
+	writeJSON(w, http.StatusCreated, api.MappingResult{Mapping: api.NewMapping(created)})
 	return nil
 }
 
 // handleAPIMappingUpdate answers PUT /api/v1/mappings/{name}: the body replaces the mapping's settings.
 func (s *Server) handleAPIMappingUpdate(w http.ResponseWriter, r *http.Request) error {
-	var in mappingInput
-	if err := decodeJSON(w, r, &in); err != nil {
+	var spec orchestrator.MappingSpec
+	if err := decodeJSON(w, r, &spec); err != nil {
 		return err
 	}
 	name := chi.URLParam(r, "name")
-	if in.Name != "" && in.Name != name {
-		return orchestrator.Errorf(orchestrator.CodeInvalid, "name %q in the body differs from %q in the path; a mapping cannot be renamed", in.Name, name)
+	if spec.Name != "" && spec.Name != name {
+		return orchestrator.Errorf(orchestrator.CodeInvalid, "name %q in the body differs from %q in the path; a mapping cannot be renamed", spec.Name, name)
 	}
-	in.Name = name
-	m, err := in.mapping()
+	spec.Name = name
+	m, err := specMapping(spec)
 	if err != nil {
 		return err
 	}
@@ -190,7 +152,7 @@ func (s *Server) handleAPIMappingUpdate(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"mapping": updated})
+	writeJSON(w, http.StatusOK, api.MappingResult{Mapping: api.NewMapping(updated)})
 	return nil
 }
 
@@ -200,7 +162,7 @@ func (s *Server) handleAPIMappingDisable(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"mapping": m})
+	writeJSON(w, http.StatusOK, api.MappingResult{Mapping: api.NewMapping(m)})
 	return nil
 }
 
@@ -211,6 +173,6 @@ func (s *Server) handleAPIMappingRun(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	w.Header().Set("Location", fmt.Sprintf("/api/v1/runs/%d", run.ID))
-	writeJSON(w, http.StatusCreated, map[string]any{"run": run})
+	writeJSON(w, http.StatusCreated, api.RunResult{Run: *run})
 	return nil
 }

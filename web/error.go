@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 var errMethodNotAllowed = errors.New("method not allowed")
@@ -60,7 +61,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.renderError(w, r, status, msg)
 		return
 	}
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeJSON(w, status, api.Error{Message: msg})
 }
 
 // wantsHTML reports whether r is a browser asking for a page rather than an API or webhook call.

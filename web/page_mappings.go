@@ -147,9 +147,9 @@ func formFromMapping(m *orchestrator.Mapping) mappingForm {
 }
 
 // input parses the form: refs and command one per line, env as KEY=VALUE lines.
-func (f mappingForm) input() (mappingInput, error) {
-	in := mappingInput{Name: f.Name, Dataset: f.Dataset, Workdir: f.Workdir, Timeout: f.Timeout,
-		QuietPeriod: f.QuietPeriod, MaxWait: f.MaxWait, OnNewRevision: f.OnNewRevision,
+func (f mappingForm) input() (orchestrator.MappingSpec, error) {
+	in := orchestrator.MappingSpec{Name: f.Name, Dataset: f.Dataset, Workdir: f.Workdir, Timeout: orchestrator.Duration(f.Timeout),
+		QuietPeriod: orchestrator.Duration(f.QuietPeriod), MaxWait: orchestrator.Duration(f.MaxWait), OnNewRevision: f.OnNewRevision,
 		RunOnBaseline: f.RunOnBaseline, VerifyRevision: f.VerifyRevision}
 	if c := strings.TrimSpace(f.Concurrency); c != "" {
 		n, err := strconv.Atoi(c)
@@ -287,7 +287,7 @@ func (s *Server) handleMappingCreateForm(w http.ResponseWriter, r *http.Request)
 	if in.Notify, rowNums, err = form.notifyTargets(nil); err != nil {
 		return s.formError(w, r, nil, form, err)
 	}
-	m, err := in.mapping()
+	m, err := specMapping(in)
 	if err != nil {
 		return s.formError(w, r, nil, form, err)
 	}
@@ -315,7 +315,7 @@ func (s *Server) handleMappingUpdateForm(w http.ResponseWriter, r *http.Request)
 	if in.Notify, rowNums, err = form.notifyTargets(current.Notify); err != nil {
 		return s.formError(w, r, current, form, err)
 	}
-	m, err := in.mapping()
+	m, err := specMapping(in)
 	if err != nil {
 		return s.formError(w, r, current, form, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 type runListPage struct {
@@ -56,7 +57,7 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request) error {
 
 type runPage struct {
 	basePage
-	Run        *runDetail
+	Run        *api.RunDetail
 	Attempt    int // the attempt whose log is shown
 	LogTail    string
 	LogOmitted int64

@@ -15,21 +15,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 // cliToken is the admin token of the server the CLI tests start.
 const cliToken = "cli-token"
-
-// cliRunView is the part of "runs show --json" the CLI tests look at.
-type cliRunView struct {
-	ID       int64  `json:"id"`
-	Status   string `json:"status"`
-	Revision string `json:"revision"`
-	RetryOf  *int64 `json:"retry_of"`
-	Error    string `json:"error"`
-	Log      string `json:"log"`
-}
 
 // cliGetenv returns an environment pointing the CLI at base with the given admin token.
 func cliGetenv(base, token string) func(string) string {
@@ -54,17 +46,17 @@ func cliOK(t *testing.T, getenv func(string) string, args ...string) string {
 }
 
 // cliShow returns the run as "runs show --json" prints it.
-func cliShow(t *testing.T, getenv func(string) string, id int64) cliRunView {
+func cliShow(t *testing.T, getenv func(string) string, id int64) api.RunDetail {
 	t.Helper()
-	var r cliRunView
+	var r api.RunDetail
 	require.NoError(t, json.Unmarshal([]byte(cliOK(t, getenv, "runs", "show", strconv.FormatInt(id, 10), "--json")), &r))
 	return r
 }
 
 // cliWait polls "runs show" until the run reaches one of statuses.
-func cliWait(t *testing.T, getenv func(string) string, id int64, statuses ...string) cliRunView {
+func cliWait(t *testing.T, getenv func(string) string, id int64, statuses ...orchestrator.RunStatus) api.RunDetail {
 	t.Helper()
-	var r cliRunView
+	var r api.RunDetail
 	require.Eventually(t, func() bool {
 		r = cliShow(t, getenv, id)
 		for _, s := range statuses {
@@ -138,18 +130,11 @@ func TestCLI(t *testing.T) {
 	require.Regexp(t, `^cli-train\s+acme/cli\s+refs/heads/main\s+api\s+yes\s+30s\s+sh -c 'echo \$GREETING trained \$1' sh '\$\{DATASET_REVISION\}'$`, lines[1])
 	require.Regexp(t, `^from-file\s+acme/declared\s+refs/heads/main\s+file\s+yes\s+6h\s+true$`, lines[2])
 
-	var shown struct {
-		Mapping struct {
-			Command     []string          `json:"command"`
-			Env         map[string]string `json:"env"`
-			Timeout     string            `json:"timeout"`
-			MaxAttempts int               `json:"max_attempts"`
-		} `json:"mapping"`
-	}
+	var shown api.MappingResult
 	require.NoError(t, json.Unmarshal([]byte(cliOK(t, env, "mappings", "show", "cli-train", "--json")), &shown))
 	require.Equal(t, []string{"sh", "-c", "echo $GREETING trained $1", "sh", "${DATASET_REVISION}"}, shown.Mapping.Command)
 	require.Equal(t, map[string]string{"GREETING": "hi"}, shown.Mapping.Env)
-	require.Equal(t, "30s", shown.Mapping.Timeout)
+	require.Equal(t, orchestrator.Duration("30s"), shown.Mapping.Timeout)
 	require.Equal(t, 1, shown.Mapping.MaxAttempts)
 	require.Contains(t, cliOK(t, env, "mappings", "show", "cli-train"), "source:       api")
 
@@ -162,8 +147,8 @@ func TestCLI(t *testing.T) {
 		id, sha[:12]), out)
 	require.NotContains(t, out, "more:")
 
-	r := cliWait(t, env, id, "succeeded", "failed")
-	require.Equal(t, "succeeded", r.Status, r.Error)
+	r := cliWait(t, env, id, orchestrator.RunSucceeded, orchestrator.RunFailed)
+	require.Equal(t, orchestrator.RunSucceeded, r.Status, r.Error)
 	require.Equal(t, "hi trained "+sha+"\n", r.Log)
 	out = cliOK(t, env, "runs", "show", strconv.FormatInt(id, 10))
 	require.Contains(t, out, "status:       succeeded\n")
@@ -180,8 +165,8 @@ func TestCLI(t *testing.T) {
 	_, err := fmt.Sscanf(out, "run %d queued (retry of "+strconv.FormatInt(id, 10)+")\n", &retryID)
 	require.NoError(t, err, out)
 	require.Greater(t, retryID, id)
-	retried := cliWait(t, env, retryID, "succeeded", "failed")
-	require.Equal(t, "succeeded", retried.Status, retried.Error)
+	retried := cliWait(t, env, retryID, orchestrator.RunSucceeded, orchestrator.RunFailed)
+	require.Equal(t, orchestrator.RunSucceeded, retried.Status, retried.Error)
 	require.NotNil(t, retried.RetryOf)
 	require.Equal(t, id, *retried.RetryOf)
 	require.Equal(t, sha, retried.Revision)
@@ -195,21 +180,21 @@ func TestCLI(t *testing.T) {
 	// A long run is stopped by cancel.
 	cliOK(t, env, "mappings", "add", "cli-sleep", "--dataset", "acme/sleepy", "--", "sleep", "60")
 	sleepID := cliDeliver(t, base, "acme/sleepy", strings.Repeat("b2", 20))
-	cliWait(t, env, sleepID, "running")
+	cliWait(t, env, sleepID, orchestrator.RunRunning)
 	out = cliOK(t, env, "runs", "cancel", strconv.FormatInt(sleepID, 10))
 	// The worker may stop the command before the answer is written: then the run is already cancelled.
 	require.Contains(t, []string{
 		fmt.Sprintf("run %d: cancel requested, stopping its command\n", sleepID),
 		fmt.Sprintf("run %d cancelled\n", sleepID),
 	}, out)
-	cancelled := cliWait(t, env, sleepID, "cancelled", "failed", "succeeded")
-	require.Equal(t, "cancelled", cancelled.Status, cancelled.Error)
+	cancelled := cliWait(t, env, sleepID, orchestrator.RunCancelled, orchestrator.RunFailed, orchestrator.RunSucceeded)
+	require.Equal(t, orchestrator.RunCancelled, cancelled.Status, cancelled.Error)
 
 	// Disable keeps the mapping and its runs.
 	out = cliOK(t, env, "mappings", "disable", "cli-sleep")
 	require.Equal(t, "mapping cli-sleep disabled (its runs are kept)\n", out)
 	require.Contains(t, cliOK(t, env, "mappings", "show", "cli-sleep"), "enabled:      no\n")
-	require.Equal(t, "cancelled", cliShow(t, env, sleepID).Status)
+	require.Equal(t, orchestrator.RunCancelled, cliShow(t, env, sleepID).Status)
 
 	// The answers the server refuses, each with its status and message.
 	cases := []struct {
@@ -255,11 +240,7 @@ func TestCLI(t *testing.T) {
 	t.Run("server flag", func(t *testing.T) {
 		t.Parallel()
 		out := cliOK(t, cliGetenv("http://127.0.0.1:1", cliToken), "mappings", "list", "--server", base+"/", "--json")
-		var list struct {
-			Mappings []struct {
-				Name string `json:"name"`
-			} `json:"mappings"`
-		}
+		var list api.MappingList
 		require.NoError(t, json.Unmarshal([]byte(out), &list))
 		require.Len(t, list.Mappings, 3)
 	})
@@ -366,7 +347,7 @@ func TestCLIFormat(t *testing.T) {
 	} {
 		require.Equal(t, want, shellQuote(in), in)
 	}
-	require.Equal(t, "run 7: 404: gone", fmt.Sprintf("run 7: %v", &apiError{Status: http.StatusNotFound, Message: "gone"}))
+	require.Equal(t, "run 7: 404: gone", fmt.Sprintf("run 7: %v", &api.Error{Status: http.StatusNotFound, Message: "gone"}))
 	require.Equal(t, "Bad Gateway", errorMessage(http.StatusBadGateway, []byte("<html>proxy</html>")))
 	require.Equal(t, "upstream down", errorMessage(http.StatusBadGateway, []byte("upstream down\n")))
 	require.Equal(t, "nope", errorMessage(http.StatusBadRequest, []byte(`{"error":"nope"}`)))

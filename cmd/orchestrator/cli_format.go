@@ -1,0 +1,109 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// factWriter writes "key: value" lines with the values aligned, and "-" for an empty value.
+type factWriter struct {
+	tw *tabwriter.Writer
+}
+
+// newFactWriter returns a factWriter writing to w; call flush when done.
+func newFactWriter(w io.Writer) *factWriter {
+	return &factWriter{tw: tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)}
+}
+
+// line writes one fact.
+func (f *factWriter) line(key, value string) {
+	if value == "" {
+		value = "-"
+	}
+	fmt.Fprintf(f.tw, "%s:\t%s\n", key, value)
+}
+
+// flush writes the lines out, aligned.
+func (f *factWriter) flush() error { return f.tw.Flush() }
+
+// shortRevision returns the first 12 characters of a commit, enough to recognise it in a table.
+func shortRevision(rev string) string {
+	if len(rev) > revisionShortLen {
+		return rev[:revisionShortLen]
+	}
+	return rev
+}
+
+// formatTime writes t in RFC 3339 in UTC, and the zero time as "".
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// formatTimePtr is formatTime for an optional time.
+func formatTimePtr(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return formatTime(*t)
+}
+
+// formatID writes an optional ID, "" when absent.
+func formatID(id *int64) string {
+	if id == nil {
+		return ""
+	}
+	return strconv.FormatInt(*id, 10)
+}
+
+// formatExitCode writes an optional exit code, "" when absent.
+func formatExitCode(code *int) string {
+	if code == nil {
+		return ""
+	}
+	return strconv.Itoa(*code)
+}
+
+// yesNo writes a boolean for people.
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// shortDuration drops the zero minutes and seconds of a Go duration: "2h0m0s" becomes "2h", "1h30m0s" "1h30m".
+func shortDuration(s string) string {
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it, so that printed commands can be pasted back.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// shellJoin writes an argv as a shell command line.
+func shellJoin(argv []string) string {
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = shellQuote(a)
+	}
+	return strings.Join(quoted, " ")
+}

@@ -1,0 +1,69 @@
+package api
+
+import (
+	"time"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
+)
+
+// Mapping is a mapping as the API shows it: every setting as it applies, defaults included, durations in Go's
+// syntax ("2h0m0s"), and the notify targets' URLs shortened to scheme://host/…. The fields are in the order in
+// which the API has always written them.
+type Mapping struct {
+	ID             int64                       `json:"id"`
+	Name           string                      `json:"name"`
+	Dataset        string                      `json:"dataset"`
+	Refs           []string                    `json:"refs"`
+	Command        []string                    `json:"command"`
+	Workdir        string                      `json:"workdir,omitempty"`
+	Env            map[string]string           `json:"env,omitempty"`
+	MaxAttempts    int                         `json:"max_attempts"`
+	Concurrency    int                         `json:"concurrency"`
+	OnNewRevision  string                      `json:"on_new_revision"`
+	RunOnBaseline  bool                        `json:"run_on_baseline"`
+	VerifyRevision bool                        `json:"verify_revision"`
+	Queue          string                      `json:"queue"`
+	Source         string                      `json:"source"`
+	Enabled        bool                        `json:"enabled"`
+	CreatedAt      time.Time                   `json:"created_at"`
+	UpdatedAt      time.Time                   `json:"updated_at"`
+	Timeout        orchestrator.Duration       `json:"timeout"`
+	QuietPeriod    orchestrator.Duration       `json:"quiet_period"`
+	MaxWait        orchestrator.Duration       `json:"max_wait"`
+	Notify         []orchestrator.NotifyTarget `json:"notify"`
+}
+
+// NewMapping returns m as the API shows it.
+func NewMapping(m *orchestrator.Mapping) Mapping {
+	notify := make([]orchestrator.NotifyTarget, len(m.Notify))
+	for i, t := range m.Notify {
+		notify[i] = t.Redacted()
+	}
+	return Mapping{
+		ID: m.ID, Name: m.Name, Dataset: m.Dataset, Refs: m.Refs, Command: m.Command, Workdir: m.Workdir, Env: m.Env,
+		MaxAttempts: m.MaxAttempts, Concurrency: m.Concurrency, OnNewRevision: m.OnNewRevision,
+		RunOnBaseline: m.RunOnBaseline, VerifyRevision: m.VerifyRevision, Queue: m.Queue, Source: m.Source,
+		Enabled: m.Enabled, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt,
+		Timeout: orchestrator.DurationOf(m.Timeout), QuietPeriod: orchestrator.DurationOf(m.QuietPeriod),
+		MaxWait: orchestrator.DurationOf(m.MaxWait), Notify: notify,
+	}
+}
+
+// MappingList is the answer of GET /api/v1/mappings.
+type MappingList struct {
+	Mappings []Mapping `json:"mappings"`
+}
+
+// NewMappingList returns the list of mappings as the API shows it; no mappings make an empty list, not null.
+func NewMappingList(mappings []orchestrator.Mapping) MappingList {
+	list := MappingList{Mappings: make([]Mapping, len(mappings))}
+	for i := range mappings {
+		list.Mappings[i] = NewMapping(&mappings[i])
+	}
+	return list
+}
+
+// MappingResult is the answer of the calls about one mapping: show, create, replace and disable.
+type MappingResult struct {
+	Mapping Mapping `json:"mapping"`
+}
