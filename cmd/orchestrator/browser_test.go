@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 const (
@@ -63,18 +63,9 @@ mappings:
     max_attempts: 1
 `)
 	dbURL, _ := dbtest.NewSchema(t)
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: dbURL, WebhookSecret: e2eSecret,
-			AdminToken: browserAdminToken, MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, LogFormat: "text"},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(closeCtx))
-	})
-	base := "http://" + m.Addr()
+	svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: dbURL, WebhookSecret: e2eSecret,
+		AdminToken: browserAdminToken, MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, Logger: errorLogger()})
+	base := "http://" + svc.Addr()
 
 	// The deliveries: a failing command on a hostile branch name, and a long one.
 	matched, err := path.Match("refs/heads/*", hostileRef)

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 	"github.com/retrainhq/orchestrator/web/api"
 )
 
@@ -92,19 +91,10 @@ mappings:
     dataset: acme/declared
     command: ["true"]
 `)
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: url, WebhookSecret: e2eSecret,
-			AdminToken: cliToken, ProtectReads: true, MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second,
-			LogFormat: "text"},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(closeCtx))
-	})
-	return "http://" + m.Addr()
+	svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: url, WebhookSecret: e2eSecret,
+		AdminToken: cliToken, ProtectReads: true, MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second,
+		Logger: errorLogger()})
+	return "http://" + svc.Addr()
 }
 
 // TestCLI drives the runs and mappings commands against the whole orchestrator: a mapping registered from the

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // TestConfigLease checks the timings of heartbeats, leases and fences: the defaults hold together, a margin that
@@ -54,7 +56,7 @@ func TestConfigLease(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := parseConfig("serve", tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+			cfg, err := parseServe(tc.args, tc.env)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				return
@@ -63,11 +65,55 @@ func TestConfigLease(t *testing.T) {
 			require.Equal(t, tc.want, timings{cfg.HeartbeatInterval, cfg.OrphanAfter, cfg.FenceMargin, cfg.KillGrace})
 		})
 	}
+}
 
-	// A Config built in code gets the same defaults, which validate.
-	c := Config{LogFormat: "text", Queues: []string{"runs"}, DataDir: DataDirDefault}
-	c.applyDefaults()
-	require.Equal(t, timings{10 * time.Second, time.Minute, 15 * time.Second, 10 * time.Second},
-		timings{c.HeartbeatInterval, c.OrphanAfter, c.FenceMargin, c.KillGrace})
-	require.NoError(t, c.validate())
+// TestConfigZeroRefused checks that a setting given as zero on the command line is refused, where a Config built
+// in code takes zero for the default; and that the command's own settings are checked.
+func TestConfigZeroRefused(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		wantErr string
+	}{
+		{name: "body", args: []string{"--max-body-bytes", "0"}, wantErr: "--max-body-bytes must be positive"},
+		{name: "workers", env: map[string]string{"ORCHESTRATOR_MAX_WORKERS": "0"}, wantErr: "--max-workers must be positive"},
+		{name: "grace", args: []string{"--kill-grace", "0s"}, wantErr: "--kill-grace must be positive"},
+		{name: "heartbeat", env: map[string]string{"ORCHESTRATOR_HEARTBEAT_INTERVAL": "0s"},
+			wantErr: "ORCHESTRATOR_ORPHAN_AFTER (1m0s) must be at least three ORCHESTRATOR_HEARTBEAT_INTERVALs (0s)"},
+		{name: "orphan timeout", env: map[string]string{"ORCHESTRATOR_ORPHAN_AFTER": "0s"},
+			wantErr: "ORCHESTRATOR_ORPHAN_AFTER (0s) must be at least three ORCHESTRATOR_HEARTBEAT_INTERVALs (10s)"},
+		{name: "role", args: []string{"--role", ""}, wantErr: `--role must be all, web or worker, not ""`},
+		{name: "queues", args: []string{"--queues", " , "}, wantErr: "--queues must name at least one queue"},
+		{name: "a web process serves no queue", args: []string{"--role", "web", "--queues", ""}},
+		{name: "log format", args: []string{"--log-format", "xml"}, wantErr: `--log-format must be text or json, not "xml"`},
+		{name: "negative workers, from the service", args: []string{"--max-workers", "-1"}, wantErr: "--max-workers must be positive"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseServe(tc.args, tc.env)
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, tc.wantErr)
+		})
+	}
+}
+
+// parseServe does what serve does with its flags and environment before it starts anything: it parses them and
+// builds the service, and returns the Config the service would run with.
+func parseServe(args []string, env map[string]string) (service.Config, error) {
+	getenv := func(k string) string { return env[k] }
+	opts, err := parseConfig("serve", args, getenv, io.Discard)
+	if err != nil {
+		return service.Config{}, err
+	}
+	svc, err := opts.newService(getenv, io.Discard)
+	if err != nil {
+		return service.Config{}, err
+	}
+	return svc.Config(), nil
 }

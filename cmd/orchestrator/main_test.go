@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 func TestMain(m *testing.M) { dbtest.Main(m) }
@@ -84,6 +85,25 @@ func push(dataset, sha string) string {
 		"someNewField":true}`
 }
 
+// startService builds the service from cfg and runs it in-process, as serve does, until the test ends.
+func startService(t *testing.T, cfg service.Config) *service.Service {
+	t.Helper()
+	svc, err := service.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, svc.Close(ctx))
+	})
+	require.NoError(t, svc.Run(context.Background()))
+	return svc
+}
+
+// errorLogger returns a logger that shows the service's errors among the test's output, and nothing else.
+func errorLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
 func writeConfig(t *testing.T, dir, yaml string) string {
 	t.Helper()
 	path := filepath.Join(dir, "orchestrator.yaml")
@@ -110,19 +130,10 @@ mappings:
     command: ["sh", "-c", "echo attempt $RUN_ATTEMPT; exit 1"]
     max_attempts: 2
 `)
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: url, WebhookSecret: e2eSecret,
-			MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, LogFormat: "text"},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	}
+	svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: url, WebhookSecret: e2eSecret,
+		MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, Logger: errorLogger()})
 	ctx := context.Background()
-	require.NoError(t, m.Run(ctx))
-	t.Cleanup(func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(closeCtx))
-	})
-	base := "http://" + m.Addr()
+	base := "http://" + svc.Addr()
 
 	resp, err := http.Get(base + "/readyz")
 	require.NoError(t, err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // TestMetricsMove scrapes /metrics before and after deliveries and runs, and checks that the counters moved.
@@ -29,17 +29,9 @@ mappings:
     command: ["false"]
     max_attempts: 1
 `)
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret, LogFormat: "text"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(ctx))
-	})
-	base := "http://" + m.Addr()
+	svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	base := "http://" + svc.Addr()
 	scrape := func() string { return scrapeMetrics(t, base) }
 	value := func(body, series string) float64 { return metricValue(t, body, series) }
 	before := scrape()

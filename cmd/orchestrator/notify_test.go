@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/orchestrator/logtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // TestNotifyEndToEnd runs the whole orchestrator with a mapping that notifies a receiver: a failed run is
@@ -53,21 +53,13 @@ mappings:
 `)
 	env := map[string]string{"E2E_NOTIFY_SECRET": "receiver-secret"}
 	logs := &logtest.Buffer{}
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret, LogFormat: "text",
-			PublicURL: "https://orchestrator.example.com"},
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Getenv: func(k string) string { return env[k] },
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(ctx))
-	})
+	svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
+		PublicURL: "https://orchestrator.example.com",
+		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Getenv:    func(k string) string { return env[k] }})
 	require.Contains(t, logs.String(), "names secret_env E2E_NOTIFY_UNSET, which is not set")
 	require.NotContains(t, logs.String(), "/never", "the warning shows the target as scheme://host/… only")
-	base := "http://" + m.Addr()
+	base := "http://" + svc.Addr()
 
 	delivery := postDelivery(t, base, push("acme/bad", randomRevision()))
 	runID := int64(delivery["runs"].([]any)[0].(float64))
@@ -134,12 +126,7 @@ func TestPublicURLConfig(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.value, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := parseConfig("serve", nil, func(k string) string {
-				if k == "ORCHESTRATOR_PUBLIC_URL" {
-					return tc.value
-				}
-				return ""
-			}, io.Discard)
+			cfg, err := parseServe(nil, map[string]string{"ORCHESTRATOR_PUBLIC_URL": tc.value})
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				return

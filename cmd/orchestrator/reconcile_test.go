@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // Catch-up is on by default in a process configured from its environment, such as the orchestrators other
@@ -126,19 +125,10 @@ func (h *catchUpHub) push(dataset, id, branch, sha string) {
 func startCatchUp(t *testing.T, hubURL string, interval time.Duration, yaml string) string {
 	t.Helper()
 	url, _ := dbtest.NewSchema(t)
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", ConfigPath: writeConfig(t, t.TempDir(), yaml), DatabaseURL: url,
-			WebhookSecret: e2eSecret, KillGrace: time.Second, LogFormat: "text",
-			ReconcileInterval: interval, HFEndpoint: hubURL, HFToken: "hf_catchUpTestToken"},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(ctx))
-	})
-	return "http://" + m.Addr()
+	svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: writeConfig(t, t.TempDir(), yaml), DatabaseURL: url,
+		WebhookSecret: e2eSecret, KillGrace: time.Second,
+		ReconcileInterval: interval, HFEndpoint: hubURL, HFToken: "hf_catchUpTestToken", Logger: errorLogger()})
+	return "http://" + svc.Addr()
 }
 
 func catchUpGet(t *testing.T, url string, v any) string {
@@ -354,7 +344,7 @@ func TestCatchUpConfig(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := parseConfig("serve", nil, func(k string) string { return tc.env[k] }, io.Discard)
+			cfg, err := parseServe(nil, tc.env)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				return
@@ -365,7 +355,4 @@ func TestCatchUpConfig(t *testing.T) {
 			require.Equal(t, tc.wantToken, cfg.HFToken)
 		})
 	}
-	var c Config
-	c.applyDefaults()
-	require.Zero(t, c.ReconcileInterval, "a Config built in code has catch-up off")
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // TestRiverUIBehindToken checks that River's own UI is mounted under /riverui/ and answers only with the admin
@@ -19,18 +19,9 @@ import (
 func TestRiverUIBehindToken(t *testing.T) {
 	t.Parallel()
 	url, _ := dbtest.NewSchema(t)
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", DatabaseURL: url, WebhookSecret: "s", AdminToken: "ui-token",
-			MaxBodyBytes: 1 << 20, MaxWorkers: 1, KillGrace: time.Second, LogFormat: "text"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(ctx))
-	})
-	base := "http://" + m.Addr()
+	svc := startService(t, service.Config{Addr: "127.0.0.1:0", DatabaseURL: url, WebhookSecret: "s", AdminToken: "ui-token",
+		MaxBodyBytes: 1 << 20, MaxWorkers: 1, KillGrace: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	base := "http://" + svc.Addr()
 
 	get := func(path string, auth func(*http.Request)) (int, string, http.Header) {
 		req, err := http.NewRequest(http.MethodGet, base+path, nil)

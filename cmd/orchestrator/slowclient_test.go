@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // slowCloseMargin is how long after its timeout the server may take to close a slow connection.
@@ -109,11 +111,11 @@ func (c *slowConn) waitClosed(t *testing.T, limit time.Duration) (time.Duration,
 const slowlorisHead = "POST /webhooks/huggingface HTTP/1.1\r\nHost: x\r\nX-Slow: "
 
 // TestSlowClients holds connections open with requests that arrive a byte per second: the server closes them
-// after its read timeouts (the package's readHeaderTimeout and readTimeout), stores nothing from them, and keeps
+// after its read timeouts (service.ReadHeaderTimeout and service.ReadTimeout), stores nothing from them, and keeps
 // answering other clients meanwhile.
 func TestSlowClients(t *testing.T) {
 	t.Parallel()
-	m := startService(t, `
+	m := startWithMappings(t, `
 mappings:
   - name: slow
     dataset: acme/slow
@@ -125,9 +127,9 @@ mappings:
 		t.Run("SlowlorisClosedAfterReadHeaderTimeout", func(t *testing.T) {
 			t.Parallel()
 			c := openSlow(t, addr, slowlorisHead, 'a')
-			took, got := c.waitClosed(t, readHeaderTimeout+slowCloseMargin)
-			t.Logf("closed %s after opening (ReadHeaderTimeout %s); the server sent %q", took.Round(time.Millisecond), readHeaderTimeout, got)
-			require.GreaterOrEqual(t, took, readHeaderTimeout-500*time.Millisecond, "closed by the header timeout, not before")
+			took, got := c.waitClosed(t, service.ReadHeaderTimeout+slowCloseMargin)
+			t.Logf("closed %s after opening (ReadHeaderTimeout %s); the server sent %q", took.Round(time.Millisecond), service.ReadHeaderTimeout, got)
+			require.GreaterOrEqual(t, took, service.ReadHeaderTimeout-500*time.Millisecond, "closed by the header timeout, not before")
 			require.Empty(t, got, "no request was read, so nothing is answered")
 		})
 
@@ -154,8 +156,8 @@ mappings:
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 
 			for i, c := range conns {
-				took, _ := c.waitClosed(t, readHeaderTimeout+slowCloseMargin)
-				require.GreaterOrEqual(t, took, readHeaderTimeout-500*time.Millisecond, "slowloris %d", i)
+				took, _ := c.waitClosed(t, service.ReadHeaderTimeout+slowCloseMargin)
+				require.GreaterOrEqual(t, took, service.ReadHeaderTimeout-500*time.Millisecond, "slowloris %d", i)
 			}
 		})
 
@@ -166,9 +168,9 @@ mappings:
 			head := "POST /webhooks/huggingface HTTP/1.1\r\nHost: x\r\nX-Webhook-Secret: " + e2eSecret +
 				"\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body[:10]
 			c := openSlow(t, addr, head, ' ')
-			took, got := c.waitClosed(t, readTimeout+slowCloseMargin)
-			t.Logf("closed %s after opening (ReadTimeout %s); the server sent %q", took.Round(time.Millisecond), readTimeout, got)
-			require.GreaterOrEqual(t, took, readTimeout-500*time.Millisecond, "cut by the read timeout, not before")
+			took, got := c.waitClosed(t, service.ReadTimeout+slowCloseMargin)
+			t.Logf("closed %s after opening (ReadTimeout %s); the server sent %q", took.Round(time.Millisecond), service.ReadTimeout, got)
+			require.GreaterOrEqual(t, took, service.ReadTimeout-500*time.Millisecond, "cut by the read timeout, not before")
 			if got != "" {
 				require.True(t, strings.HasPrefix(got, "HTTP/1.1 4"), "a slow body is the client's fault: %q", got)
 				require.NotContains(t, got, m.Addr(), "the answer does not show the server's socket addresses")
@@ -177,6 +179,6 @@ mappings:
 	})
 
 	var deliveries int
-	require.NoError(t, m.pool.QueryRow(context.Background(), `SELECT count(*) FROM deliveries`).Scan(&deliveries))
+	require.NoError(t, m.Pool().QueryRow(context.Background(), `SELECT count(*) FROM deliveries`).Scan(&deliveries))
 	require.Equal(t, 1, deliveries, "only the normal delivery was stored")
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // Defaults of TestSoak; SOAK_DURATION and SOAK_SENDERS override them, e.g.
@@ -32,25 +32,15 @@ const (
 	soakDataset         = "acme/soak"
 )
 
-// startService starts the whole orchestrator in-process on a random port, on a fresh schema, with the given
+// startWithMappings starts the whole orchestrator in-process on a random port, on a fresh schema, with the given
 // mappings file, and stops it when the test ends.
-func startService(t *testing.T, mappingsYAML string) *Main {
+func startWithMappings(t *testing.T, mappingsYAML string) *service.Service {
 	t.Helper()
 	url, _ := dbtest.NewSchema(t)
 	cfgPath := writeConfig(t, t.TempDir(), mappingsYAML)
-	m := &Main{
-		Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: url, WebhookSecret: e2eSecret,
-			MaxWorkers: 4, KillGrace: time.Second, LogFormat: "text", MaxBodyBytes: 1 << 20,
-			HeartbeatInterval: 10 * time.Second, OrphanAfter: time.Minute},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		require.NoError(t, m.Close(ctx))
-	})
-	return m
+	return startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: url, WebhookSecret: e2eSecret,
+		MaxWorkers: 4, KillGrace: time.Second, MaxBodyBytes: 1 << 20,
+		HeartbeatInterval: 10 * time.Second, OrphanAfter: time.Minute, Logger: errorLogger()})
 }
 
 // envOr reads a test setting from the environment.
@@ -114,7 +104,7 @@ func TestSoak(t *testing.T) {
 	senders := envOr(t, "SOAK_SENDERS", soakSendersDefault, strconv.Atoi)
 	require.Positive(t, senders)
 
-	m := startService(t, `
+	m := startWithMappings(t, `
 mappings:
   - name: soak
     dataset: `+soakDataset+`
@@ -260,7 +250,7 @@ mappings:
 
 	// Wait, bounded, for the runs to finish: at least 20 runs/s on four workers running `true`.
 	ctx := context.Background()
-	pool := m.pool
+	pool := m.Pool()
 	waitFor := 30*time.Second + time.Duration(len(st.acked))*50*time.Millisecond
 	for {
 		var pending int
@@ -323,7 +313,7 @@ func TestSoakBacklog(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			m := startService(t, fmt.Sprintf(`
+			m := startWithMappings(t, fmt.Sprintf(`
 mappings:
   - name: backlog
     dataset: acme/backlog
@@ -343,7 +333,7 @@ mappings:
 
 			var pending int
 			for {
-				require.NoError(t, m.pool.QueryRow(ctx, `SELECT count(*) FROM runs
+				require.NoError(t, m.Pool().QueryRow(ctx, `SELECT count(*) FROM runs
 					WHERE status NOT IN ('succeeded', 'failed', 'cancelled', 'superseded')`).Scan(&pending))
 				if pending == 0 || time.Since(start) > tc.within {
 					break
@@ -352,7 +342,7 @@ mappings:
 			}
 			took := time.Since(start)
 			var snoozes int
-			for _, job := range jobList(t, m.pool, river.NewJobListParams()) {
+			for _, job := range jobList(t, m.Pool(), river.NewJobListParams()) {
 				var metadata struct {
 					Snoozes int `json:"snoozes"`
 				}
@@ -364,7 +354,7 @@ mappings:
 				float64(runs-pending)/took.Seconds(), snoozes)
 			require.Zero(t, pending, "runs still unfinished %s after the first delivery", tc.within)
 			var succeeded int
-			require.NoError(t, m.pool.QueryRow(ctx, `SELECT count(*) FROM runs WHERE status = 'succeeded'`).Scan(&succeeded))
+			require.NoError(t, m.Pool().QueryRow(ctx, `SELECT count(*) FROM runs WHERE status = 'succeeded'`).Scan(&succeeded))
 			require.Equal(t, runs, succeeded)
 		})
 	}

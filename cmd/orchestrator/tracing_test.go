@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // traceParentRE is the W3C traceparent of a sampled span: version, trace id, span id, flags.
@@ -62,24 +63,16 @@ mappings:
     max_attempts: 2
     command: ["sh", "-c", %q, "sh", %q]
 `, script, dir))
-			m := &Main{
-				Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
-					KillGrace: time.Second, LogFormat: "text"},
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			}
+			svcCfg := service.Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
+				KillGrace: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			exporter := tracetest.NewInMemoryExporter()
 			if tc.tracing {
 				provider := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exporter))
 				t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
-				m.TracerProvider = provider
+				svcCfg.TracerProvider = provider
 			}
-			require.NoError(t, m.Run(context.Background()))
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				require.NoError(t, m.Close(ctx))
-			})
-			base := "http://" + m.Addr()
+			svc := startService(t, svcCfg)
+			base := "http://" + svc.Addr()
 
 			req, err := http.NewRequest(http.MethodPost, base+"/webhooks/huggingface",
 				strings.NewReader(push("acme/traced", strings.Repeat("a", 40))))
@@ -217,7 +210,7 @@ func TestTracingConfig(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := parseConfig("serve", nil, func(k string) string { return tc.env[k] }, io.Discard)
+			cfg, err := parseServe(nil, tc.env)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				return
@@ -226,9 +219,6 @@ func TestTracingConfig(t *testing.T) {
 			require.Equal(t, tc.want, cfg.Tracing)
 		})
 	}
-	var c Config
-	c.applyDefaults()
-	require.Empty(t, c.Tracing, "a Config built in code traces nothing unless it says so")
 }
 
 // otlpCollector plays an OpenTelemetry collector's OTLP/HTTP traces endpoint and keeps what it receives.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // TestTwoProcessesSameDeliveries runs two orchestrators on one database and sends every delivery to both at
@@ -40,19 +41,10 @@ mappings:
 `)
 	var bases []string
 	for range 2 {
-		m := &Main{
-			Config: Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
-				MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, LogFormat: "text",
-				HeartbeatInterval: time.Second, OrphanAfter: 10 * time.Second},
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		}
-		require.NoError(t, m.Run(context.Background()))
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			require.NoError(t, m.Close(ctx))
-		})
-		bases = append(bases, "http://"+m.Addr())
+		svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfg, DatabaseURL: url, WebhookSecret: e2eSecret,
+			MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second,
+			HeartbeatInterval: time.Second, OrphanAfter: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		bases = append(bases, "http://"+svc.Addr())
 	}
 
 	const revisions, copies = 40, 3

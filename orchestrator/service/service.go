@@ -1,0 +1,304 @@
+// Package service builds the whole orchestrator in one process, as the serve command runs it: the database
+// (DATABASE_URL or the embedded PostgreSQL), the pool, the schema, the store and the mappings of the config file,
+// the sweeper of leftover processes, the reaper, catch-up with the Hub, the River client and its workers, River's
+// UI, the metrics registry, tracing, the web server and the HTTP server with its timeouts; and it shuts them down
+// in order. The serve and migrate commands, the end-to-end tests and the benchmark all build it here, so that
+// they run the same wiring.
+//
+//	svc, err := service.New(service.Config{DatabaseURL: url, WebhookSecret: secret, Addr: "127.0.0.1:0"})
+//	...
+//	if err := svc.Run(ctx); err != nil { ... }  // returns once the server accepts connections
+//	defer svc.Close(closeCtx)                    // stops everything, in order
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+	"riverqueue.com/riverui"
+
+	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/hub"
+	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
+	"github.com/retrainhq/orchestrator/orchestrator/tracing"
+	"github.com/retrainhq/orchestrator/web"
+)
+
+// Timeouts of the HTTP server: a slow client cannot hold a connection forever.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	ReadTimeout       = 30 * time.Second
+	WriteTimeout      = 60 * time.Second
+	IdleTimeout       = 120 * time.Second
+)
+
+// Service is the whole orchestrator in one process. New checks its Config; Run starts it, Migrate only brings
+// the database up to date; Close stops what either started.
+type Service struct {
+	config Config
+
+	cluster  *pgcluster.Cluster
+	pool     *pgxpool.Pool
+	store    *orchestrator.Store
+	river    *river.Client[pgx.Tx]
+	server   *http.Server
+	listener net.Listener
+	served   chan error
+
+	stopRiverUI  context.CancelFunc
+	stopSweeper  context.CancelFunc
+	stopTracing  func(context.Context) error
+	riverStarted bool
+}
+
+// New returns a Service for cfg, with the zero fields of cfg set to their defaults (see Config.WithDefaults).
+// It starts nothing: an error means cfg is not valid.
+func New(cfg Config) (*Service, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Service{config: cfg}, nil
+}
+
+// Config returns the configuration the service runs with, its defaults filled in.
+func (s *Service) Config() Config { return s.config }
+
+// Run starts everything and returns once the server accepts connections. When it fails, Close releases what it
+// had started.
+func (s *Service) Run(ctx context.Context) error {
+	cfg, logger := &s.config, s.config.Logger
+	if cfg.WebhookSecret == "" {
+		return errors.New("no webhook secret configured")
+	}
+	tracerProvider := cfg.TracerProvider
+	if tracerProvider == nil {
+		var err error
+		if tracerProvider, s.stopTracing, err = tracing.Setup(ctx, cfg.Tracing); err != nil {
+			return err
+		}
+		if tracerProvider != nil {
+			logger.Info("tracing is on: spans of each delivery, its jobs and commands go out with OTLP over HTTP; " +
+				"commands get TRACEPARENT")
+		}
+	}
+	if err := s.openDatabase(ctx); err != nil {
+		return err
+	}
+	s.store = orchestrator.NewStore(s.pool)
+
+	if cfg.ConfigPath != "" {
+		mappings, err := orchestrator.LoadConfig(cfg.ConfigPath)
+		if err != nil {
+			return err
+		}
+		res, err := s.store.MappingSync(ctx, mappings)
+		if err != nil {
+			return fmt.Errorf("sync mappings: %w", err)
+		}
+		logger.Info("mappings loaded", "config", cfg.ConfigPath, "mappings", res.Upserted, "disabled", res.Disabled)
+		if cfg.runsCommands() {
+			for _, warning := range orchestrator.MissingNotifySecrets(mappings, cfg.Getenv) {
+				logger.Warn(warning)
+			}
+		}
+	}
+	// Leftover processes of a crashed predecessor on this machine die before any run can be handed out again.
+	instance, err := s.store.InstanceID(ctx)
+	if err != nil {
+		return err
+	}
+	procs := jobs.NewProcesses(instance)
+	maintCtx, stopMaint := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopSweeper = stopMaint
+	if cfg.runsCommands() {
+		sweeper := &jobs.Sweeper{Store: s.store, Processes: procs, Silence: cfg.OrphanAfter / 2, Logger: logger}
+		if _, err := sweeper.SweepOnce(ctx); err != nil {
+			return fmt.Errorf("sweep leftover processes: %w", err)
+		}
+		go sweeper.Run(maintCtx, cfg.HeartbeatInterval)
+	}
+
+	// The Hub checks revisions for mappings with verify_revision, and, unless the interval is 0, catches up
+	// with the commits no webhook brought.
+	hubClient := hub.New(cfg.HFEndpoint, cfg.HFToken)
+	// One registry for the whole process: /metrics shows the webhook's, the workers' and catch-up's metrics
+	// together.
+	registry := prometheus.NewRegistry()
+	workerMetrics := jobs.NewMetrics(registry)
+	var reconciler *jobs.Reconciler
+	if cfg.ReconcileInterval > 0 {
+		reconciler = &jobs.Reconciler{Store: s.store, Hub: hubClient, Interval: cfg.ReconcileInterval,
+			Metrics: workerMetrics, Logger: logger}
+		logger.Info("catch-up with the Hub is on", "hub", hubClient, "interval", cfg.ReconcileInterval)
+	} else {
+		logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
+	}
+	reaper := &jobs.Reaper{Store: s.store, OrphanAfter: cfg.OrphanAfter, Reconciler: reconciler, Logger: logger}
+	go reaper.Run(maintCtx, cfg.OrphanAfter/4)
+	s.river, err = jobs.NewClient(s.pool, s.store, jobs.ClientConfig{
+		MaxWorkers: cfg.MaxWorkers,
+		Queues:     cfg.Queues,
+		Worker: jobs.WorkerConfig{KillGrace: cfg.KillGrace, HeartbeatInterval: cfg.HeartbeatInterval,
+			OrphanAfter: cfg.OrphanAfter, FenceMargin: cfg.FenceMargin, Watchdog: cfg.Watchdog,
+			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: workerMetrics, Logger: logger},
+		Notify:         jobs.NotifyConfig{PublicURL: cfg.PublicURL, Getenv: cfg.Getenv, Metrics: workerMetrics, Logger: logger},
+		Reconciler:     reconciler,
+		TracerProvider: tracerProvider,
+		Logger:         logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.store.SetQueue(jobs.NewQueue(s.pool, s.river))
+	if !cfg.DeferWorkers {
+		if err := s.StartWorkers(ctx); err != nil {
+			return err
+		}
+	}
+
+	riverUI, err := riverui.NewHandler(&riverui.HandlerOpts{
+		Endpoints: riverui.NewEndpoints(s.river, nil),
+		Logger:    logger,
+		Prefix:    "/riverui",
+	})
+	if err != nil {
+		return fmt.Errorf("river UI: %w", err)
+	}
+	uiCtx, uiCancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopRiverUI = uiCancel
+	if err := riverUI.Start(uiCtx); err != nil {
+		return fmt.Errorf("start river UI: %w", err)
+	}
+	srv, err := web.New(web.Config{
+		Store:                 s.store,
+		WebhookSecret:         cfg.WebhookSecret,
+		WebhookSecretPrevious: cfg.WebhookSecretPrevious,
+		MaxBodyBytes:          cfg.MaxBodyBytes,
+		AdminToken:            cfg.AdminToken,
+		ProtectReads:          cfg.ProtectReads,
+		ReconcileInterval:     cfg.ReconcileInterval,
+		RiverUI:               riverUI,
+		Registry:              registry,
+		TracerProvider:        tracerProvider,
+		Ready:                 s.ready,
+		Logger:                logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.listener, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	handler := srv.Handler()
+	if cfg.Role == RoleWorker {
+		handler = srv.HealthHandler()
+	}
+	s.server = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.server.Serve(s.listener) }()
+	return nil
+}
+
+// StartWorkers starts the River client, whose workers run the queued jobs from then on. Run calls it unless
+// Config.DeferWorkers is set; a RoleWeb process only inserts and cancels jobs and never starts its client, and
+// a second call does nothing.
+func (s *Service) StartWorkers(ctx context.Context) error {
+	if s.river == nil {
+		return errors.New("start workers: the service is not running")
+	}
+	if !s.config.runsCommands() || s.riverStarted {
+		return nil
+	}
+	// The client gets its own context: shutdown is ordered by Close, not by the caller's context.
+	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start workers: %w", err)
+	}
+	s.riverStarted = true
+	return nil
+}
+
+// Addr returns the address the server listens on, e.g. "127.0.0.1:43123" when started on ":0".
+func (s *Service) Addr() string {
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+// Store returns the store the service runs on, nil before Run: for callers that read or write beside the HTTP
+// API (the benchmark loads rows through it).
+func (s *Service) Store() *orchestrator.Store { return s.store }
+
+// Pool returns the service's database pool, nil before Run or Migrate: tests read what the service wrote
+// through it.
+func (s *Service) Pool() *pgxpool.Pool { return s.pool }
+
+// Close shuts down in order: stop taking requests and let in-flight deliveries commit; stop the background
+// loops and River's UI; stop the workers, whose running commands get SIGTERM and the kill grace (their runs go
+// back to the queue); flush the spans; close the pool; stop the embedded database.
+func (s *Service) Close(ctx context.Context) error {
+	var errs []error
+	if s.server != nil {
+		if err := s.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("http server: %w", err))
+		}
+		s.server = nil
+	}
+	if s.stopSweeper != nil {
+		s.stopSweeper()
+		s.stopSweeper = nil
+	}
+	if s.stopRiverUI != nil {
+		s.stopRiverUI()
+		s.stopRiverUI = nil
+	}
+	if s.river != nil {
+		if s.riverStarted {
+			if err := s.river.StopAndCancel(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop workers: %w", err))
+			}
+			s.riverStarted = false
+		}
+		s.river = nil
+	}
+	// The commands' and jobs' spans have ended: what is still buffered goes out.
+	if s.stopTracing != nil {
+		if err := s.stopTracing(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		s.stopTracing = nil
+	}
+	if s.pool != nil {
+		s.pool.Close()
+		s.pool = nil
+	}
+	if s.cluster != nil {
+		if err := s.cluster.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop embedded PostgreSQL: %w", err))
+		}
+		s.cluster = nil
+	}
+	return errors.Join(errs...)
+}
