@@ -197,16 +197,8 @@ func reconcileSetupBackoff(t *testing.T, interval, backoff time.Duration, period
 	if periodic {
 		cfg.Reconciler = b.rec
 	}
-	client, err := jobs.NewClient(pool, store, cfg)
-	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(pool, client))
-	b.client = client
-	require.NoError(t, client.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = client.StopAndCancel(ctx)
-	})
+	b.client = jobstest.NewClient(t, pool, store, cfg)
+	jobstest.Start(t, b.client)
 	return b
 }
 

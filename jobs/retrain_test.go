@@ -102,16 +102,8 @@ func migratedSchema(t *testing.T) (*pgxpool.Pool, string) {
 // start starts a new River client for the bundle and makes the store enqueue through it.
 func (b *testBundle) start(t *testing.T) {
 	t.Helper()
-	client, err := jobs.NewClient(b.pool, b.store, b.cfg)
-	require.NoError(t, err)
-	b.store.SetQueue(jobs.NewQueue(b.pool, client))
-	require.NoError(t, client.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = client.StopAndCancel(ctx)
-	})
-	b.client = client
+	b.client = jobstest.NewClient(t, b.pool, b.store, b.cfg)
+	jobstest.Start(t, b.client)
 }
 
 func shMapping(name, script string, mods ...func(*orchestrator.Mapping)) orchestrator.Mapping {

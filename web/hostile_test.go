@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -62,9 +63,7 @@ func setupHostile(t *testing.T) *testBundle {
 	t.Cleanup(pool.Close)
 	require.NoError(t, migrations.Apply(ctx, pool, nil))
 	store := orchestrator.NewStore(pool)
-	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
-	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(pool, client))
+	client := jobstest.NewClient(t, pool, store, jobs.ClientConfig{Logger: quietLogger})
 	_, err = store.MappingSync(ctx, hostileMappings())
 	require.NoError(t, err)
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, Logger: quietLogger})

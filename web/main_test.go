@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -74,9 +75,7 @@ func setupServer(t testing.TB, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 	t.Helper()
 	mappings := opts.mappings
 	store := orchestrator.NewStore(pool)
-	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
-	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(pool, client))
+	client := jobstest.NewClient(t, pool, store, jobs.ClientConfig{Logger: quietLogger})
 	if len(mappings) > 0 {
 		_, err := store.MappingSync(context.Background(), mappings)
 		require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -35,9 +36,7 @@ func TestSecretRotationAndSecrecy(t *testing.T) {
 	t.Cleanup(pool.Close)
 	require.NoError(t, migrations.Apply(ctx, pool, nil))
 	store := orchestrator.NewStore(pool)
-	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{Logger: quietLogger})
-	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(pool, client))
+	jobstest.NewClient(t, pool, store, jobs.ClientConfig{Logger: quietLogger})
 	_, err = store.MappingSync(ctx, []orchestrator.Mapping{ticketsMapping()})
 	require.NoError(t, err)
 
