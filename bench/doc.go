@@ -2,10 +2,10 @@
 // measured in the same run on the same machine.
 //
 // It starts its own PostgreSQL from the local server binaries (with fsync and synchronous commit on, as in
-// production: the figures are compared with durable commits), wires the real store, River client, workers and
-// HTTP server in-process from the exported packages, drives them over loopback with a Go load generator, and
-// also builds the orchestrator binary to measure its footprint as a child process. The result is one table,
-// printed and written as JSON for later comparison.
+// production: the figures are compared with durable commits), builds the orchestrator in-process with
+// orchestrator/service, as the serve command does, drives it over loopback with a Go load generator, and also
+// builds the orchestrator binary to measure its footprint as a child process. The result is one table, printed
+// and written as JSON for later comparison.
 //
 // Run it with
 //

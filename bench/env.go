@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,11 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
-	"github.com/retrainhq/orchestrator/jobs"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
-	"github.com/retrainhq/orchestrator/web"
+	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
 // webhookSecret is the secret the benchmark's server is configured with and its deliveries carry.
@@ -48,8 +45,9 @@ const (
 func statusMapping(i int) string { return fmt.Sprintf("bench-status-%02d", i) }
 func statusDataset(i int) string { return fmt.Sprintf("acme/status-%02d", i) }
 
-// env is what a benchmark run starts: a private PostgreSQL, the orchestrator's store, River client, workers and
-// HTTP server in this process, and the binaries the mappings and the footprint figures run.
+// env is what a benchmark run starts: a private PostgreSQL, the orchestrator's service (store, River client,
+// workers, background loops and HTTP server) in this process, and the binaries the mappings and the footprint
+// figures run.
 type env struct {
 	sizes   Sizes
 	workers int
@@ -57,14 +55,10 @@ type env struct {
 
 	dir      string // private temporary directory, removed by close
 	cluster  *pgcluster.Cluster
-	pool     *pgxpool.Pool         // the orchestrator's
+	svc      *service.Service      // the orchestrator, as the serve command builds it
+	store    *orchestrator.Store   // the service's
 	observer *pgxpool.Pool         // the benchmark's own: setup, progress and figures read from the database
 	view     *river.Client[pgx.Tx] // insert-only, on observer: River's jobs as the benchmark reads and withdraws them
-	store    *orchestrator.Store
-	river    *river.Client[pgx.Tx]
-	started  bool // whether the River client (the workers) runs
-	server   *http.Server
-	served   chan error
 	baseURL  string
 	client   *http.Client
 	shas     *shaGen
@@ -162,30 +156,38 @@ func (e *env) benchMappings() []orchestrator.Mapping {
 	return mappings
 }
 
-// startStack wires the orchestrator in this process the way the serve command does: pool, schema, store,
-// mappings, River client and workers, HTTP server. The workers are not started: see startWorkers.
+// startStack starts the orchestrator in this process through the package the serve command runs it with, so
+// that the figures are those of the production wiring: pool, schema, store, sweeper, reaper, River client and
+// workers, River's UI, metrics and the HTTP server with its timeouts. What the benchmark sets deliberately: its
+// own database, its worker count, a logger that formats the lines and drops them, a tracer on the orchestrator's
+// pool that counts round trips, and workers that wait for startWorkers. Catch-up and tracing are off, as in a
+// Config that does not turn them on. The mappings are registered through the service's store; the benchmark's own
+// pool, for setup and figures, is opened beside it.
 func (e *env) startStack(ctx context.Context) error {
-	poolCfg, err := pgxpool.ParseConfig(e.cluster.URL())
+	svc, err := service.New(service.Config{
+		Addr:          "127.0.0.1:0",
+		DatabaseURL:   e.cluster.URL(),
+		WebhookSecret: webhookSecret,
+		MaxWorkers:    e.workers,
+		Logger:        e.logger,
+		PoolTracer:    e.trips,
+		DeferWorkers:  true,
+	})
 	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
+		return fmt.Errorf("configure the orchestrator: %w", err)
 	}
-	// The serve command's pool size: concurrent webhooks plus one per worker and River's own.
-	poolCfg.MaxConns = int32(max(16, 2*e.workers+8))
-	poolCfg.ConnConfig.ConnectTimeout = 3 * time.Second
-	poolCfg.ConnConfig.Tracer = e.trips
-	if e.pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
-		return fmt.Errorf("connect to database: %w", err)
+	e.svc = svc
+	if err := svc.Run(ctx); err != nil {
+		return fmt.Errorf("start the orchestrator: %w", err)
 	}
-	if err := migrations.Apply(ctx, e.pool, e.logger); err != nil {
-		return fmt.Errorf("apply schema: %w", err)
-	}
+	e.store = svc.Store()
+	e.baseURL = "http://" + svc.Addr()
 	if e.observer, err = pgxpool.New(ctx, e.cluster.URL()); err != nil {
 		return fmt.Errorf("connect to database: %w", err)
 	}
 	if e.view, err = queueView(e.observer); err != nil {
 		return err
 	}
-	e.store = orchestrator.NewStore(e.pool)
 	if _, err := e.store.MappingSync(ctx, e.benchMappings()); err != nil {
 		return fmt.Errorf("register mappings: %w", err)
 	}
@@ -197,70 +199,20 @@ func (e *env) startStack(ctx context.Context) error {
 	for _, m := range list {
 		e.mappings[m.Name] = m.ID
 	}
-	e.river, err = jobs.NewClient(e.pool, e.store, jobs.ClientConfig{
-		MaxWorkers: e.workers,
-		Worker:     jobs.WorkerConfig{Logger: e.logger},
-		Logger:     e.logger,
-	})
-	if err != nil {
-		return fmt.Errorf("create River client: %w", err)
-	}
-	e.store.SetQueue(jobs.NewQueue(e.pool, e.river))
-
-	srv, err := web.New(web.Config{Store: e.store, WebhookSecret: webhookSecret, Logger: e.logger})
-	if err != nil {
-		return fmt.Errorf("create web server: %w", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	e.baseURL = "http://" + ln.Addr().String()
-	e.server = &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	e.served = make(chan error, 1)
-	go func() { e.served <- e.server.Serve(ln) }()
 	return nil
 }
 
-// startWorkers starts the River client: from then on queued runs execute.
-func (e *env) startWorkers(ctx context.Context) error {
-	if e.started {
-		return nil
-	}
-	if err := e.river.Start(context.WithoutCancel(ctx)); err != nil {
-		return fmt.Errorf("start workers: %w", err)
-	}
-	e.started = true
-	return nil
-}
+// startWorkers starts the orchestrator's workers: from then on queued runs execute.
+func (e *env) startWorkers(ctx context.Context) error { return e.svc.StartWorkers(ctx) }
 
-// stopStack stops the HTTP server and the workers, and closes the pool.
+// stopStack stops the orchestrator, in the serve command's order, and closes the benchmark's pool.
 func (e *env) stopStack(ctx context.Context) error {
 	var errs []error
-	if e.server != nil {
-		if err := e.server.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+	if e.svc != nil {
+		if err := e.svc.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop the orchestrator: %w", err))
 		}
-		if err := <-e.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, fmt.Errorf("HTTP server: %w", err))
-		}
-		e.server = nil
-	}
-	if e.river != nil && e.started {
-		if err := e.river.StopAndCancel(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop workers: %w", err))
-		}
-		e.started = false
-	}
-	if e.pool != nil {
-		e.pool.Close()
-		e.pool = nil
+		e.svc = nil
 	}
 	if e.observer != nil {
 		e.observer.Close()
