@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
@@ -43,9 +44,7 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 	require.NoError(t, migrations.Apply(ctx, pool, nil))
 
 	store := orchestrator.NewStore(pool)
-	client, err := jobs.NewClient(pool, store, jobs.ClientConfig{})
-	require.NoError(t, err)
-	store.SetQueue(jobs.NewQueue(pool, client))
+	client := jobstest.NewClient(t, pool, store, jobs.ClientConfig{})
 	if len(mappings) > 0 {
 		_, err := store.MappingSync(ctx, mappings)
 		require.NoError(t, err)
