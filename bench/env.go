@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -117,9 +116,10 @@ func newEnv(ctx context.Context, sizes Sizes, workers int, logf func(string, ...
 // goBuild builds the package pkg into out with the go command that runs this benchmark. A race-enabled
 // benchmark builds with the race detector too, which reuses what the test build compiled.
 func goBuild(ctx context.Context, out, pkg string) error {
+	// go test puts its own go command first in PATH.
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
-		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("find the go command to build %s: %w", pkg, err)
 	}
 	args := []string{"build", "-o", out}
 	if RaceEnabled {

@@ -371,13 +371,6 @@ func TestRetrainWorker(t *testing.T) {
 	})
 }
 
-func countRows(t *testing.T, pool *pgxpool.Pool, sql string) int {
-	t.Helper()
-	var n int
-	require.NoError(t, pool.QueryRow(context.Background(), sql).Scan(&n))
-	return n
-}
-
 // processGone reports whether pid no longer runs (reaped, or a zombie waiting for its reaper).
 func processGone(pid int) bool {
 	if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
