@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
+	"go.opentelemetry.io/otel/trace"
 	"riverqueue.com/riverui"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -64,48 +65,91 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Config() Config { return s.config }
 
 // Run starts everything and returns once the server accepts connections. When it fails, Close releases what it
-// had started.
+// had started. The steps, in order: tracing; the database and its schema; the mappings of the config file; the
+// background loops (sweeper, reaper, catch-up); the River client and, unless deferred, its workers; the HTTP
+// server.
 func (s *Service) Run(ctx context.Context) error {
-	cfg, logger := &s.config, s.config.Logger
-	if cfg.WebhookSecret == "" {
+	if s.config.WebhookSecret == "" {
 		return errors.New("no webhook secret configured")
 	}
-	tracerProvider := cfg.TracerProvider
-	if tracerProvider == nil {
-		var err error
-		if tracerProvider, s.stopTracing, err = tracing.Setup(ctx, cfg.Tracing); err != nil {
-			return err
-		}
-		if tracerProvider != nil {
-			logger.Info("tracing is on: spans of each delivery, its jobs and commands go out with OTLP over HTTP; " +
-				"commands get TRACEPARENT")
-		}
+	tracerProvider, err := s.startTracing(ctx)
+	if err != nil {
+		return err
 	}
 	if err := s.openDatabase(ctx); err != nil {
 		return err
 	}
 	s.store = orchestrator.NewStore(s.pool)
+	if err := s.syncMappings(ctx); err != nil {
+		return err
+	}
+	// The Hub checks revisions for mappings with verify_revision, and, unless the interval is 0, catches up
+	// with the commits no webhook brought. One registry for the whole process: /metrics shows the webhook's,
+	// the workers' and catch-up's metrics together.
+	hubClient := hub.New(s.config.HFEndpoint, s.config.HFToken)
+	registry := prometheus.NewRegistry()
+	workerMetrics := jobs.NewMetrics(registry)
+	procs, reconciler, err := s.startMaintenance(ctx, hubClient, workerMetrics)
+	if err != nil {
+		return err
+	}
+	if err := s.startQueue(ctx, procs, hubClient, workerMetrics, reconciler, tracerProvider); err != nil {
+		return err
+	}
+	return s.startHTTP(ctx, registry, tracerProvider)
+}
 
-	if cfg.ConfigPath != "" {
-		mappings, err := orchestrator.LoadConfig(cfg.ConfigPath)
-		if err != nil {
-			return err
-		}
-		res, err := s.store.MappingSync(ctx, mappings)
-		if err != nil {
-			return fmt.Errorf("sync mappings: %w", err)
-		}
-		logger.Info("mappings loaded", "config", cfg.ConfigPath, "mappings", res.Upserted, "disabled", res.Disabled)
-		if cfg.runsCommands() {
-			for _, warning := range orchestrator.MissingNotifySecrets(mappings, cfg.Getenv) {
-				logger.Warn(warning)
-			}
+// startTracing returns the tracer provider spans go to: Config.TracerProvider when set, else the exporter
+// Config.Tracing starts (nil with tracing off).
+func (s *Service) startTracing(ctx context.Context) (trace.TracerProvider, error) {
+	if s.config.TracerProvider != nil {
+		return s.config.TracerProvider, nil
+	}
+	tracerProvider, stop, err := tracing.Setup(ctx, s.config.Tracing)
+	if err != nil {
+		return nil, err
+	}
+	s.stopTracing = stop
+	if tracerProvider != nil {
+		s.config.Logger.Info("tracing is on: spans of each delivery, its jobs and commands go out with OTLP over " +
+			"HTTP; commands get TRACEPARENT")
+	}
+	return tracerProvider, nil
+}
+
+// syncMappings registers the mappings of Config.ConfigPath, when set, and disables the file's mappings it no
+// longer lists.
+func (s *Service) syncMappings(ctx context.Context) error {
+	cfg, logger := &s.config, s.config.Logger
+	if cfg.ConfigPath == "" {
+		return nil
+	}
+	mappings, err := orchestrator.LoadConfig(cfg.ConfigPath)
+	if err != nil {
+		return err
+	}
+	res, err := s.store.MappingSync(ctx, mappings)
+	if err != nil {
+		return fmt.Errorf("sync mappings: %w", err)
+	}
+	logger.Info("mappings loaded", "config", cfg.ConfigPath, "mappings", res.Upserted, "disabled", res.Disabled)
+	if cfg.runsCommands() {
+		for _, warning := range orchestrator.MissingNotifySecrets(mappings, cfg.Getenv) {
+			logger.Warn(warning)
 		}
 	}
+	return nil
+}
+
+// startMaintenance starts the background loops: the sweeper of leftover processes (in a process that runs
+// commands), the reaper of orphaned runs and, when Config.ReconcileInterval is set, the catch-up reconciler
+// the reaper and the River client share. Close stops them.
+func (s *Service) startMaintenance(ctx context.Context, hubClient *hub.Client, metrics *jobs.Metrics) (*jobs.Processes, *jobs.Reconciler, error) {
+	cfg, logger := &s.config, s.config.Logger
 	// Leftover processes of a crashed predecessor on this machine die before any run can be handed out again.
 	instance, err := s.store.InstanceID(ctx)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	procs := jobs.NewProcesses(instance)
 	maintCtx, stopMaint := context.WithCancel(context.WithoutCancel(ctx))
@@ -113,35 +157,36 @@ func (s *Service) Run(ctx context.Context) error {
 	if cfg.runsCommands() {
 		sweeper := &jobs.Sweeper{Store: s.store, Processes: procs, Silence: cfg.OrphanAfter / 2, Logger: logger}
 		if _, err := sweeper.SweepOnce(ctx); err != nil {
-			return fmt.Errorf("sweep leftover processes: %w", err)
+			return nil, nil, fmt.Errorf("sweep leftover processes: %w", err)
 		}
 		go sweeper.Run(maintCtx, cfg.HeartbeatInterval)
 	}
-
-	// The Hub checks revisions for mappings with verify_revision, and, unless the interval is 0, catches up
-	// with the commits no webhook brought.
-	hubClient := hub.New(cfg.HFEndpoint, cfg.HFToken)
-	// One registry for the whole process: /metrics shows the webhook's, the workers' and catch-up's metrics
-	// together.
-	registry := prometheus.NewRegistry()
-	workerMetrics := jobs.NewMetrics(registry)
 	var reconciler *jobs.Reconciler
 	if cfg.ReconcileInterval > 0 {
 		reconciler = &jobs.Reconciler{Store: s.store, Hub: hubClient, Interval: cfg.ReconcileInterval,
-			Metrics: workerMetrics, Logger: logger}
+			Metrics: metrics, Logger: logger}
 		logger.Info("catch-up with the Hub is on", "hub", hubClient, "interval", cfg.ReconcileInterval)
 	} else {
 		logger.Info("catch-up with the Hub is off (ORCHESTRATOR_RECONCILE_INTERVAL=0): runs start from webhooks alone")
 	}
 	reaper := &jobs.Reaper{Store: s.store, OrphanAfter: cfg.OrphanAfter, Reconciler: reconciler, Logger: logger}
 	go reaper.Run(maintCtx, cfg.OrphanAfter/4)
+	return procs, reconciler, nil
+}
+
+// startQueue creates the River client, gives the store its queue and, unless Config.DeferWorkers is set,
+// starts the workers.
+func (s *Service) startQueue(ctx context.Context, procs *jobs.Processes, hubClient *hub.Client, metrics *jobs.Metrics,
+	reconciler *jobs.Reconciler, tracerProvider trace.TracerProvider) error {
+	cfg, logger := &s.config, s.config.Logger
+	var err error
 	s.river, err = jobs.NewClient(s.pool, s.store, jobs.ClientConfig{
 		MaxWorkers: cfg.MaxWorkers,
 		Queues:     cfg.Queues,
 		Worker: jobs.WorkerConfig{KillGrace: cfg.KillGrace, HeartbeatInterval: cfg.HeartbeatInterval,
 			OrphanAfter: cfg.OrphanAfter, FenceMargin: cfg.FenceMargin, Watchdog: cfg.Watchdog,
-			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: workerMetrics, Logger: logger},
-		Notify:         jobs.NotifyConfig{PublicURL: cfg.PublicURL, Getenv: cfg.Getenv, Metrics: workerMetrics, Logger: logger},
+			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: metrics, Logger: logger},
+		Notify:         jobs.NotifyConfig{PublicURL: cfg.PublicURL, Getenv: cfg.Getenv, Metrics: metrics, Logger: logger},
 		Reconciler:     reconciler,
 		TracerProvider: tracerProvider,
 		Logger:         logger,
@@ -150,12 +195,16 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.store.SetQueue(jobs.NewQueue(s.pool, s.river))
-	if !cfg.DeferWorkers {
-		if err := s.StartWorkers(ctx); err != nil {
-			return err
-		}
+	if cfg.DeferWorkers {
+		return nil
 	}
+	return s.StartWorkers(ctx)
+}
 
+// startHTTP starts River's UI and the HTTP server: the whole web interface, or only the health endpoints in a
+// RoleWorker process.
+func (s *Service) startHTTP(ctx context.Context, registry *prometheus.Registry, tracerProvider trace.TracerProvider) error {
+	cfg, logger := &s.config, s.config.Logger
 	riverUI, err := riverui.NewHandler(&riverui.HandlerOpts{
 		Endpoints: riverui.NewEndpoints(s.river, nil),
 		Logger:    logger,
