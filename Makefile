@@ -35,6 +35,7 @@ lint: ## Run go vet and staticcheck (its default checks)
 test: deps lint ## Run the linters, every test (real PostgreSQL and Chromium, installed when missing) and a short fuzz
 	go test $(GO_TEST_FLAGS) ./...
 	go test -run '^$$' -fuzz FuzzParseAndDecide -fuzztime $(FUZZ_TIME) ./orchestrator/
+	go test -run '^$$' -fuzz FuzzParsePayload -fuzztime $(FUZZ_TIME) ./orchestrator/hub/
 
 .PHONY: build
 build: ## Build bin/orchestrator

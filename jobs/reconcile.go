@@ -377,7 +377,7 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, dataset string, mappi
 		return nil, err
 	}
 	d := &orchestrator.Delivery{
-		Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: dataset, RepoID: repoID,
+		Scope: hub.ScopeRepoContent, Action: hub.ActionUpdate, RepoType: hub.RepoTypeDataset, RepoName: dataset, RepoID: repoID,
 		Refs: updates, Raw: raw,
 	}
 	ins, err := r.Store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{
@@ -407,43 +407,23 @@ func (r *Reconciler) reconcileDataset(ctx context.Context, dataset string, mappi
 	return nil, nil
 }
 
-// catchUpPayload is the body recorded with a catch-up delivery: shaped like a webhook's, plus what was asked.
+// catchUpPayload is the body recorded with a catch-up delivery: a webhook's, plus what was asked.
 type catchUpPayload struct {
-	Event struct {
-		Scope  string `json:"scope"`
-		Action string `json:"action"`
-	} `json:"event"`
-	Repo struct {
-		Type string `json:"type"`
-		Name string `json:"name"`
-		ID   string `json:"id"`
-	} `json:"repo"`
-	UpdatedRefs []catchUpRef `json:"updatedRefs"`
-	Reconcile   struct {
+	hub.Payload
+	Reconcile struct {
 		Endpoint string    `json:"endpoint,omitempty"`
 		SeenAt   time.Time `json:"seenAt"`
 		Note     string    `json:"note"`
 	} `json:"reconcile"`
 }
 
-type catchUpRef struct {
-	Ref    string  `json:"ref"`
-	OldSha *string `json:"oldSha"`
-	NewSha string  `json:"newSha"`
-}
-
 // payload describes what catch-up saw, as JSON.
 func (r *Reconciler) payload(dataset, repoID string, updates []orchestrator.RefUpdate) ([]byte, error) {
-	var p catchUpPayload
-	p.Event.Scope, p.Event.Action = "repo.content", "update"
-	p.Repo.Type, p.Repo.Name, p.Repo.ID = "dataset", dataset, repoID
-	for _, u := range updates {
-		ref := catchUpRef{Ref: u.Ref, NewSha: u.NewSha}
-		if u.OldSha != "" {
-			ref.OldSha = &u.OldSha
-		}
-		p.UpdatedRefs = append(p.UpdatedRefs, ref)
+	refs := make([]*hub.UpdatedRef, len(updates))
+	for i, u := range updates {
+		refs[i] = hub.NewUpdatedRef(u.Ref, u.OldSha, u.NewSha)
 	}
+	p := catchUpPayload{Payload: hub.DatasetUpdate(dataset, repoID, refs...)}
 	if e, ok := r.Hub.(interface{ Endpoint() string }); ok {
 		p.Reconcile.Endpoint = e.Endpoint()
 	}

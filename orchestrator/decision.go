@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/retrainhq/orchestrator/orchestrator/hub"
 )
 
 // DecisionKind is what was decided for a (mapping, ref) of a delivery.
@@ -74,7 +76,7 @@ func Decide(d *Delivery, mappings []Mapping) []Decision {
 	if !d.IsContentUpdate() {
 		return ignore(IgnoreNotContent, "event %s is not a content update (only repo.content triggers runs)", d.Event())
 	}
-	if d.RepoType != "dataset" {
+	if d.RepoType != hub.RepoTypeDataset {
 		return ignore(IgnoreNotDataset, "%s repo, not a dataset", d.RepoType)
 	}
 	if len(d.Refs) == 0 {

@@ -1,6 +1,8 @@
-// Package hub is a small client of the Hugging Face Hub API: the refs of a dataset, its id, and whether a
-// revision exists in it. It follows the huggingface_hub conventions: the endpoint is HF_ENDPOINT
-// (https://huggingface.co when unset) and the optional token, for private datasets, is sent as a Bearer token.
+// Package hub is what the orchestrator knows of the Hugging Face Hub: the body of its webhooks (Payload, parsed
+// leniently by ParsePayload, built by DatasetUpdate, shortened for storage by ShortenPayload), and a small client
+// of its API (Client): the refs of a dataset, its id, and whether a revision exists in it. The client follows the
+// huggingface_hub conventions: the endpoint is HF_ENDPOINT (https://huggingface.co when unset) and the optional
+// token, for private datasets, is sent as a Bearer token.
 package hub
 
 import (
