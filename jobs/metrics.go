@@ -9,20 +9,43 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
-// Outcomes of a catch-up pass, counted by orchestrator_reconcile_passes_total.
+// passOutcome is how a catch-up pass went, counted by orchestrator_reconcile_passes_total.
+type passOutcome string
+
+// Outcomes of a catch-up pass.
 const (
-	reconcileOK      = "ok"      // the Hub answered for every dataset asked, and none waits out a failure
-	reconcilePartial = "partial" // the Hub answered for some datasets; others failed or wait out a failure
-	reconcileFailed  = "failed"  // the Hub answered for none of the datasets, which failed or wait out a failure
-	reconcileError   = "error"   // the pass stopped early: the database failed, or the pass ran out of time
+	reconcileOK      passOutcome = "ok"      // the Hub answered for every dataset asked, and none waits out a failure
+	reconcilePartial passOutcome = "partial" // the Hub answered for some datasets; others failed or wait out a failure
+	reconcileFailed  passOutcome = "failed"  // the Hub answered for none of the datasets, which failed or wait out a failure
+	reconcileError   passOutcome = "error"   // the pass stopped early: the database failed, or the pass ran out of time
 )
 
-// Results of a watched ref on the Hub, per mapping, counted by orchestrator_reconcile_revisions_total.
+// passOutcomes lists every outcome of a catch-up pass.
+var passOutcomes = []passOutcome{reconcileOK, reconcilePartial, reconcileFailed, reconcileError}
+
+// revisionResult is what catch-up found of a watched ref on the Hub, per mapping, counted by
+// orchestrator_reconcile_revisions_total.
+type revisionResult string
+
+// Results of a watched ref.
 const (
-	revisionUnchanged = "unchanged" // the Hub's commit is the revision recorded
-	revisionCaughtUp  = "caught_up" // a commit no webhook brought: a run was queued
-	revisionBaseline  = "baseline"  // the ref seen for the first time: recorded, not run
-	revisionDuplicate = "duplicate" // a commit not recorded for the ref, but which already has its run
+	revisionUnchanged revisionResult = "unchanged" // the Hub's commit is the revision recorded
+	revisionCaughtUp  revisionResult = "caught_up" // a commit no webhook brought: a run was queued
+	revisionBaseline  revisionResult = "baseline"  // the ref seen for the first time: recorded, not run
+	revisionDuplicate revisionResult = "duplicate" // a commit not recorded for the ref, but which already has its run
+)
+
+// revisionResults lists every result of a watched ref.
+var revisionResults = []revisionResult{revisionUnchanged, revisionCaughtUp, revisionBaseline, revisionDuplicate}
+
+// notifyOutcome is what came of a notification delivery attempt, counted by orchestrator_notifications_total.
+type notifyOutcome string
+
+// Outcomes of a notification delivery attempt.
+const (
+	notifyDelivered notifyOutcome = "delivered" // the target answered 2xx
+	notifyRetry     notifyOutcome = "retry"     // the attempt failed and another follows
+	notifyFailed    notifyOutcome = "failed"    // the attempt failed and the notification is given up
 )
 
 // Metrics are the workers' and catch-up's Prometheus metrics.
@@ -70,11 +93,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "When this process last ended a catch-up pass in which the Hub answered (outcome ok or partial), in Unix seconds; 0 before the first.",
 		}),
 	}
-	for _, outcome := range []string{reconcileOK, reconcilePartial, reconcileFailed, reconcileError} {
-		m.reconcilePasses.WithLabelValues(outcome)
+	for _, outcome := range passOutcomes {
+		m.reconcilePasses.WithLabelValues(string(outcome))
 	}
-	for _, result := range []string{revisionUnchanged, revisionCaughtUp, revisionBaseline, revisionDuplicate} {
-		m.reconcileRevisions.WithLabelValues(result)
+	for _, result := range revisionResults {
+		m.reconcileRevisions.WithLabelValues(string(result))
 	}
 	reg.MustRegister(m.runsFinished, m.runDuration, m.notifications, m.reconcilePasses, m.reconcileRevisions, m.reconcileFailures,
 		m.reconcileLastOK)
@@ -93,11 +116,11 @@ func (m *Metrics) observe(mapping string, status orchestrator.RunStatus, took ti
 }
 
 // observeNotification counts a notification delivery attempt.
-func (m *Metrics) observeNotification(event orchestrator.NotifyEvent, outcome string) {
+func (m *Metrics) observeNotification(event orchestrator.NotifyEvent, outcome notifyOutcome) {
 	if m == nil {
 		return
 	}
-	m.notifications.WithLabelValues(string(event), outcome).Inc()
+	m.notifications.WithLabelValues(string(event), string(outcome)).Inc()
 }
 
 // observePass records a catch-up pass that ended at now, with its result and error.
@@ -109,7 +132,7 @@ func (m *Metrics) observePass(res *ReconcileResult, err error, now time.Time) {
 		m.reconcileFailures.Add(float64(len(res.Failed)))
 	}
 	if err != nil || res == nil {
-		m.reconcilePasses.WithLabelValues(reconcileError).Inc()
+		m.reconcilePasses.WithLabelValues(string(reconcileError)).Inc()
 		return
 	}
 	answered := 0
@@ -126,7 +149,7 @@ func (m *Metrics) observePass(res *ReconcileResult, err error, now time.Time) {
 	default:
 		outcome = reconcileFailed
 	}
-	m.reconcilePasses.WithLabelValues(outcome).Inc()
+	m.reconcilePasses.WithLabelValues(string(outcome)).Inc()
 	if outcome != reconcileFailed {
 		m.reconcileLastOK.Set(float64(now.UnixNano()) / 1e9)
 	}
@@ -138,15 +161,15 @@ func (m *Metrics) observeRevisions(unchanged int, decisions []orchestrator.Decis
 	if m == nil {
 		return
 	}
-	m.reconcileRevisions.WithLabelValues(revisionUnchanged).Add(float64(unchanged))
+	m.reconcileRevisions.WithLabelValues(string(revisionUnchanged)).Add(float64(unchanged))
 	for _, d := range decisions {
 		switch d.Decision {
 		case orchestrator.DecisionQueued:
-			m.reconcileRevisions.WithLabelValues(revisionCaughtUp).Inc()
+			m.reconcileRevisions.WithLabelValues(string(revisionCaughtUp)).Inc()
 		case orchestrator.DecisionBaseline:
-			m.reconcileRevisions.WithLabelValues(revisionBaseline).Inc()
+			m.reconcileRevisions.WithLabelValues(string(revisionBaseline)).Inc()
 		case orchestrator.DecisionDuplicate:
-			m.reconcileRevisions.WithLabelValues(revisionDuplicate).Inc()
+			m.reconcileRevisions.WithLabelValues(string(revisionDuplicate)).Inc()
 		}
 	}
 }

@@ -167,7 +167,7 @@ func (w *NotifyWorker) Work(ctx context.Context, job *river.Job[NotifyArgs]) err
 			if err := w.record(ctx, attempt); err != nil {
 				return err
 			}
-			w.cfg.Metrics.observeNotification(n.Event, "failed")
+			w.cfg.Metrics.observeNotification(n.Event, notifyFailed)
 			logger.WarnContext(ctx, "notification not sent", "target", n.Target(), "error", attempt.Error)
 			return river.JobCancel(errors.New(attempt.Error))
 		}
@@ -179,14 +179,14 @@ func (w *NotifyWorker) Work(ctx context.Context, job *river.Job[NotifyArgs]) err
 	}
 	code, response, sendErr := w.send(ctx, n, body, secret)
 	attempt.Duration, attempt.StatusCode, attempt.Response = time.Since(started), code, response
-	outcome := "delivered"
+	outcome := notifyDelivered
 	switch {
 	case sendErr == nil:
 		attempt.State = orchestrator.NotificationDelivered
 	case job.Attempt >= job.MaxAttempts:
-		attempt.State, attempt.Error, outcome = orchestrator.NotificationFailed, sendErr.Error(), "failed"
+		attempt.State, attempt.Error, outcome = orchestrator.NotificationFailed, sendErr.Error(), notifyFailed
 	default:
-		attempt.State, attempt.Error, outcome = orchestrator.NotificationPending, sendErr.Error(), "retry"
+		attempt.State, attempt.Error, outcome = orchestrator.NotificationPending, sendErr.Error(), notifyRetry
 	}
 	if err := w.record(ctx, attempt); err != nil {
 		return err

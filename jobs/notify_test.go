@@ -77,7 +77,7 @@ func (r *receiver) received() []receivedRequest {
 }
 
 // waitNotification waits until the run has a notification in one of the states and returns it.
-func (b *testBundle) waitNotification(t *testing.T, runID int64, timeout time.Duration, states ...string) orchestrator.Notification {
+func (b *testBundle) waitNotification(t *testing.T, runID int64, timeout time.Duration, states ...orchestrator.NotificationState) orchestrator.Notification {
 	t.Helper()
 	var found orchestrator.Notification
 	require.Eventually(t, func() bool {
@@ -104,7 +104,7 @@ func verifySignature(secret string, r receivedRequest) bool {
 	return hmac.Equal([]byte(want), []byte(r.header.Get("X-Orchestrator-Signature")))
 }
 
-func notifyTo(url, format, secretEnv string, on ...orchestrator.NotifyEvent) func(*orchestrator.Mapping) {
+func notifyTo(url string, format orchestrator.NotifyFormat, secretEnv string, on ...orchestrator.NotifyEvent) func(*orchestrator.Mapping) {
 	return func(m *orchestrator.Mapping) {
 		m.MaxAttempts = 1
 		m.Notify = append(m.Notify, orchestrator.NotifyTarget{URL: url, Format: format, SecretEnv: secretEnv, On: on})

@@ -21,7 +21,7 @@ import (
 func TestCommitOrder(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		policy string
+		policy orchestrator.NewRevisionPolicy
 		want   func(x, y, z string) []string // the revisions executed, in order
 	}{
 		{orchestrator.OnNewRevisionSupersede, func(x, _, z string) []string { return []string{x, z} }},
@@ -29,7 +29,7 @@ func TestCommitOrder(t *testing.T) {
 		{orchestrator.OnNewRevisionQueue, func(x, y, z string) []string { return []string{x, y, z} }},
 	}
 	for _, tc := range cases {
-		t.Run(tc.policy, func(t *testing.T) {
+		t.Run(string(tc.policy), func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			b := setup(t, shMapping("order", exclusiveScript(dir, 600*time.Millisecond), func(m *orchestrator.Mapping) {

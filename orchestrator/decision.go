@@ -19,6 +19,9 @@ const (
 	DecisionBaseline  DecisionKind = "baseline"  // catch-up saw a ref for the first time: recorded, not run
 )
 
+// DecisionKinds lists every decision kind.
+var DecisionKinds = []DecisionKind{DecisionQueued, DecisionDuplicate, DecisionIgnored, DecisionBaseline}
+
 // Decision is the outcome for one mapping and one ref of a delivery. A decision that concerns the whole delivery
 // (a scope or repo type that never triggers, a dataset no mapping wants) has no mapping and no ref.
 type Decision struct {
@@ -34,31 +37,33 @@ type Decision struct {
 	RunStatus    RunStatus `json:"run_status,omitempty"`
 	SupersededBy int64     `json:"superseded_by,omitempty"`
 
-	// Cause says why a decision is ignored, in one of a few words (the Ignore… constants), for metrics; the
-	// reason says it in full.
-	Cause string `json:"-"`
+	// Cause says why a decision is ignored, in one of a few words, for metrics; the reason says it in full.
+	Cause IgnoreCause `json:"-"`
 
 	mapping *Mapping
 }
 
-// Causes of ignored decisions: a bounded set, fit for a metric label.
+// IgnoreCause says in a few words why a decision is ignored: a bounded set, fit for a metric label.
+type IgnoreCause string
+
+// Causes of ignored decisions.
 const (
-	IgnoreNotContent  = "not_content_update"
-	IgnoreNotDataset  = "not_dataset"
-	IgnoreNoRefs      = "no_refs"
-	IgnoreNoMapping   = "no_mapping"
-	IgnorePullRequest = "pull_request_ref"
-	IgnoreBotRef      = "bot_ref"
-	IgnoreUnwatched   = "ref_not_watched"
-	IgnoreDeleted     = "ref_deleted"
-	IgnoreMalformed   = "malformed_sha"
+	IgnoreNotContent  IgnoreCause = "not_content_update"
+	IgnoreNotDataset  IgnoreCause = "not_dataset"
+	IgnoreNoRefs      IgnoreCause = "no_refs"
+	IgnoreNoMapping   IgnoreCause = "no_mapping"
+	IgnorePullRequest IgnoreCause = "pull_request_ref"
+	IgnoreBotRef      IgnoreCause = "bot_ref"
+	IgnoreUnwatched   IgnoreCause = "ref_not_watched"
+	IgnoreDeleted     IgnoreCause = "ref_deleted"
+	IgnoreMalformed   IgnoreCause = "malformed_sha"
 	// IgnoreOlder is a revision older than one already recorded for its ref, for a mapping that trains only
 	// the newest.
-	IgnoreOlder = "older_revision"
+	IgnoreOlder IgnoreCause = "older_revision"
 )
 
 // IgnoreCauses lists every cause of an ignored decision.
-var IgnoreCauses = []string{IgnoreNotContent, IgnoreNotDataset, IgnoreNoRefs, IgnoreNoMapping, IgnorePullRequest,
+var IgnoreCauses = []IgnoreCause{IgnoreNotContent, IgnoreNotDataset, IgnoreNoRefs, IgnoreNoMapping, IgnorePullRequest,
 	IgnoreBotRef, IgnoreUnwatched, IgnoreDeleted, IgnoreMalformed, IgnoreOlder}
 
 var shaRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -70,7 +75,7 @@ func ValidSha(s string) bool { return shaRE.MatchString(s) }
 // ref) that should train, DecisionIgnored with a reason for everything else. It does not know about earlier
 // runs; the store turns a queued decision into a duplicate when the run already exists. Decide is pure.
 func Decide(d *Delivery, mappings []Mapping) []Decision {
-	ignore := func(cause, format string, args ...any) []Decision {
+	ignore := func(cause IgnoreCause, format string, args ...any) []Decision {
 		return []Decision{{Decision: DecisionIgnored, Cause: cause, Reason: fmt.Sprintf(format, args...)}}
 	}
 	if !d.IsContentUpdate() {
@@ -121,7 +126,7 @@ func Decide(d *Delivery, mappings []Mapping) []Decision {
 }
 
 // unwatchedReason returns the cause and the reason of a ref the mapping does not watch.
-func unwatchedReason(m *Mapping, ref string) (string, string) {
+func unwatchedReason(m *Mapping, ref string) (IgnoreCause, string) {
 	switch {
 	case strings.HasPrefix(ref, "refs/pr/"):
 		return IgnorePullRequest, "pull-request ref " + ref

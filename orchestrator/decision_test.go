@@ -147,7 +147,7 @@ func TestDecide(t *testing.T) {
 }
 
 // firstCause is the cause of the first decision of the cases with these names (without the sha of MalformedSha).
-var firstCause = map[string]string{
+var firstCause = map[string]IgnoreCause{
 	"PullRequestRef": IgnorePullRequest, "ParquetBot": IgnoreBotRef, "Model": IgnoreNotDataset,
 	"Discussion": IgnoreNotContent, "ConfigDois": IgnoreNotContent, "NoMapping": IgnoreNoMapping,
 	"DeletedMain": IgnoreDeleted, "NoRefs": IgnoreNoRefs, "MalformedSha": IgnoreMalformed,

@@ -9,10 +9,20 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator/hub"
 )
 
+// DeliverySource says who recorded a delivery.
+type DeliverySource string
+
 // Delivery sources.
 const (
-	DeliverySourceWebhook = "webhook" // posted by the Hub
+	// DeliverySourceWebhook is a delivery posted by the Hub.
+	DeliverySourceWebhook DeliverySource = "webhook"
+	// DeliverySourceReconcile marks the deliveries that catch-up records when the Hub has a revision the
+	// webhooks did not bring.
+	DeliverySourceReconcile DeliverySource = "reconcile"
 )
+
+// DeliverySources lists every delivery source.
+var DeliverySources = []DeliverySource{DeliverySourceWebhook, DeliverySourceReconcile}
 
 // Delivery is a parsed Hugging Face webhook body: the few fields the orchestrator reads, and the body to keep.
 type Delivery struct {
@@ -88,16 +98,16 @@ func ParseDelivery(raw []byte) (*Delivery, error) {
 
 // DeliveryRecord is a stored delivery with the decisions taken for it.
 type DeliveryRecord struct {
-	ID         int64       `json:"id"`
-	ReceivedAt time.Time   `json:"received_at"`
-	Source     string      `json:"source"`
-	Event      string      `json:"event"`
-	RepoType   string      `json:"repo_type"`
-	RepoName   string      `json:"repo_name"`
-	RepoID     string      `json:"repo_id"`
-	WebhookID  string      `json:"webhook_id"`
-	RemoteAddr string      `json:"remote_addr"`
-	Secret     string      `json:"secret"`
-	Refs       []RefUpdate `json:"refs"`
-	Decisions  []Decision  `json:"decisions"`
+	ID         int64          `json:"id"`
+	ReceivedAt time.Time      `json:"received_at"`
+	Source     DeliverySource `json:"source"`
+	Event      string         `json:"event"`
+	RepoType   string         `json:"repo_type"`
+	RepoName   string         `json:"repo_name"`
+	RepoID     string         `json:"repo_id"`
+	WebhookID  string         `json:"webhook_id"`
+	RemoteAddr string         `json:"remote_addr"`
+	Secret     string         `json:"secret"`
+	Refs       []RefUpdate    `json:"refs"`
+	Decisions  []Decision     `json:"decisions"`
 }

@@ -32,25 +32,41 @@ const (
 	MaxWaitDefault = 30 * time.Minute
 )
 
-// What a new revision does to the older runs of the same mapping and ref (on_new_revision).
+// NewRevisionPolicy is what a new revision does to the older runs of the same mapping and ref (a mapping's
+// on_new_revision).
+type NewRevisionPolicy string
+
+// Policies for a new revision.
 const (
 	// OnNewRevisionQueue gives every revision its run, in order.
-	OnNewRevisionQueue = "queue"
+	OnNewRevisionQueue NewRevisionPolicy = "queue"
 	// OnNewRevisionSupersede replaces a run that has not started by the newer revision: a run on stale data is
 	// rarely worth its GPU hours. The default.
-	OnNewRevisionSupersede = "supersede"
+	OnNewRevisionSupersede NewRevisionPolicy = "supersede"
 	// OnNewRevisionCancelRunning also stops a running run of an older revision.
-	OnNewRevisionCancelRunning = "cancel_running"
+	OnNewRevisionCancelRunning NewRevisionPolicy = "cancel_running"
 )
+
+// NewRevisionPolicies lists every policy for a new revision.
+var NewRevisionPolicies = []NewRevisionPolicy{OnNewRevisionQueue, OnNewRevisionSupersede, OnNewRevisionCancelRunning}
+
+// Valid reports whether p is a policy for a new revision.
+func (p NewRevisionPolicy) Valid() bool { return slices.Contains(NewRevisionPolicies, p) }
 
 // RefsDefault is the list of refs a mapping watches when it names none.
 var RefsDefault = []string{"refs/heads/main"}
 
+// MappingSource says where a mapping was declared.
+type MappingSource string
+
 // Mapping sources.
 const (
-	SourceFile = "file" // declared in the YAML configuration file
-	SourceAPI  = "api"  // created through the API
+	SourceFile MappingSource = "file" // declared in the YAML configuration file
+	SourceAPI  MappingSource = "api"  // created through the API
 )
+
+// MappingSources lists every mapping source.
+var MappingSources = []MappingSource{SourceFile, SourceAPI}
 
 // Mapping says which training command runs when a dataset gets new commits on one of the watched refs.
 type Mapping struct {
@@ -70,7 +86,7 @@ type Mapping struct {
 	// Concurrency is how many runs of the mapping may execute at once, across all processes.
 	Concurrency int
 	// OnNewRevision says what a new revision does to older runs of the same ref.
-	OnNewRevision string
+	OnNewRevision NewRevisionPolicy
 	// RunOnBaseline makes catch-up run the revision it first sees for a ref, instead of only recording it.
 	RunOnBaseline bool
 	// VerifyRevision makes the worker check with the Hub that the revision exists before running.
@@ -79,7 +95,7 @@ type Mapping struct {
 	Queue string
 	// Notify lists where notifications of the runs' final statuses go.
 	Notify    []NotifyTarget
-	Source    string
+	Source    MappingSource
 	Enabled   bool
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -219,10 +235,8 @@ func (m *Mapping) Validate() error {
 			return invalid("notify[%d]: %v", i, err)
 		}
 	}
-	switch m.OnNewRevision {
-	case OnNewRevisionQueue, OnNewRevisionSupersede, OnNewRevisionCancelRunning:
-	default:
-		return invalid("on_new_revision %q must be queue, supersede or cancel_running", m.OnNewRevision)
+	if !m.OnNewRevision.Valid() {
+		return invalid("on_new_revision %q must be %s", m.OnNewRevision, oneOf(NewRevisionPolicies))
 	}
 	return nil
 }

@@ -56,7 +56,7 @@ type MappingSpec struct {
 	QuietPeriod    Duration          `json:"quiet_period,omitempty" yaml:"quiet_period"`
 	MaxWait        Duration          `json:"max_wait,omitempty" yaml:"max_wait"`
 	Concurrency    int               `json:"concurrency,omitempty" yaml:"concurrency"`
-	OnNewRevision  string            `json:"on_new_revision,omitempty" yaml:"on_new_revision"`
+	OnNewRevision  NewRevisionPolicy `json:"on_new_revision,omitempty" yaml:"on_new_revision"`
 	RunOnBaseline  bool              `json:"run_on_baseline,omitempty" yaml:"run_on_baseline"`
 	VerifyRevision bool              `json:"verify_revision,omitempty" yaml:"verify_revision"`
 	Queue          string            `json:"queue,omitempty" yaml:"queue"`

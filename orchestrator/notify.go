@@ -21,13 +21,22 @@ const (
 	NotifyRecovered NotifyEvent = "recovered"
 )
 
+// NotifyEvents lists every notify event.
+var NotifyEvents = []NotifyEvent{NotifyFailed, NotifySucceeded, NotifyRecovered}
+
+// NotifyFormat is the shape of a notification's body.
+type NotifyFormat string
+
 // Formats of a notification's body.
 const (
 	// NotifyFormatJSON posts a JSON document describing the run, signed when the target has a secret.
-	NotifyFormatJSON = "json"
+	NotifyFormatJSON NotifyFormat = "json"
 	// NotifyFormatSlack posts {"text": "..."} as a Slack-compatible incoming webhook expects.
-	NotifyFormatSlack = "slack"
+	NotifyFormatSlack NotifyFormat = "slack"
 )
+
+// NotifyFormats lists every notification format.
+var NotifyFormats = []NotifyFormat{NotifyFormatJSON, NotifyFormatSlack}
 
 // Limits of a mapping's notify targets.
 const (
@@ -44,7 +53,7 @@ var NotifyOnDefault = []NotifyEvent{NotifyFailed, NotifyRecovered}
 // names the environment variable of the sending process that holds it.
 type NotifyTarget struct {
 	URL       string        `json:"url" yaml:"url"`
-	Format    string        `json:"format" yaml:"format"`
+	Format    NotifyFormat  `json:"format" yaml:"format"`
 	On        []NotifyEvent `json:"on" yaml:"on"`
 	SecretEnv string        `json:"secret_env,omitempty" yaml:"secret_env"`
 }
@@ -84,17 +93,13 @@ func (t NotifyTarget) validate() error {
 	if strings.Contains(t.URL, redactedMore) {
 		return fmt.Errorf("url contains '…', as the shortened form shown for a target does: give the full URL")
 	}
-	switch t.Format {
-	case NotifyFormatJSON, NotifyFormatSlack:
-	default:
-		return fmt.Errorf("format %q must be json or slack", t.Format)
+	if !slices.Contains(NotifyFormats, t.Format) {
+		return fmt.Errorf("format %q must be %s", t.Format, oneOf(NotifyFormats))
 	}
 	seen := map[NotifyEvent]bool{}
 	for _, e := range t.On {
-		switch e {
-		case NotifyFailed, NotifySucceeded, NotifyRecovered:
-		default:
-			return fmt.Errorf("event %q in on must be failed, succeeded or recovered", e)
+		if !slices.Contains(NotifyEvents, e) {
+			return fmt.Errorf("event %q in on must be %s", e, oneOf(NotifyEvents))
 		}
 		if seen[e] {
 			return fmt.Errorf("event %q is listed twice in on", e)
@@ -210,23 +215,29 @@ func MissingNotifySecrets(mappings []Mapping, getenv func(string) string) []stri
 	return out
 }
 
+// NotificationState is where a notification stands.
+type NotificationState string
+
 // Notification states.
 const (
-	NotificationPending   = "pending"   // not delivered yet; another attempt is scheduled
-	NotificationDelivered = "delivered" // the target answered 2xx
-	NotificationFailed    = "failed"    // every attempt failed, or it cannot be sent at all
+	NotificationPending   NotificationState = "pending"   // not delivered yet; another attempt is scheduled
+	NotificationDelivered NotificationState = "delivered" // the target answered 2xx
+	NotificationFailed    NotificationState = "failed"    // every attempt failed, or it cannot be sent at all
 )
+
+// NotificationStates lists every notification state.
+var NotificationStates = []NotificationState{NotificationPending, NotificationDelivered, NotificationFailed}
 
 // Notification is one message to a notify target about a run's transition, with its delivery attempts.
 type Notification struct {
 	ID     int64
 	RunID  int64
 	Event  NotifyEvent
-	Format string
+	Format NotifyFormat
 	// URL is the full target URL; it is never shown (Target is), since a Slack URL is a secret.
 	URL         string
 	SecretEnv   string
-	State       string
+	State       NotificationState
 	Attempts    int
 	LastError   string
 	CreatedAt   time.Time

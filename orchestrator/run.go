@@ -2,14 +2,27 @@ package orchestrator
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
+// Trigger says what created a run.
+type Trigger string
+
 // Run triggers.
 const (
-	TriggerWebhook = "webhook" // a delivery from the Hub
-	TriggerManual  = "manual"  // an operator's retry or run on latest
+	// TriggerWebhook is a run of a delivery: from the Hub, or recorded by catch-up when the Hub has a revision
+	// no webhook brought. Runs of this trigger are deduplicated by (mapping, repo, ref, revision).
+	TriggerWebhook Trigger = "webhook"
+	// TriggerManual is an operator's retry or run on latest.
+	TriggerManual Trigger = "manual"
 )
+
+// Triggers lists every trigger.
+var Triggers = []Trigger{TriggerWebhook, TriggerManual}
+
+// Valid reports whether t is a trigger.
+func (t Trigger) Valid() bool { return slices.Contains(Triggers, t) }
 
 // Run is one triggered training of a mapping on a pinned dataset revision, with its current status.
 type Run struct {
@@ -21,7 +34,7 @@ type Run struct {
 	Ref         string     `json:"ref"`
 	Revision    string     `json:"revision"`
 	OldRevision string     `json:"old_revision"`
-	Trigger     string     `json:"trigger"`
+	Trigger     Trigger    `json:"trigger"`
 	DeliveryID  *int64     `json:"delivery_id"`
 	RetryOf     *int64     `json:"retry_of"`
 	Status      RunStatus  `json:"status"`

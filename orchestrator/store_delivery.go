@@ -12,14 +12,10 @@ import (
 // DeliveryInsertParams is a delivery to record.
 type DeliveryInsertParams struct {
 	Delivery   *Delivery
-	Source     string // DeliverySourceWebhook when empty
+	Source     DeliverySource // DeliverySourceWebhook when empty
 	RemoteAddr string
 	Secret     string // which webhook secret matched: SecretCurrent (when empty) or SecretPrevious
 }
-
-// DeliverySourceReconcile marks the deliveries that catch-up records when the Hub has a revision the webhooks
-// did not bring.
-const DeliverySourceReconcile = "reconcile"
 
 // Webhook secrets a delivery may have been authenticated with.
 const (

@@ -467,7 +467,7 @@ func queueGroupInsert(batch *pgx.Batch, items []*ingestItem, jobIDs []int64) *pg
 
 	for i, it := range items {
 		d, dord := it.p.Delivery, int64(i+1)
-		sources[i] = cmp.Or(it.p.Source, DeliverySourceWebhook)
+		sources[i] = string(cmp.Or(it.p.Source, DeliverySourceWebhook))
 		scopes[i], actions[i], repoTypes[i], repoNames[i], repoIDs[i], webhookIDs[i] =
 			d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID
 		addrs[i], payloads[i], secrets[i] = it.p.RemoteAddr, d.Raw, cmp.Or(it.p.Secret, SecretCurrent)

@@ -54,7 +54,7 @@ func (s *Store) notifyTx(ctx context.Context, tx pgx.Tx, run finishedRun) error 
 	for _, t := range run.Targets {
 		if event, ok := t.EventFor(run.Status, recovered); ok {
 			events, urls = append(events, string(event)), append(urls, t.URL)
-			formats, secrets = append(formats, t.Format), append(secrets, t.SecretEnv)
+			formats, secrets = append(formats, string(t.Format)), append(secrets, t.SecretEnv)
 		}
 	}
 	if len(events) == 0 {
@@ -122,7 +122,7 @@ type NotificationAttemptParams struct {
 	StatusCode     *int // nil when no answer came
 	Error          string
 	Response       string
-	State          string // NotificationPending (another attempt follows), NotificationDelivered or NotificationFailed
+	State          NotificationState // NotificationPending (another attempt follows), NotificationDelivered or NotificationFailed
 }
 
 // NotificationAttemptRecord stores an attempt and moves the notification to its new state. An attempt recorded

@@ -44,7 +44,7 @@ func TestRefRecordedRevisions(t *testing.T) {
 		ids[m.Name] = m.ID
 	}
 
-	insert := func(source string, refs ...orchestrator.RefUpdate) *orchestrator.DeliveryInsertResult {
+	insert := func(source orchestrator.DeliverySource, refs ...orchestrator.RefUpdate) *orchestrator.DeliveryInsertResult {
 		t.Helper()
 		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Source: source, Delivery: &orchestrator.Delivery{
 			Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/support-tickets",

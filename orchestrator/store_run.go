@@ -49,7 +49,7 @@ type RunListParams struct {
 	Dataset  string
 	Mapping  string
 	Status   RunStatus
-	Trigger  string
+	Trigger  Trigger
 	Limit    int   // RunListLimitDefault when 0
 	BeforeID int64 // only runs with a smaller id (keyset pagination); 0 for the newest
 }
@@ -87,7 +87,7 @@ func (s *Store) RunList(ctx context.Context, p RunListParams) ([]Run, error) {
 		{p.Mapping, "r.mapping_id"},
 		{p.Dataset, "r.dataset"},
 		{string(p.Status), "r.status"},
-		{p.Trigger, "r.trigger"},
+		{string(p.Trigger), "r.trigger"},
 	}
 	ordered := false
 	for _, f := range indexed {

@@ -14,9 +14,9 @@ const logTailBytes = 64 << 10
 // runListParams reads the filters and page of a run list from the query string.
 func runListParams(r *http.Request) (orchestrator.RunListParams, error) {
 	q := r.URL.Query()
-	p := orchestrator.RunListParams{Dataset: q.Get("dataset"), Mapping: q.Get("mapping"), Trigger: q.Get("trigger")}
-	if p.Trigger != "" && p.Trigger != orchestrator.TriggerWebhook && p.Trigger != orchestrator.TriggerManual {
-		return p, orchestrator.Errorf(orchestrator.CodeInvalid, "trigger %q is not one of webhook, manual", p.Trigger)
+	p := orchestrator.RunListParams{Dataset: q.Get("dataset"), Mapping: q.Get("mapping"), Trigger: orchestrator.Trigger(q.Get("trigger"))}
+	if p.Trigger != "" && !p.Trigger.Valid() {
+		return p, orchestrator.Errorf(orchestrator.CodeInvalid, "trigger %q is not one of %s", p.Trigger, orchestrator.Names(orchestrator.Triggers))
 	}
 	if st := q.Get("status"); st != "" {
 		p.Status = orchestrator.RunStatus(st)

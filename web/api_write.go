@@ -22,7 +22,8 @@ const maxAPIBody = 64 << 10
 // dropped, which the configuration file keeps. Its validation is the store's.
 func specMapping(spec orchestrator.MappingSpec) (orchestrator.Mapping, error) {
 	spec.Name, spec.Dataset, spec.Workdir = strings.TrimSpace(spec.Name), strings.TrimSpace(spec.Dataset), strings.TrimSpace(spec.Workdir)
-	spec.OnNewRevision, spec.Queue = strings.TrimSpace(spec.OnNewRevision), strings.TrimSpace(spec.Queue)
+	spec.OnNewRevision = orchestrator.NewRevisionPolicy(strings.TrimSpace(string(spec.OnNewRevision)))
+	spec.Queue = strings.TrimSpace(spec.Queue)
 	return spec.Mapping()
 }
 

@@ -13,16 +13,23 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
-// Delivery outcomes counted by orchestrator_webhook_deliveries_total.
+// deliveryOutcome is what came of a webhook request, counted by orchestrator_webhook_deliveries_total.
+type deliveryOutcome string
+
+// Delivery outcomes.
 const (
-	outcomeAccepted     = "accepted"     // at least one run was queued
-	outcomeDuplicate    = "duplicate"    // every triggering ref already had its run
-	outcomeIgnored      = "ignored"      // nothing to run
-	outcomeUnauthorized = "unauthorized" // missing or wrong secret
-	outcomeInvalid      = "invalid"      // not a delivery we can read
-	outcomeTooLarge     = "too_large"    // body over the limit
-	outcomeUnavailable  = "unavailable"  // the database could not take it
+	outcomeAccepted     deliveryOutcome = "accepted"     // at least one run was queued
+	outcomeDuplicate    deliveryOutcome = "duplicate"    // every triggering ref already had its run
+	outcomeIgnored      deliveryOutcome = "ignored"      // nothing to run
+	outcomeUnauthorized deliveryOutcome = "unauthorized" // missing or wrong secret
+	outcomeInvalid      deliveryOutcome = "invalid"      // not a delivery we can read
+	outcomeTooLarge     deliveryOutcome = "too_large"    // body over the limit
+	outcomeUnavailable  deliveryOutcome = "unavailable"  // the database could not take it
 )
+
+// deliveryOutcomes lists every delivery outcome.
+var deliveryOutcomes = []deliveryOutcome{outcomeAccepted, outcomeDuplicate, outcomeIgnored, outcomeUnauthorized,
+	outcomeInvalid, outcomeTooLarge, outcomeUnavailable}
 
 // metrics are the server's Prometheus metrics, on a registry of its own.
 type metrics struct {
@@ -62,12 +69,11 @@ func newMetrics(registry *prometheus.Registry, store *orchestrator.Store) *metri
 			Help: "Deliveries authenticated with HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS: the rotation is not finished while this grows.",
 		}),
 	}
-	for _, outcome := range []string{outcomeAccepted, outcomeDuplicate, outcomeIgnored, outcomeUnauthorized,
-		outcomeInvalid, outcomeTooLarge, outcomeUnavailable} {
-		m.deliveries.WithLabelValues(outcome)
+	for _, outcome := range deliveryOutcomes {
+		m.deliveries.WithLabelValues(string(outcome))
 	}
 	for _, cause := range orchestrator.IgnoreCauses {
-		m.ignored.WithLabelValues(cause)
+		m.ignored.WithLabelValues(string(cause))
 	}
 	m.registry.MustRegister(m.deliveries, m.ignored, m.webhookDuration, m.secretFailures, m.previousSecret, queueCollector{store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -34,7 +34,9 @@ type notifyRow struct {
 }
 
 // Wants reports whether the row's event box is ticked.
-func (r notifyRow) Wants(event string) bool { return slices.Contains(r.On, event) }
+func (r notifyRow) Wants(event orchestrator.NotifyEvent) bool {
+	return slices.Contains(r.On, string(event))
+}
 
 // notifyEmptyRows is how many empty rows the form offers for new targets.
 const notifyEmptyRows = 2
@@ -43,14 +45,14 @@ const notifyEmptyRows = 2
 func notifyRows(targets []orchestrator.NotifyTarget) []notifyRow {
 	rows := make([]notifyRow, 0, len(targets)+notifyEmptyRows)
 	for _, t := range targets {
-		row := notifyRow{Existing: true, URL: orchestrator.RedactURL(t.URL), Format: t.Format, SecretEnv: t.SecretEnv}
+		row := notifyRow{Existing: true, URL: orchestrator.RedactURL(t.URL), Format: string(t.Format), SecretEnv: t.SecretEnv}
 		for _, e := range t.On {
 			row.On = append(row.On, string(e))
 		}
 		rows = append(rows, row)
 	}
 	for range min(notifyEmptyRows, max(0, orchestrator.NotifyTargetsMax-len(targets))) {
-		row := notifyRow{Format: orchestrator.NotifyFormatJSON}
+		row := notifyRow{Format: string(orchestrator.NotifyFormatJSON)}
 		for _, e := range orchestrator.NotifyOnDefault {
 			row.On = append(row.On, string(e))
 		}
@@ -103,7 +105,7 @@ func (f mappingForm) notifyTargets(existing []orchestrator.NotifyTarget) ([]orch
 		} else {
 			u = resolved
 		}
-		t := orchestrator.NotifyTarget{URL: u, Format: strings.TrimSpace(row.Format), SecretEnv: secretEnv}
+		t := orchestrator.NotifyTarget{URL: u, Format: orchestrator.NotifyFormat(strings.TrimSpace(row.Format)), SecretEnv: secretEnv}
 		for _, e := range row.On {
 			t.On = append(t.On, orchestrator.NotifyEvent(e))
 		}
@@ -137,7 +139,7 @@ func formFromMapping(m *orchestrator.Mapping) mappingForm {
 	f := mappingForm{
 		Name: m.Name, Dataset: m.Dataset, Refs: strings.Join(m.Refs, "\n"), Command: strings.Join(m.Command, "\n"),
 		Workdir: m.Workdir, Env: envLines(m.Env), Timeout: m.Timeout.String(), MaxAttempts: strconv.Itoa(m.MaxAttempts),
-		Concurrency: strconv.Itoa(m.Concurrency), OnNewRevision: m.OnNewRevision,
+		Concurrency: strconv.Itoa(m.Concurrency), OnNewRevision: string(m.OnNewRevision),
 		RunOnBaseline: m.RunOnBaseline, VerifyRevision: m.VerifyRevision, Notify: notifyRows(m.Notify),
 	}
 	if m.QuietPeriod > 0 {
@@ -149,7 +151,7 @@ func formFromMapping(m *orchestrator.Mapping) mappingForm {
 // input parses the form: refs and command one per line, env as KEY=VALUE lines.
 func (f mappingForm) input() (orchestrator.MappingSpec, error) {
 	in := orchestrator.MappingSpec{Name: f.Name, Dataset: f.Dataset, Workdir: f.Workdir, Timeout: orchestrator.Duration(f.Timeout),
-		QuietPeriod: orchestrator.Duration(f.QuietPeriod), MaxWait: orchestrator.Duration(f.MaxWait), OnNewRevision: f.OnNewRevision,
+		QuietPeriod: orchestrator.Duration(f.QuietPeriod), MaxWait: orchestrator.Duration(f.MaxWait), OnNewRevision: orchestrator.NewRevisionPolicy(f.OnNewRevision),
 		RunOnBaseline: f.RunOnBaseline, VerifyRevision: f.VerifyRevision}
 	if c := strings.TrimSpace(f.Concurrency); c != "" {
 		n, err := strconv.Atoi(c)
@@ -234,7 +236,7 @@ func (s *Server) handleMappingNew(w http.ResponseWriter, r *http.Request) error 
 		basePage: s.base(r, "New mapping"), Editable: true,
 		Form: mappingForm{Refs: strings.Join(orchestrator.RefsDefault, "\n"),
 			Timeout: orchestrator.TimeoutDefault.String(), MaxAttempts: strconv.Itoa(orchestrator.MaxAttemptsDefault),
-			Concurrency: strconv.Itoa(orchestrator.ConcurrencyDefault), OnNewRevision: orchestrator.OnNewRevisionSupersede,
+			Concurrency: strconv.Itoa(orchestrator.ConcurrencyDefault), OnNewRevision: string(orchestrator.OnNewRevisionSupersede),
 			Notify: notifyRows(nil)},
 	})
 }

@@ -14,6 +14,7 @@ type runListPage struct {
 	basePage
 	Filter    orchestrator.RunListParams
 	Statuses  []orchestrator.RunStatus
+	Triggers  []orchestrator.Trigger
 	Mappings  []orchestrator.Mapping
 	Runs      []orchestrator.Run
 	NewestURL string
@@ -36,7 +37,7 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := url.Values{}
-	for k, v := range map[string]string{"mapping": p.Mapping, "dataset": p.Dataset, "status": string(p.Status), "trigger": p.Trigger} {
+	for k, v := range map[string]string{"mapping": p.Mapping, "dataset": p.Dataset, "status": string(p.Status), "trigger": string(p.Trigger)} {
 		if v != "" {
 			q.Set(k, v)
 		}
@@ -45,7 +46,8 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request) error {
 		q.Set("limit", strconv.Itoa(p.Limit))
 	}
 	page := runListPage{
-		basePage: s.base(r, "Runs"), Filter: p, Statuses: orchestrator.RunStatuses, Mappings: mappings, Runs: runs,
+		basePage: s.base(r, "Runs"), Filter: p, Statuses: orchestrator.RunStatuses, Triggers: orchestrator.Triggers,
+		Mappings: mappings, Runs: runs,
 		NewestURL: "/runs?" + q.Encode(), Paged: p.BeforeID != 0,
 	}
 	if len(runs) == p.PageSize() {

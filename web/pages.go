@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
 //go:embed templates/*.html
@@ -46,10 +48,10 @@ var templateFuncs = template.FuncMap{
 		}
 		return s
 	},
-	"join":       strings.Join,
-	"list":       func(v ...string) []string { return v },
-	"envLines":   envLines,
-	"datasetURL": func(dataset string) string { return "https://huggingface.co/datasets/" + dataset },
+	"join":         strings.Join,
+	"notifyEvents": func() []orchestrator.NotifyEvent { return orchestrator.NotifyEvents },
+	"envLines":     envLines,
+	"datasetURL":   func(dataset string) string { return "https://huggingface.co/datasets/" + dataset },
 	"commitURL": func(dataset, sha string) string {
 		return "https://huggingface.co/datasets/" + dataset + "/commit/" + sha
 	},

@@ -32,13 +32,13 @@ type webhookResponse struct {
 func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 	start := time.Now()
 	outcome, err := s.receiveDelivery(w, r, start)
-	s.metrics.deliveries.WithLabelValues(outcome).Inc()
+	s.metrics.deliveries.WithLabelValues(string(outcome)).Inc()
 	s.metrics.webhookDuration.Observe(time.Since(start).Seconds())
 	return err
 }
 
 // receiveDelivery does the work of handleWebhook and says what came of it.
-func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start time.Time) (string, error) {
+func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start time.Time) (deliveryOutcome, error) {
 	// 1. Authenticate before reading anything else: the header, or ?secret= when the header is absent or empty.
 	given := r.Header.Get("X-Webhook-Secret")
 	if given == "" {
@@ -102,7 +102,7 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 		outcome = outcomeAccepted
 	}
 	if outcome == outcomeIgnored && len(res.Decisions) > 0 && res.Decisions[0].Cause != "" {
-		s.metrics.ignored.WithLabelValues(res.Decisions[0].Cause).Inc()
+		s.metrics.ignored.WithLabelValues(string(res.Decisions[0].Cause)).Inc()
 	}
 	s.logger.InfoContext(r.Context(), "delivery recorded", "delivery_id", res.DeliveryID, "event", delivery.Event(),
 		"repo", delivery.RepoName, "outcome", outcome, "runs", res.RunIDs, "decisions", len(res.Decisions),

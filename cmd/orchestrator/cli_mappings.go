@@ -114,7 +114,7 @@ func printMapping(w io.Writer, m *api.Mapping) error {
 		targets = append(targets, target)
 	}
 	facts.line("notify", strings.Join(targets, "; "))
-	facts.line("source", m.Source)
+	facts.line("source", string(m.Source))
 	facts.line("enabled", yesNo(m.Enabled))
 	facts.line("created", formatTime(m.CreatedAt))
 	facts.line("updated", formatTime(m.UpdatedAt))

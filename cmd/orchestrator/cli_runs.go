@@ -120,7 +120,7 @@ func printRun(w io.Writer, d *api.RunDetail) error {
 	facts.line("ref", d.Ref)
 	facts.line("revision", d.Revision)
 	facts.line("old_revision", d.OldRevision)
-	facts.line("trigger", d.Trigger)
+	facts.line("trigger", string(d.Trigger))
 	facts.line("retry_of", formatID(d.RetryOf))
 	facts.line("delivery_id", formatID(d.DeliveryID))
 	facts.line("attempt", fmt.Sprintf("%d/%d", d.Attempt, d.MaxAttempts))

@@ -10,27 +10,27 @@ import (
 // syntax ("2h0m0s"), and the notify targets' URLs shortened to scheme://host/…. The fields are in the order in
 // which the API has always written them.
 type Mapping struct {
-	ID             int64                       `json:"id"`
-	Name           string                      `json:"name"`
-	Dataset        string                      `json:"dataset"`
-	Refs           []string                    `json:"refs"`
-	Command        []string                    `json:"command"`
-	Workdir        string                      `json:"workdir,omitempty"`
-	Env            map[string]string           `json:"env,omitempty"`
-	MaxAttempts    int                         `json:"max_attempts"`
-	Concurrency    int                         `json:"concurrency"`
-	OnNewRevision  string                      `json:"on_new_revision"`
-	RunOnBaseline  bool                        `json:"run_on_baseline"`
-	VerifyRevision bool                        `json:"verify_revision"`
-	Queue          string                      `json:"queue"`
-	Source         string                      `json:"source"`
-	Enabled        bool                        `json:"enabled"`
-	CreatedAt      time.Time                   `json:"created_at"`
-	UpdatedAt      time.Time                   `json:"updated_at"`
-	Timeout        orchestrator.Duration       `json:"timeout"`
-	QuietPeriod    orchestrator.Duration       `json:"quiet_period"`
-	MaxWait        orchestrator.Duration       `json:"max_wait"`
-	Notify         []orchestrator.NotifyTarget `json:"notify"`
+	ID             int64                          `json:"id"`
+	Name           string                         `json:"name"`
+	Dataset        string                         `json:"dataset"`
+	Refs           []string                       `json:"refs"`
+	Command        []string                       `json:"command"`
+	Workdir        string                         `json:"workdir,omitempty"`
+	Env            map[string]string              `json:"env,omitempty"`
+	MaxAttempts    int                            `json:"max_attempts"`
+	Concurrency    int                            `json:"concurrency"`
+	OnNewRevision  orchestrator.NewRevisionPolicy `json:"on_new_revision"`
+	RunOnBaseline  bool                           `json:"run_on_baseline"`
+	VerifyRevision bool                           `json:"verify_revision"`
+	Queue          string                         `json:"queue"`
+	Source         orchestrator.MappingSource     `json:"source"`
+	Enabled        bool                           `json:"enabled"`
+	CreatedAt      time.Time                      `json:"created_at"`
+	UpdatedAt      time.Time                      `json:"updated_at"`
+	Timeout        orchestrator.Duration          `json:"timeout"`
+	QuietPeriod    orchestrator.Duration          `json:"quiet_period"`
+	MaxWait        orchestrator.Duration          `json:"max_wait"`
+	Notify         []orchestrator.NotifyTarget    `json:"notify"`
 }
 
 // NewMapping returns m as the API shows it.

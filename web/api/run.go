@@ -37,9 +37,9 @@ type Notification struct {
 	ID          int64                              `json:"id"`
 	RunID       int64                              `json:"run_id"`
 	Event       orchestrator.NotifyEvent           `json:"event"`
-	Format      string                             `json:"format"`
+	Format      orchestrator.NotifyFormat          `json:"format"`
 	SecretEnv   string                             `json:"secret_env,omitempty"`
-	State       string                             `json:"state"`
+	State       orchestrator.NotificationState     `json:"state"`
 	Attempts    int                                `json:"attempts"`
 	LastError   string                             `json:"last_error"`
 	CreatedAt   time.Time                          `json:"created_at"`
