@@ -22,7 +22,6 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
@@ -349,7 +348,7 @@ func withdrawQueued(ctx context.Context, dbURL string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := jobsDelete(ctx, view, river.NewJobDeleteManyParams().Queues(jobs.QueueRuns).
+	if _, err := jobsDelete(ctx, view, river.NewJobDeleteManyParams().Queues(orchestrator.QueueDefault).
 		States(rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRetryable)); err != nil {
 		return fmt.Errorf("withdraw queued runs: %w", err)
 	}

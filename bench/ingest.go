@@ -9,7 +9,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
 // commitPayload is the 1 KiB JSON document of the commit limit: about the size of a Hub delivery.
@@ -87,7 +87,7 @@ func (b *bench) ingest(ctx context.Context) error {
 
 	// Withdraw the runs the deliveries queued, so that the workers start on an empty queue.
 	if _, err := jobsDelete(ctx, b.env.view,
-		river.NewJobDeleteManyParams().Queues(jobs.QueueRuns).States(rivertype.JobStateAvailable)); err != nil {
+		river.NewJobDeleteManyParams().Queues(orchestrator.QueueDefault).States(rivertype.JobStateAvailable)); err != nil {
 		return fmt.Errorf("withdraw queued runs: %w", err)
 	}
 	if err := b.env.exec(ctx, `UPDATE runs SET status = 'cancelled', error = 'withdrawn by the benchmark',

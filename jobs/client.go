@@ -40,12 +40,12 @@ const (
 type ClientConfig struct {
 	// MaxWorkers is how many commands run at once in this process, per queue. Defaults to MaxWorkersDefault.
 	MaxWorkers int
-	// Queues are the worker pools this process serves; QueueRuns when empty. The mappings' queue settings
+	// Queues are the worker pools this process serves; orchestrator.QueueDefault when empty. The mappings' queue settings
 	// send runs to them.
 	Queues []string
 	// Worker configures the retrain worker.
 	Worker WorkerConfig
-	// Notify configures the sender of run notifications, which serves QueueNotify alongside Queues.
+	// Notify configures the sender of run notifications, which serves orchestrator.QueueNotify alongside Queues.
 	Notify NotifyConfig
 	// TracerProvider, when set, traces jobs: inserting one records the inserting span's context in the job's
 	// metadata, and its work and command are spans of that trace. It is the workers' too unless
@@ -69,7 +69,7 @@ func (c ClientConfig) RescueAfter() time.Duration {
 }
 
 // NewClient returns a River client that runs the retrain worker on the configured queues and the notification
-// sender on QueueNotify.
+// sender on orchestrator.QueueNotify.
 func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) (*river.Client[pgx.Tx], error) {
 	if cfg.MaxWorkers <= 0 {
 		cfg.MaxWorkers = MaxWorkersDefault
@@ -86,7 +86,7 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 	queues := map[string]river.QueueConfig{}
 	serve := cfg.Queues
 	if len(serve) == 0 {
-		serve = []string{QueueRuns}
+		serve = []string{orchestrator.QueueDefault}
 	}
 	for _, q := range serve {
 		queues[q] = river.QueueConfig{MaxWorkers: cfg.MaxWorkers}
@@ -98,7 +98,7 @@ func NewClient(pool *pgxpool.Pool, store *orchestrator.Store, cfg ClientConfig) 
 		cfg.Notify.Metrics = cfg.Worker.Metrics
 	}
 	cfg.Notify = cfg.Notify.WithDefaults()
-	queues[QueueNotify] = river.QueueConfig{MaxWorkers: cfg.Notify.MaxWorkers}
+	queues[orchestrator.QueueNotify] = river.QueueConfig{MaxWorkers: cfg.Notify.MaxWorkers}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, NewRetrainWorker(store, cfg.Worker)); err != nil {
 		return nil, fmt.Errorf("add retrain worker: %w", err)
@@ -173,7 +173,7 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, runs []orchestrator.Ru
 	for i, r := range runs {
 		params[i] = river.InsertManyParams{
 			Args:       RetrainArgs{RunID: r.RunID},
-			InsertOpts: &river.InsertOpts{Queue: cmp.Or(r.Queue, QueueRuns), MaxAttempts: r.MaxAttempts},
+			InsertOpts: &river.InsertOpts{Queue: cmp.Or(r.Queue, orchestrator.QueueDefault), MaxAttempts: r.MaxAttempts},
 		}
 		ids[i] = r.JobID
 		reserved = reserved || r.JobID != 0

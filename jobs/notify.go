@@ -23,9 +23,6 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
-// QueueNotify is the River queue that sends run notifications. Every process that runs workers serves it.
-const QueueNotify = orchestrator.QueueNotify
-
 // Defaults of the notification sender.
 const (
 	// NotifyTimeoutDefault bounds one delivery attempt: connecting, sending and reading the answer.
@@ -60,7 +57,7 @@ func (NotifyArgs) Kind() string { return "notify" }
 
 // InsertOpts puts the job on the notify queue with its attempts.
 func (NotifyArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueNotify, MaxAttempts: NotifyMaxAttempts}
+	return river.InsertOpts{Queue: orchestrator.QueueNotify, MaxAttempts: NotifyMaxAttempts}
 }
 
 // NotifyConfig configures the NotifyWorker.

@@ -24,9 +24,6 @@ import (
 	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 )
 
-// QueueRuns is the River queue that training runs go through.
-const QueueRuns = "runs"
-
 // RetrainArgs is the River job of one run. The run row holds everything else; the job only points at it, so
 // that the history outlives the queue's rows.
 type RetrainArgs struct {
@@ -36,8 +33,10 @@ type RetrainArgs struct {
 // Kind implements river.JobArgs.
 func (RetrainArgs) Kind() string { return "retrain" }
 
-// InsertOpts puts the job on the runs queue.
-func (RetrainArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueRuns} }
+// InsertOpts puts the job on the default queue of runs.
+func (RetrainArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: orchestrator.QueueDefault}
+}
 
 // WorkerConfig configures the RetrainWorker.
 type WorkerConfig struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/migrations"
+	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 )
 
@@ -117,7 +118,7 @@ func TestRiverSchema(t *testing.T) {
 		// notifications, which it is still sending, and a catch-up pass.
 		stale := insert(NotifyArgs{NotificationID: 1}, NotifyArgs{NotificationID: 2})
 		run := insert(RetrainArgs{RunID: 1})
-		worker := holdJobs(t, pool, map[string]int{QueueNotify: 4, QueueRuns: 1, river.QueueDefault: 1})
+		worker := holdJobs(t, pool, map[string]int{orchestrator.QueueNotify: 4, orchestrator.QueueDefault: 1, river.QueueDefault: 1})
 		attempted := waitState(t, worker, rivertype.JobStateRunning, append(stale, run...)...)
 		fresh := insert(NotifyArgs{NotificationID: 3}, NotifyArgs{NotificationID: 4})
 		pass := insert(ReconcileArgs{})

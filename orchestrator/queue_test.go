@@ -18,6 +18,7 @@ import (
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/jobs/jobstest"
+	"github.com/retrainhq/orchestrator/orchestrator"
 )
 
 // The store's tests see River's jobs through River's client only, as the rest of the code does.
@@ -83,7 +84,7 @@ func workJobs(t *testing.T, b *testBundle, slots int, w work) (stop func()) {
 		return w(ctx, job, stopped)
 	}))
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Queues:            map[string]river.QueueConfig{jobs.QueueRuns: {MaxWorkers: slots}},
+		Queues:            map[string]river.QueueConfig{orchestrator.QueueDefault: {MaxWorkers: slots}},
 		Workers:           workers,
 		JobTimeout:        -1,
 		FetchCooldown:     jobs.FetchCooldownDefault,

@@ -141,7 +141,7 @@ func TestRunTransitionNotificationsCommitWithStatus(t *testing.T) {
 			require.NoError(t, rows.Scan(&notificationID, &jobID))
 			job := jobGet(t, b, jobID)
 			require.Equal(t, jobs.NotifyArgs{}.Kind(), job.Kind)
-			require.Equal(t, jobs.QueueNotify, job.Queue)
+			require.Equal(t, orchestrator.QueueNotify, job.Queue)
 			require.Equal(t, 10, job.MaxAttempts)
 			require.JSONEq(t, fmt.Sprintf(`{"notification_id": %d}`, notificationID), string(job.EncodedArgs))
 			queued++

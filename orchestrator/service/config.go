@@ -84,7 +84,7 @@ type Config struct {
 	HFToken    string
 	// Role (--role, ORCHESTRATOR_ROLE) is RoleAll, RoleWeb or RoleWorker. Defaults to RoleDefault.
 	Role string
-	// Queues (--queues, ORCHESTRATOR_QUEUES) are the worker pools this process serves; jobs.QueueRuns when empty.
+	// Queues (--queues, ORCHESTRATOR_QUEUES) are the worker pools this process serves; orchestrator.QueueDefault when empty.
 	Queues []string
 	// PublicURL (--public-url, ORCHESTRATOR_PUBLIC_URL) is the address the console is reached at; run
 	// notifications link to run pages under it.

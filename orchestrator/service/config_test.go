@@ -29,7 +29,7 @@ func TestConfigWithDefaults(t *testing.T) {
 			require.NotNil(t, got.Getenv)
 			require.Zero(t, got.ReconcileInterval, "a Config built in code has catch-up off")
 			require.Empty(t, got.Tracing, "a Config built in code traces nothing unless it says so")
-			require.Empty(t, got.Queues, "the client serves jobs.QueueRuns")
+			require.Empty(t, got.Queues, "the client serves orchestrator.QueueDefault")
 			require.Empty(t, got.Addr)
 		}},
 		{name: "set fields are kept", in: Config{MaxBodyBytes: 1 << 10, MaxWorkers: 2, KillGrace: time.Second,
