@@ -20,7 +20,7 @@ const (
 )
 
 // Error is an application error: a code, a message that is safe to show to the caller, and an optional
-// underlying error for the logs.
+// underlying error for the logs. An Error without a message of its own says what Err says.
 type Error struct {
 	Code    Code
 	Message string
@@ -29,10 +29,13 @@ type Error struct {
 
 // Error implements the error interface.
 func (e *Error) Error() string {
-	if e.Err != nil {
-		return e.Message + ": " + e.Err.Error()
+	switch {
+	case e.Err == nil:
+		return e.Message
+	case e.Message == "":
+		return e.Err.Error()
 	}
-	return e.Message
+	return e.Message + ": " + e.Err.Error()
 }
 
 // Unwrap returns the underlying error.

@@ -232,7 +232,7 @@ func (m *Mapping) Validate() error {
 	}
 	for i, t := range m.Notify {
 		if err := t.validate(); err != nil {
-			return invalid("notify[%d]: %v", i, err)
+			return notifyTargetError(i, err)
 		}
 	}
 	if !m.OnNewRevision.Valid() {

@@ -38,6 +38,25 @@ const (
 // NotifyFormats lists every notification format.
 var NotifyFormats = []NotifyFormat{NotifyFormatJSON, NotifyFormatSlack}
 
+// NotifyTargetError says what is wrong with one of a mapping's notify targets: Index is its position in the
+// mapping's list, from 0. Validation and ResolveNotifyURLs return it inside an *Error with CodeInvalid, whose
+// message is this error's: "notify[2]: url must not be empty".
+type NotifyTargetError struct {
+	Index int
+	Err   error
+}
+
+// Error implements the error interface.
+func (e *NotifyTargetError) Error() string { return fmt.Sprintf("notify[%d]: %s", e.Index, e.Err) }
+
+// Unwrap returns what is wrong with the target.
+func (e *NotifyTargetError) Unwrap() error { return e.Err }
+
+// notifyTargetError returns the invalid-request error for target i of a mapping, whose fault is err.
+func notifyTargetError(i int, err error) *Error {
+	return &Error{Code: CodeInvalid, Err: &NotifyTargetError{Index: i, Err: err}}
+}
+
 // Limits of a mapping's notify targets.
 const (
 	// NotifyTargetsMax is the most notify targets a mapping may have.
@@ -192,7 +211,7 @@ func ResolveNotifyURLs(targets, existing []NotifyTarget) ([]NotifyTarget, error)
 	for i, t := range targets {
 		resolved, err := ResolveNotifyURL(t.URL, existing)
 		if err != nil {
-			return nil, Errorf(CodeInvalid, "notify[%d]: %s", i, ErrorMessage(err))
+			return nil, notifyTargetError(i, err)
 		}
 		t.URL = resolved
 		out[i] = t

@@ -1,6 +1,8 @@
 package orchestrator
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -187,5 +189,54 @@ func TestResolveNotifyURL(t *testing.T) {
 		got, err = ResolveNotifyURLs(nil, existing)
 		require.NoError(t, err)
 		require.Nil(t, got)
+	})
+}
+
+// TestNotifyTargetError: a fault in one of a mapping's notify targets is an *Error with CodeInvalid whose
+// message names the target's index, and a *NotifyTargetError that carries the index and the fault.
+func TestNotifyTargetError(t *testing.T) {
+	t.Parallel()
+	good := NotifyTarget{URL: "https://hooks.example.com/orchestrator"}
+	mapping := func(targets ...NotifyTarget) error {
+		m := Mapping{Name: "a", Dataset: "x/y", Command: []string{"true"}, Notify: targets}.WithDefaults()
+		return m.Validate()
+	}
+	cases := []struct {
+		name   string
+		err    error
+		index  int
+		reason string
+	}{
+		{"FirstTargetNoURL", mapping(NotifyTarget{}), 0, "url must not be empty"},
+		{"SecondTargetFormat", mapping(good, NotifyTarget{URL: good.URL, Format: "teams"}), 1, `format "teams" must be json or slack`},
+		{"ThirdTargetEvent", mapping(good, good, NotifyTarget{URL: good.URL, On: []NotifyEvent{"finished"}}), 2,
+			`event "finished" in on must be failed, succeeded or recovered`},
+		{"ResolveShortened", func() error {
+			_, err := ResolveNotifyURLs([]NotifyTarget{good, {URL: "https://hooks.example.com/…"}}, nil)
+			return err
+		}(), 1, `url "https://hooks.example.com/…" is a shortened URL, as shown for a target, and no target of the mapping has it: send the full URL`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.Error(t, tc.err)
+			require.Equal(t, CodeInvalid, ErrorCode(tc.err))
+			want := fmt.Sprintf("notify[%d]: %s", tc.index, tc.reason)
+			require.Equal(t, want, ErrorMessage(tc.err))
+			require.Equal(t, want, tc.err.Error())
+			targetErr, ok := errors.AsType[*NotifyTargetError](tc.err)
+			require.True(t, ok, "%v (%T) holds no *NotifyTargetError", tc.err, tc.err)
+			require.Equal(t, tc.index, targetErr.Index)
+			require.Equal(t, tc.reason, targetErr.Err.Error())
+		})
+	}
+
+	t.Run("OtherFaultsHaveNone", func(t *testing.T) {
+		t.Parallel()
+		m := Mapping{Name: "a b", Dataset: "x/y", Command: []string{"true"}}.WithDefaults()
+		err := m.Validate()
+		require.Error(t, err)
+		_, ok := errors.AsType[*NotifyTargetError](err)
+		require.False(t, ok)
 	})
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -115,24 +114,14 @@ func (f mappingForm) notifyTargets(existing []orchestrator.NotifyTarget) ([]orch
 	return targets, rowNums, nil
 }
 
-var notifyIndexRE = regexp.MustCompile(`^notify\[(\d+)\]: `)
-
 // notifyRowError names the row instead of the target's index in a validation error about a notify target:
 // rowNums[i] is the row of target i.
 func notifyRowError(err error, rowNums []int) error {
-	if orchestrator.ErrorCode(err) != orchestrator.CodeInvalid {
+	targetErr, ok := errors.AsType[*orchestrator.NotifyTargetError](err)
+	if !ok || orchestrator.ErrorCode(err) != orchestrator.CodeInvalid || targetErr.Index < 0 || targetErr.Index >= len(rowNums) {
 		return err
 	}
-	msg := orchestrator.ErrorMessage(err)
-	m := notifyIndexRE.FindStringSubmatch(msg)
-	if m == nil {
-		return err
-	}
-	i, convErr := strconv.Atoi(m[1])
-	if convErr != nil || i >= len(rowNums) {
-		return err
-	}
-	return orchestrator.Errorf(orchestrator.CodeInvalid, "notify target %d: %s", rowNums[i], msg[len(m[0]):])
+	return orchestrator.Errorf(orchestrator.CodeInvalid, "notify target %d: %s", rowNums[targetErr.Index], targetErr.Err)
 }
 
 func formFromMapping(m *orchestrator.Mapping) mappingForm {
