@@ -49,13 +49,20 @@ const watchdogPoll = 50 * time.Millisecond
 // lease would have let another worker start the run, even if no orchestrator comes back on this machine. The
 // deadline is checked on the monotonic clock and on the wall clock, whichever passes first, since a resumed VM
 // may not count its pause on the former. It returns one of the Watchdog exit codes and writes what it did to log.
+// What reads in stops once in ends, also after RunWatchdog returned.
 func RunWatchdog(in io.Reader, pgid int, grace time.Duration, log io.Writer) int {
 	lines := make(chan string)
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		defer close(lines)
 		scanner := bufio.NewScanner(in)
 		for scanner.Scan() {
-			lines <- strings.TrimSpace(scanner.Text())
+			select {
+			case lines <- strings.TrimSpace(scanner.Text()):
+			case <-done:
+				return
+			}
 		}
 	}()
 	var deadline, wallDeadline time.Time

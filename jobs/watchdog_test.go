@@ -71,6 +71,7 @@ func TestRunWatchdog(t *testing.T) {
 			})
 
 			r, w := io.Pipe()
+			t.Cleanup(func() { _ = w.Close() }) // the watchdog's reader ends with its input
 			log := &logtest.Buffer{}
 			code := make(chan int, 1)
 			go func() { code <- RunWatchdog(r, pgid, grace, log) }()

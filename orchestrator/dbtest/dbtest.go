@@ -3,7 +3,8 @@
 // how to get one.
 //
 // A package using it must call Main from its TestMain, so that a server
-// started for the tests is stopped when they end:
+// started for the tests is stopped when they end, and no goroutine outlives
+// them:
 //
 //	func TestMain(m *testing.M) { dbtest.Main(m) }
 package dbtest
@@ -29,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/ory/dockertest/v3"
 	"github.com/ory/dockertest/v3/docker"
+	"go.uber.org/goleak"
 
 	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
 )
@@ -74,6 +76,12 @@ var (
 // process started for them, if any, and exits with the tests' code. Call it
 // from TestMain. An interrupt or termination signal also stops the server
 // before the process exits.
+//
+// When the tests pass, Main then checks that none of the goroutines they
+// started is still running (goleak), and fails the package if one is: a
+// pool, client, server or process left behind by a test, or by the code it
+// tests. No goroutine of a library needs excusing: the libraries used stop
+// theirs when closed.
 func Main(m *testing.M) {
 	mainRunning.Store(true)
 
@@ -93,6 +101,12 @@ func Main(m *testing.M) {
 	signal.Stop(signals)
 	close(signals)
 	release()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "dbtest: goroutines outlived the tests: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

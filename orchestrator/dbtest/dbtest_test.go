@@ -2,6 +2,8 @@ package dbtest_test
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -100,4 +102,26 @@ func TestNewSchemaDroppedAtCleanup(t *testing.T) {
 		require.True(t, schemaExists(t, schema))
 	})
 	require.False(t, schemaExists(t, schema), "schema %s is dropped when its test ends", schema)
+}
+
+// TestMainFindsLeaks runs this test binary again with a test that leaves a goroutine running: Main fails the
+// package and names the goroutine.
+func TestMainFindsLeaks(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLeakingHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "DBTEST_LEAK=1")
+	out, err := cmd.CombinedOutput()
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr, "%s", out)
+	require.Equal(t, 1, exitErr.ExitCode(), "%s", out)
+	require.Contains(t, string(out), "dbtest: goroutines outlived the tests")
+	require.Contains(t, string(out), "TestLeakingHelper")
+}
+
+// TestLeakingHelper leaves a goroutine blocked for ever when DBTEST_LEAK is set, for TestMainFindsLeaks.
+func TestLeakingHelper(t *testing.T) {
+	if os.Getenv("DBTEST_LEAK") == "" {
+		return
+	}
+	go func() { select {} }()
 }
