@@ -236,7 +236,7 @@ func (m *Mapping) Validate() error {
 		}
 	}
 	if !m.OnNewRevision.Valid() {
-		return invalid("on_new_revision %q must be %s", m.OnNewRevision, oneOf(NewRevisionPolicies))
+		return invalid("on_new_revision %q must be %s", m.OnNewRevision, OneOf(NewRevisionPolicies))
 	}
 	return nil
 }

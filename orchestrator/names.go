@@ -11,8 +11,8 @@ func Names[S ~string](values []S) string {
 	return strings.Join(parts, ", ")
 }
 
-// oneOf returns values as a choice for people, in their order: "queue, supersede or cancel_running".
-func oneOf[S ~string](values []S) string {
+// OneOf returns values as a choice for people, in their order: "queue, supersede or cancel_running".
+func OneOf[S ~string](values []S) string {
 	if len(values) < 2 {
 		return Names(values)
 	}

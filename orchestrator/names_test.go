@@ -82,8 +82,8 @@ func TestValid(t *testing.T) {
 func TestNames(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		values       []string
-		names, oneOf string
+		values        []string
+		names, choice string
 	}{
 		{nil, "", ""},
 		{[]string{"a"}, "a", "a"},
@@ -94,7 +94,7 @@ func TestNames(t *testing.T) {
 		t.Run(tc.names, func(t *testing.T) {
 			t.Parallel()
 			require.Equal(t, tc.names, Names(tc.values))
-			require.Equal(t, tc.oneOf, oneOf(tc.values))
+			require.Equal(t, tc.choice, OneOf(tc.values))
 		})
 	}
 }

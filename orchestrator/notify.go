@@ -113,12 +113,12 @@ func (t NotifyTarget) validate() error {
 		return fmt.Errorf("url contains '…', as the shortened form shown for a target does: give the full URL")
 	}
 	if !slices.Contains(NotifyFormats, t.Format) {
-		return fmt.Errorf("format %q must be %s", t.Format, oneOf(NotifyFormats))
+		return fmt.Errorf("format %q must be %s", t.Format, OneOf(NotifyFormats))
 	}
 	seen := map[NotifyEvent]bool{}
 	for _, e := range t.On {
 		if !slices.Contains(NotifyEvents, e) {
-			return fmt.Errorf("event %q in on must be %s", e, oneOf(NotifyEvents))
+			return fmt.Errorf("event %q in on must be %s", e, OneOf(NotifyEvents))
 		}
 		if seen[e] {
 			return fmt.Errorf("event %q is listed twice in on", e)

@@ -23,7 +23,7 @@ Usage:
   orchestrator runs retry ID       queue a new run of a finished run's mapping and revision
   orchestrator runs cancel ID      cancel a waiting run, or stop a running run's command
 
---status is one of ` + orchestrator.RunStatusNames() + `; --trigger is webhook or manual.
+--status is one of ` + orchestrator.RunStatusNames() + `; --trigger is ` + orchestrator.OneOf(orchestrator.Triggers) + `.
 ` + clientFlagsUsage
 
 // runRuns runs "orchestrator runs <command>".
@@ -43,7 +43,7 @@ func runsList(ctx context.Context, args []string, getenv func(string) string, st
 	c.fs.String("mapping", "", "only runs of the mapping `NAME`")
 	c.fs.String("dataset", "", "only runs of the `DATASET`, such as acme/support-tickets")
 	c.fs.String("status", "", "only runs in `STATUS`: "+orchestrator.RunStatusNames())
-	c.fs.String("trigger", "", "only runs started by `TRIGGER`: webhook or manual")
+	c.fs.String("trigger", "", "only runs started by `TRIGGER`: "+orchestrator.OneOf(orchestrator.Triggers))
 	c.fs.Int("limit", 0, "at most `N` runs (server default 50, at most 500)")
 	before := c.fs.Int64("before", 0, "only runs older than run `ID` (the next page)")
 	client, err := c.noArguments(args)
