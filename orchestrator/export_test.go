@@ -10,9 +10,9 @@ var RunAttemptStartSQL = runAttemptStartSQL
 func (s *Store) DeliveryInsertGroup(ctx context.Context, ps []DeliveryInsertParams) ([]*DeliveryInsertResult, error) {
 	items := make([]*ingestItem, len(ps))
 	for i, p := range ps {
-		items[i] = &ingestItem{ctx: ctx, p: p, done: make(chan struct{})}
+		items[i] = newIngestItem(ctx, p)
 	}
-	if err := s.ingestWrite(ctx, items); err != nil {
+	if err := s.writeDeliveries(ctx, items); err != nil {
 		return nil, err
 	}
 	res := make([]*DeliveryInsertResult, len(items))
@@ -20,4 +20,18 @@ func (s *Store) DeliveryInsertGroup(ctx context.Context, ps []DeliveryInsertPara
 		res[i] = it.res
 	}
 	return res, nil
+}
+
+// IngestWaiting returns how many deliveries wait for a group.
+func (s *Store) IngestWaiting() int {
+	s.ingest.mu.Lock()
+	defer s.ingest.mu.Unlock()
+	return len(s.ingest.pending)
+}
+
+// IngestWriters returns how many callers hold a writer's place.
+func (s *Store) IngestWriters() int {
+	s.ingest.mu.Lock()
+	defer s.ingest.mu.Unlock()
+	return s.ingest.writers
 }

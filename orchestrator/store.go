@@ -59,17 +59,23 @@ type Store struct {
 	queue Queue
 
 	mappings mappingCache // the enabled mappings, for deciding deliveries
-	ingest   ingestGroup  // deliveries waiting to be written
+	ingest   ingester     // deliveries waiting to be written
 }
 
 // NewStore returns a Store on pool. Creating and cancelling runs needs a queue: see SetQueue.
 func NewStore(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
+	s := &Store{pool: pool}
+	s.ingest.write = s.writeDeliveries
+	return s
 }
 
 // SetQueue sets the work queue. It must be called before the store creates or cancels runs, and is separate
 // from NewStore because the queue's workers themselves need the store.
 func (s *Store) SetQueue(q Queue) { s.queue = q }
+
+// runJobIDsSQL records the job ids ($2) of runs ($1).
+const runJobIDsSQL = `UPDATE runs SET job_id = u.job_id FROM unnest($1::bigint[], $2::bigint[]) AS u(run_id, job_id)
+	WHERE runs.id = u.run_id`
 
 // enqueueTx enqueues the jobs of new runs within tx and records their job ids on the runs that do not have
 // them yet: those whose job id was not reserved when they were created.
@@ -96,36 +102,37 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, jobs []RunJob) error {
 	// Sent with the simple protocol, so that it is planned for the ids it is given: a plan cached while runs
 	// was small (or a generic one, which the ingest's transaction asks for) reads the whole table instead of
 	// looking the runs up by id.
-	if _, err := tx.Exec(ctx, `UPDATE runs SET job_id = u.job_id FROM unnest($1::bigint[], $2::bigint[]) AS u(run_id, job_id)
-		WHERE runs.id = u.run_id`, pgx.QueryExecModeSimpleProtocol, runIDs, jobIDs); err != nil {
+	if _, err := tx.Exec(ctx, runJobIDsSQL, pgx.QueryExecModeSimpleProtocol, runIDs, jobIDs); err != nil {
 		return fmt.Errorf("record job ids: %w", err)
 	}
 	return nil
 }
 
-// reserveJobIDs reserves a job id for each queued decision of items: at least one for each run that the group's
-// statement may create, since a run is created for a queued decision only.
-func (s *Store) reserveJobIDs(ctx context.Context, items []*ingestItem) ([]int64, error) {
-	n := 0
-	for _, it := range items {
-		for _, dec := range it.res.Decisions {
-			if dec.Decision == DecisionQueued {
-				n++
-			}
-		}
-	}
-	if n == 0 {
-		return nil, nil
-	}
-	if s.queue == nil {
-		return nil, errors.New("store has no queue")
-	}
-	ids, err := s.queue.ReserveJobIDs(ctx, n)
-	if err != nil {
-		return nil, dbError(err, "reserve job ids")
-	}
-	return ids, nil
-}
+// sqlLiteral returns a constant as an SQL literal. The statements spell the triggers, decisions, policies and
+// sources they compare with only through the literals below, and statuses through sqlStatus and sqlList: a
+// literal rather than a parameter, so that the planner can use the partial indexes whose predicates name one
+// (webhook runs, active runs).
+func sqlLiteral[S ~string](s S) string { return sqlList(s) }
+
+// SQL literals of the constants the statements compare with.
+var (
+	sqlTriggerWebhook = sqlLiteral(TriggerWebhook)
+	sqlTriggerManual  = sqlLiteral(TriggerManual)
+
+	sqlDecisionQueued    = sqlLiteral(DecisionQueued)
+	sqlDecisionDuplicate = sqlLiteral(DecisionDuplicate)
+	sqlDecisionIgnored   = sqlLiteral(DecisionIgnored)
+	// sqlDecisionsRecording lists the decisions that record a revision of their ref as seen.
+	sqlDecisionsRecording = sqlList(DecisionQueued, DecisionDuplicate, DecisionBaseline)
+
+	sqlPolicyQueue         = sqlLiteral(OnNewRevisionQueue)
+	sqlPolicyCancelRunning = sqlLiteral(OnNewRevisionCancelRunning)
+
+	sqlSourceFile = sqlLiteral(SourceFile)
+	sqlSourceAPI  = sqlLiteral(SourceAPI)
+
+	sqlNotificationDelivered = sqlLiteral(NotificationDelivered)
+)
 
 // Pool returns the store's connection pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }

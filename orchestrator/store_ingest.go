@@ -5,162 +5,70 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// Group commit of deliveries. Deliveries that arrive while others are being written are written together, in
-// one transaction with one commit, by at most ingestRunnersMax transactions at a time: each request still
-// returns only after its own delivery is durable, but the commits, round trips and fsyncs are shared. A lone
-// delivery is written at once, without waiting for company.
+// Recording deliveries: the transaction that writes a group of them (ingest.go groups them), with their refs,
+// their decisions and the runs they create, and the statements it runs.
+
+// DeliveryInsertParams is a delivery to record.
+type DeliveryInsertParams struct {
+	Delivery   *Delivery
+	Source     DeliverySource // DeliverySourceWebhook when empty
+	RemoteAddr string
+	Secret     string // which webhook secret matched: SecretCurrent (when empty) or SecretPrevious
+}
+
+// Webhook secrets a delivery may have been authenticated with.
 const (
-	// ingestRunnersMax is how many group transactions write deliveries at once.
-	ingestRunnersMax = 2
-	// ingestBatchMax is the most deliveries one transaction writes.
-	ingestBatchMax = 64
-	// ingestTimeoutDefault bounds a group whose callers set no deadline.
-	ingestTimeoutDefault = 30 * time.Second
-	// ingestStaleRetries is how often a group is written again after the mappings changed under it.
-	ingestStaleRetries = 3
+	SecretCurrent  = "current"  // HUGGINGFACE_WEBHOOK_SECRET
+	SecretPrevious = "previous" // HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS, accepted during a rotation
 )
+
+// DeliveryInsertResult is what recording a delivery did.
+type DeliveryInsertResult struct {
+	DeliveryID int64
+	ReceivedAt time.Time
+	RunIDs     []int64    // the runs created for this delivery, in decision order
+	Decisions  []Decision // one per (mapping, ref), or one for the whole delivery
+
+	stopRunning []int64
+}
+
+// DeliveryInsert records a delivery, its refs and a decision per (mapping, ref), and creates and enqueues a run
+// for every decision that triggers, all in one transaction: after it returns nil everything is durable, and
+// after an error nothing is. A (mapping, repo, ref, revision) that already has a webhook run is recorded as a
+// duplicate of it and enqueues nothing, which makes retried and replayed deliveries harmless, also when they
+// arrive at once. Every database error is CodeUnavailable: the sender should try again.
+//
+// Deliveries recorded at the same time share their transaction (see ingester).
+func (s *Store) DeliveryInsert(ctx context.Context, p DeliveryInsertParams) (*DeliveryInsertResult, error) {
+	res, err := s.ingest.submit(ctx, p)
+	if err != nil {
+		return nil, WrapError(CodeUnavailable, err, "database unavailable, try again")
+	}
+	// With cancel_running, older running runs are stopped in whichever process runs them. The delivery is
+	// recorded already; a failure here leaves those runs to finish, which is logged by the caller's queue.
+	for _, jobID := range res.stopRunning {
+		_ = s.queue.Cancel(context.WithoutCancel(ctx), jobID)
+	}
+	if res.RunIDs == nil {
+		res.RunIDs = []int64{}
+	}
+	return res, nil
+}
+
+// ingestStaleRetries is how often a group is written again after the mappings changed under it.
+const ingestStaleRetries = 3
 
 // errStaleMappings says that the mappings changed after the in-memory copy the decisions were made against.
 var errStaleMappings = errors.New("the mappings changed while the delivery was recorded")
 
-// mappingCache keeps the enabled mappings in memory with the generation they were read at. The statement that
-// records a delivery also reads the current generation, so a stale copy is detected in the same round trip and
-// the delivery is decided again: no delivery is ever decided against mappings older than its own transaction.
-type mappingCache struct {
-	mu         sync.Mutex
-	loaded     bool
-	generation int64
-	mappings   []Mapping
-}
-
-// get returns the cached mappings and their generation, reading them first when needed.
-func (c *mappingCache) get(ctx context.Context, s *Store) (int64, []Mapping, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.loaded {
-		return c.generation, c.mappings, nil
-	}
-	// The generation is read before the mappings: a change between the two reads makes the copy look stale,
-	// never fresh.
-	var gen int64
-	if err := s.pool.QueryRow(ctx, `SELECT generation FROM mapping_generation`).Scan(&gen); err != nil {
-		return 0, nil, fmt.Errorf("read mapping generation: %w", err)
-	}
-	mappings, err := s.MappingListEnabled(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	c.loaded, c.generation, c.mappings = true, gen, mappings
-	return gen, mappings, nil
-}
-
-// forget drops the copy if it is still the one read at generation gen.
-func (c *mappingCache) forget(gen int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.loaded && c.generation == gen {
-		c.loaded, c.mappings = false, nil
-	}
-}
-
-// ingestItem is one delivery waiting to be written, and what came of it.
-type ingestItem struct {
-	ctx  context.Context
-	p    DeliveryInsertParams
-	done chan struct{}
-	res  *DeliveryInsertResult
-	err  error
-}
-
-// ingestGroup queues deliveries for the group transactions.
-type ingestGroup struct {
-	mu      sync.Mutex
-	pending []*ingestItem
-	runners int
-}
-
-// submit writes the delivery of it, together with whatever others are waiting, and returns once it is durable
-// or has failed.
-func (s *Store) submit(it *ingestItem) {
-	g := &s.ingest
-	g.mu.Lock()
-	g.pending = append(g.pending, it)
-	if g.runners < ingestRunnersMax {
-		g.runners++
-		go s.ingestLoop()
-	}
-	g.mu.Unlock()
-	<-it.done
-}
-
-// ingestLoop writes groups of waiting deliveries until none is left.
-func (s *Store) ingestLoop() {
-	g := &s.ingest
-	for {
-		g.mu.Lock()
-		if len(g.pending) == 0 {
-			g.runners--
-			g.mu.Unlock()
-			return
-		}
-		n := min(len(g.pending), ingestBatchMax)
-		items := make([]*ingestItem, n)
-		copy(items, g.pending)
-		g.pending = append(g.pending[:0], g.pending[n:]...)
-		g.mu.Unlock()
-		s.ingestGroupWrite(items)
-	}
-}
-
-// ingestGroupWrite writes items in one transaction. If that fails, each is written again in a transaction of
-// its own, so that one delivery (or a deadlock between two groups) never fails the others.
-func (s *Store) ingestGroupWrite(items []*ingestItem) {
-	live := items[:0:0]
-	for _, it := range items {
-		if err := it.ctx.Err(); err != nil {
-			it.err = err
-			close(it.done)
-			continue
-		}
-		live = append(live, it)
-	}
-	if len(live) == 0 {
-		return
-	}
-	deadline, ok := time.Time{}, false
-	for _, it := range live {
-		if d, has := it.ctx.Deadline(); has && (!ok || d.After(deadline)) {
-			deadline, ok = d, true
-		}
-	}
-	if !ok {
-		deadline = time.Now().Add(ingestTimeoutDefault)
-	}
-	ctx, cancel := context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
-	defer cancel()
-
-	err := s.ingestWrite(ctx, live)
-	if err != nil && len(live) > 1 {
-		for _, it := range live {
-			it.err = s.ingestWrite(ctx, []*ingestItem{it})
-			close(it.done)
-		}
-		return
-	}
-	for _, it := range live {
-		it.err = err
-		close(it.done)
-	}
-}
-
-// ingestWrite writes items in one transaction, deciding them again when the mappings changed meanwhile.
-func (s *Store) ingestWrite(ctx context.Context, items []*ingestItem) error {
+// writeDeliveries writes items in one transaction, deciding them again when the mappings changed meanwhile. It
+// is the ingester's write.
+func (s *Store) writeDeliveries(ctx context.Context, items []*ingestItem) error {
 	for try := 0; ; try++ {
 		err := s.ingestTx(ctx, items)
 		if errors.Is(err, errStaleMappings) && try < ingestStaleRetries {
@@ -186,7 +94,7 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	for _, it := range items {
 		d := it.p.Delivery
 		var ms []Mapping
-		if d.IsContentUpdate() && d.RepoType == "dataset" {
+		if d.MayTrigger() {
 			ms = mappings
 		}
 		it.res = &DeliveryInsertResult{Decisions: Decide(d, ms)}
@@ -241,18 +149,16 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 		}
 	}
 
-	gens := make([]int64, len(items))
-	kinds := make([][]string, len(items))
-	runIDs := make([][]*int64, len(items))
-	jobIDs := make([][]*int64, len(items))
-	newer := make([][]string, len(items))
-	queueGroupInsert(batch, items, reserved).Query(func(rows pgx.Rows) error {
+	out := make([]groupInsertRow, len(items))
+	batch.Queue(groupInsert.sql, groupInsert.args(newGroupRows(items, reserved).args())...).Query(func(rows pgx.Rows) error {
 		i := 0
 		for rows.Next() {
 			if i == len(items) {
 				return fmt.Errorf("more rows than the %d deliveries", len(items))
 			}
-			if err := rows.Scan(&items[i].res.DeliveryID, &items[i].res.ReceivedAt, &gens[i], &kinds[i], &runIDs[i], &jobIDs[i], &newer[i]); err != nil {
+			o := &out[i]
+			if err := rows.Scan(&items[i].res.DeliveryID, &items[i].res.ReceivedAt, &o.generation, &o.kinds,
+				&o.runIDs, &o.jobIDs, &o.newer); err != nil {
 				return err
 			}
 			i++
@@ -268,8 +174,8 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	if err := send(batch); err != nil {
 		return fmt.Errorf("insert deliveries: %w", err)
 	}
-	for _, g := range gens {
-		if g != gen {
+	for _, o := range out {
+		if o.generation != gen {
 			s.mappings.forget(gen)
 			return errStaleMappings
 		}
@@ -277,20 +183,20 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 
 	var jobs []RunJob
 	for i, it := range items {
-		res := it.res
+		res, o := it.res, out[i]
 		for j := range res.Decisions {
 			dec := &res.Decisions[j]
-			if runIDs[i][j] != nil {
-				dec.RunID = *runIDs[i][j]
+			if o.runIDs[j] != nil {
+				dec.RunID = *o.runIDs[j]
 			}
 			queued := dec.Decision == DecisionQueued
-			dec.Decision = DecisionKind(kinds[i][j])
+			dec.Decision = DecisionKind(o.kinds[j])
 			switch {
 			case queued && dec.Decision == DecisionIgnored:
-				dec.Cause, dec.Reason = IgnoreOlder, olderReason(newer[i][j], dec.Ref)
+				dec.Cause, dec.Reason = IgnoreOlder, olderReason(o.newer[j], dec.Ref)
 				continue
 			case dec.Decision == DecisionDuplicate:
-				dec.Reason = fmt.Sprintf("duplicate of run %d", dec.RunID)
+				dec.Reason = duplicateReason(dec.RunID)
 				continue
 			case dec.Decision != DecisionQueued:
 				continue
@@ -311,8 +217,8 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 			}
 			res.stopRunning = append(res.stopRunning, sched.stopJobs...)
 			job := RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, Queue: dec.mapping.Queue}
-			if jobIDs[i][j] != nil {
-				job.JobID = *jobIDs[i][j]
+			if o.jobIDs[j] != nil {
+				job.JobID = *o.jobIDs[j]
 			}
 			jobs = append(jobs, job)
 		}
@@ -326,22 +232,177 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	return nil
 }
 
-// resolveDuplicate records a queued decision whose run another transaction created and committed while this
-// one's statement ran (so the statement could neither insert nor see it) as a duplicate of that run.
-func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int64, repoID string, dec *Decision) error {
-	err := tx.QueryRow(ctx, `SELECT id FROM runs WHERE trigger = 'webhook' AND mapping_id = $1 AND repo_id = $2
-		AND ref = $3 AND revision = $4`, dec.MappingID, repoID, dec.Ref, dec.NewSha).Scan(&dec.RunID)
+// reserveJobIDs reserves a job id for each queued decision of items: at least one for each run that the group's
+// statement may create, since a run is created for a queued decision only.
+func (s *Store) reserveJobIDs(ctx context.Context, items []*ingestItem) ([]int64, error) {
+	n := 0
+	for _, it := range items {
+		for _, dec := range it.res.Decisions {
+			if dec.Decision == DecisionQueued {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if s.queue == nil {
+		return nil, errors.New("store has no queue")
+	}
+	ids, err := s.queue.ReserveJobIDs(ctx, n)
 	if err != nil {
-		return fmt.Errorf("find existing run: %w", err)
+		return nil, dbError(err, "reserve job ids")
 	}
-	dec.Decision = DecisionDuplicate
-	dec.Reason = fmt.Sprintf("duplicate of run %d", dec.RunID)
-	if _, err := tx.Exec(ctx, `UPDATE decisions SET decision = $6, reason = $7, run_id = $5
-		WHERE delivery_id = $1 AND mapping_id = $2 AND ref = $3 AND new_sha = $4 AND decision = 'queued' AND run_id IS NULL`,
-		deliveryID, dec.MappingID, dec.Ref, dec.NewSha, dec.RunID, string(dec.Decision), dec.Reason); err != nil {
-		return fmt.Errorf("record duplicate: %w", err)
+	return ids, nil
+}
+
+// The rows groupInsertSQL writes for a group of deliveries. Refs, runs and decisions name their delivery by its
+// place in the group (dord, from 1); the statement gives the deliveries their ids.
+type (
+	// deliveryRow is a delivery.
+	deliveryRow struct {
+		source                        string
+		scope, action                 string
+		repoType, repoName, repoID    string
+		webhookID, remoteAddr, secret string
+		payload                       []byte
+		payloadShortenedFrom          int64 // 0: payload is the body as received
 	}
-	return nil
+	// refRow is one of a delivery's updatedRefs, at its position in them.
+	refRow struct {
+		dord                int64
+		position            int32
+		ref, oldSha, newSha string
+	}
+	// runRow is a run that a queued decision asks for: one per distinct (mapping, repository, ref, revision) of
+	// the group, with the first delivery that asks for it and a job id reserved from the queue.
+	runRow struct {
+		dord, mappingID            int64
+		ref, revision, oldRevision string
+		maxAttempts                int32
+		newestOnly                 bool // the mapping trains only the newest revision (not on_new_revision queue)
+		jobID                      int64
+	}
+	// decisionRow is a decision as Decide made it; the statement settles whether a queued one is a duplicate.
+	decisionRow struct {
+		dord                       int64
+		mappingID                  *int64 // nil for a decision on the whole delivery
+		ref, sha, decision, reason string
+	}
+)
+
+// groupRows holds the rows of a group, in order.
+type groupRows struct {
+	deliveries []deliveryRow
+	refs       []refRow
+	runs       []runRow
+	decisions  []decisionRow
+}
+
+// runKey names a run by what deduplicates it: (mapping, repository, ref, revision).
+type runKey struct {
+	mappingID        int64
+	repoID, ref, sha string
+}
+
+// newGroupRows returns the rows of the deliveries of items, decided. jobIDs holds a reserved job id for each
+// queued decision of items, at least one per run to create.
+func newGroupRows(items []*ingestItem, jobIDs []int64) groupRows {
+	nRefs, nDecisions := 0, 0
+	for _, it := range items {
+		nRefs, nDecisions = nRefs+len(it.p.Delivery.Refs), nDecisions+len(it.res.Decisions)
+	}
+	g := groupRows{deliveries: make([]deliveryRow, 0, len(items)), refs: make([]refRow, 0, nRefs),
+		runs: make([]runRow, 0, len(jobIDs)), decisions: make([]decisionRow, 0, nDecisions)}
+	seen := map[runKey]bool{}
+	for i, it := range items {
+		d, dord := it.p.Delivery, int64(i+1)
+		g.deliveries = append(g.deliveries, deliveryRow{
+			source: string(cmp.Or(it.p.Source, DeliverySourceWebhook)), scope: d.Scope, action: d.Action,
+			repoType: d.RepoType, repoName: d.RepoName, repoID: d.RepoID, webhookID: d.WebhookID,
+			remoteAddr: it.p.RemoteAddr, secret: cmp.Or(it.p.Secret, SecretCurrent),
+			payload: d.Raw, payloadShortenedFrom: d.ShortenedFrom,
+		})
+		for j, r := range d.Refs {
+			g.refs = append(g.refs, refRow{dord: dord, position: int32(j), ref: r.Ref, oldSha: r.OldSha, newSha: r.NewSha})
+		}
+		for _, dec := range it.res.Decisions {
+			var mappingID *int64
+			if dec.MappingID != 0 {
+				mappingID = &dec.MappingID
+			}
+			g.decisions = append(g.decisions, decisionRow{dord: dord, mappingID: mappingID, ref: dec.Ref,
+				sha: dec.NewSha, decision: string(dec.Decision), reason: dec.Reason})
+			key := runKey{dec.MappingID, d.RepoID, dec.Ref, dec.NewSha}
+			if dec.Decision != DecisionQueued || seen[key] {
+				continue
+			}
+			seen[key] = true
+			g.runs = append(g.runs, runRow{dord: dord, mappingID: dec.MappingID, ref: dec.Ref, revision: dec.NewSha,
+				oldRevision: dec.OldSha, maxAttempts: int32(dec.mapping.MaxAttempts),
+				newestOnly: dec.mapping.OnNewRevision != OnNewRevisionQueue, jobID: jobIDs[len(g.runs)]})
+		}
+	}
+	return g
+}
+
+// args returns the rows as the named arguments of groupInsertSQL: a column of one of the tables each.
+func (g groupRows) args() pgx.NamedArgs {
+	d, r, w, x := g.deliveries, g.refs, g.runs, g.decisions
+	return pgx.NamedArgs{
+		"delivery_source":                 column(d, func(d deliveryRow) string { return d.source }),
+		"delivery_scope":                  column(d, func(d deliveryRow) string { return d.scope }),
+		"delivery_action":                 column(d, func(d deliveryRow) string { return d.action }),
+		"delivery_repo_type":              column(d, func(d deliveryRow) string { return d.repoType }),
+		"delivery_repo_name":              column(d, func(d deliveryRow) string { return d.repoName }),
+		"delivery_repo_id":                column(d, func(d deliveryRow) string { return d.repoID }),
+		"delivery_webhook_id":             column(d, func(d deliveryRow) string { return d.webhookID }),
+		"delivery_remote_addr":            column(d, func(d deliveryRow) string { return d.remoteAddr }),
+		"delivery_payload":                column(d, func(d deliveryRow) []byte { return d.payload }),
+		"delivery_payload_shortened_from": column(d, func(d deliveryRow) int64 { return d.payloadShortenedFrom }),
+		"delivery_secret":                 column(d, func(d deliveryRow) string { return d.secret }),
+
+		"ref_dord":     column(r, func(r refRow) int64 { return r.dord }),
+		"ref_position": column(r, func(r refRow) int32 { return r.position }),
+		"ref_ref":      column(r, func(r refRow) string { return r.ref }),
+		"ref_old_sha":  column(r, func(r refRow) string { return r.oldSha }),
+		"ref_new_sha":  column(r, func(r refRow) string { return r.newSha }),
+
+		"run_dord":         column(w, func(w runRow) int64 { return w.dord }),
+		"run_mapping_id":   column(w, func(w runRow) int64 { return w.mappingID }),
+		"run_ref":          column(w, func(w runRow) string { return w.ref }),
+		"run_revision":     column(w, func(w runRow) string { return w.revision }),
+		"run_old_revision": column(w, func(w runRow) string { return w.oldRevision }),
+		"run_max_attempts": column(w, func(w runRow) int32 { return w.maxAttempts }),
+		"run_newest_only":  column(w, func(w runRow) bool { return w.newestOnly }),
+		"run_job_id":       column(w, func(w runRow) int64 { return w.jobID }),
+
+		"decision_dord":       column(x, func(x decisionRow) int64 { return x.dord }),
+		"decision_mapping_id": column(x, func(x decisionRow) *int64 { return x.mappingID }),
+		"decision_ref":        column(x, func(x decisionRow) string { return x.ref }),
+		"decision_sha":        column(x, func(x decisionRow) string { return x.sha }),
+		"decision_kind":       column(x, func(x decisionRow) string { return x.decision }),
+		"decision_reason":     column(x, func(x decisionRow) string { return x.reason }),
+	}
+}
+
+// column returns one field of every row: the array a statement reads a column from with unnest.
+func column[R, T any](rows []R, field func(R) T) []T {
+	out := make([]T, len(rows))
+	for i, r := range rows {
+		out[i] = field(r)
+	}
+	return out
+}
+
+// groupInsertRow is what groupInsertSQL returns of a delivery, beside its id and time: the mappings'
+// generation, and for each of its decisions, in order, its kind, its run and the job id reserved for a new run,
+// and the later revision that made a queued decision ignored.
+type groupInsertRow struct {
+	generation     int64
+	kinds          []string
+	runIDs, jobIDs []*int64
+	newer          []string
 }
 
 // groupInsertSQL records the deliveries of a group in one statement: the deliveries, their refs, the runs of
@@ -350,18 +411,19 @@ func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int6
 // revision) came earlier in the group. One statement for the group, rather than one per delivery, sets up
 // its plan once: with a dozen indexes to open on runs alone, that set-up cost more than the rows.
 //
-// The deliveries' sequence is named as PostgreSQL names that of an identity column (deliveries_id_seq). Each new
-// run records the job id reserved for it from the queue ($30, see Store.reserveJobIDs).
+// Its arguments are the columns of groupRows, by table. The deliveries' sequence is named as PostgreSQL names
+// that of an identity column (deliveries_id_seq). Each new run records the job id reserved for it from the
+// queue (see Store.reserveJobIDs).
 //
-// It returns one row per delivery, in order: its id and time, the mappings' generation, and its decisions'
-// kinds, runs and the job ids reserved for new runs, in order. A queued decision without a run is one whose
-// run a concurrent transaction committed while the statement ran: the caller resolves it.
+// It returns one row per delivery, in order: its id and time, and a groupInsertRow. A queued decision without a
+// run is one whose run a concurrent transaction committed while the statement ran: the caller resolves it.
 var groupInsertSQL = `
 WITH din AS MATERIALIZED (
 	SELECT u.dord, nextval('deliveries_id_seq') AS id, u.source, u.scope, u.action, u.repo_type, u.repo_name,
 		u.repo_id, u.webhook_id, u.remote_addr, u.payload, NULLIF(u.payload_shortened_from, 0) AS payload_shortened_from, u.secret
-	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-		$9::bytea[], $29::bigint[], $10::text[]) WITH ORDINALITY
+	FROM unnest(@delivery_source::text[], @delivery_scope::text[], @delivery_action::text[], @delivery_repo_type::text[],
+		@delivery_repo_name::text[], @delivery_repo_id::text[], @delivery_webhook_id::text[], @delivery_remote_addr::text[],
+		@delivery_payload::bytea[], @delivery_payload_shortened_from::bigint[], @delivery_secret::text[]) WITH ORDINALITY
 		AS u(source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, payload_shortened_from, secret, dord)
 ), d AS (
 	INSERT INTO deliveries (id, source, scope, action, repo_type, repo_name, repo_id, webhook_id, remote_addr, payload, payload_shortened_from, secret)
@@ -371,49 +433,52 @@ WITH din AS MATERIALIZED (
 ), r AS (
 	INSERT INTO delivery_refs (delivery_id, position, ref, old_sha, new_sha)
 	SELECT din.id, u.position, u.ref, NULLIF(u.old_sha, ''), NULLIF(u.new_sha, '')
-	FROM unnest($11::bigint[], $12::int[], $13::text[], $14::text[], $15::text[]) AS u(dord, position, ref, old_sha, new_sha)
+	FROM unnest(@ref_dord::bigint[], @ref_position::int[], @ref_ref::text[], @ref_old_sha::text[], @ref_new_sha::text[])
+		AS u(dord, position, ref, old_sha, new_sha)
 	JOIN din ON din.dord = u.dord
 ), ins AS (
 	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
-	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''), 'webhook', din.id,
+	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''), ` + sqlTriggerWebhook + `, din.id,
 		` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id
-	FROM unnest($16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::int[], $28::boolean[],
-		$30::bigint[]) WITH ORDINALITY
+	FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[], @run_old_revision::text[],
+		@run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[]) WITH ORDINALITY
 		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, ord)
 	JOIN din ON din.dord = w.dord
 	-- A mapping that trains only the newest revision creates no run for one its ref's history already has a
 	-- later revision of: the push of that later revision replaced this one.
 	WHERE NOT (w.newest_only AND EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref
-		AND c.old_revision = w.revision AND c.trigger = 'webhook' AND c.repo_id = din.repo_id))
+		AND c.old_revision = w.revision AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id))
 	ORDER BY w.ord
-	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = 'webhook' DO NOTHING
+	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = ` + sqlTriggerWebhook + ` DO NOTHING
 	RETURNING id, mapping_id, repo_id, ref, revision, job_id
 ), x AS (
 	SELECT u.ord, u.dord, din.id AS delivery_id, u.mapping_id, u.ref, u.sha, u.reason, o.revision AS newer,
-		CASE WHEN u.decision = 'queued' THEN coalesce(i.id, e.id) END AS run_id,
-		CASE WHEN u.decision = 'queued' THEN i.job_id END AS job_id,
-		CASE WHEN u.decision <> 'queued' THEN u.decision
+		CASE WHEN u.decision = ` + sqlDecisionQueued + ` THEN coalesce(i.id, e.id) END AS run_id,
+		CASE WHEN u.decision = ` + sqlDecisionQueued + ` THEN i.job_id END AS job_id,
+		CASE WHEN u.decision <> ` + sqlDecisionQueued + ` THEN u.decision
 			WHEN i.id IS NOT NULL
-				AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, din.repo_id, u.ref, u.sha, u.decision) THEN 'queued'
-			WHEN i.id IS NOT NULL OR e.id IS NOT NULL THEN 'duplicate'
-			WHEN o.revision IS NOT NULL THEN 'ignored'
-			ELSE 'queued' END AS decision
-	FROM unnest($22::bigint[], $23::bigint[], $24::text[], $25::text[], $26::text[], $27::text[]) WITH ORDINALITY
+				AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, din.repo_id, u.ref, u.sha, u.decision) THEN ` + sqlDecisionQueued + `
+			WHEN i.id IS NOT NULL OR e.id IS NOT NULL THEN ` + sqlDecisionDuplicate + `
+			WHEN o.revision IS NOT NULL THEN ` + sqlDecisionIgnored + `
+			ELSE ` + sqlDecisionQueued + ` END AS decision
+	FROM unnest(@decision_dord::bigint[], @decision_mapping_id::bigint[], @decision_ref::text[], @decision_sha::text[],
+		@decision_kind::text[], @decision_reason::text[]) WITH ORDINALITY
 		AS u(dord, mapping_id, ref, sha, decision, reason, ord)
 	JOIN din ON din.dord = u.dord
-	LEFT JOIN ins i ON u.decision = 'queued' AND i.mapping_id = u.mapping_id AND i.repo_id = din.repo_id
+	LEFT JOIN ins i ON u.decision = ` + sqlDecisionQueued + ` AND i.mapping_id = u.mapping_id AND i.repo_id = din.repo_id
 		AND i.ref = u.ref AND i.revision = u.sha
-	LEFT JOIN LATERAL (SELECT e.id FROM runs e WHERE u.decision = 'queued' AND i.id IS NULL AND e.trigger = 'webhook'
-		AND e.mapping_id = u.mapping_id AND e.repo_id = din.repo_id AND e.ref = u.ref AND e.revision = u.sha LIMIT 1) e ON true
+	LEFT JOIN LATERAL (SELECT e.id FROM runs e WHERE u.decision = ` + sqlDecisionQueued + ` AND i.id IS NULL
+		AND e.trigger = ` + sqlTriggerWebhook + ` AND e.mapping_id = u.mapping_id AND e.repo_id = din.repo_id AND e.ref = u.ref
+		AND e.revision = u.sha LIMIT 1) e ON true
 	-- The later revision that kept the insert above from creating a run.
-	LEFT JOIN LATERAL (SELECT c.revision FROM runs c WHERE u.decision = 'queued' AND i.id IS NULL AND e.id IS NULL
-		AND c.mapping_id = u.mapping_id AND c.ref = u.ref AND c.old_revision = u.sha AND c.trigger = 'webhook'
+	LEFT JOIN LATERAL (SELECT c.revision FROM runs c WHERE u.decision = ` + sqlDecisionQueued + ` AND i.id IS NULL AND e.id IS NULL
+		AND c.mapping_id = u.mapping_id AND c.ref = u.ref AND c.old_revision = u.sha AND c.trigger = ` + sqlTriggerWebhook + `
 		AND c.repo_id = din.repo_id LIMIT 1) o ON true
 ), dec AS (
 	INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
 	SELECT x.delivery_id, x.mapping_id, x.ref, NULLIF(x.sha, ''), x.decision,
-		CASE WHEN x.decision = 'duplicate' THEN 'duplicate of run ' || x.run_id
-			WHEN x.newer IS NOT NULL AND x.decision = 'ignored' THEN ` + olderReasonSQL + `
+		CASE WHEN x.decision = ` + sqlDecisionDuplicate + ` THEN ` + duplicateReasonSQL + `
+			WHEN x.newer IS NOT NULL AND x.decision = ` + sqlDecisionIgnored + ` THEN ` + olderReasonSQL + `
 			ELSE x.reason END, x.run_id
 	FROM x ORDER BY x.ord
 )
@@ -425,6 +490,49 @@ SELECT din.id, d.received_at, (SELECT generation FROM mapping_generation),
 FROM din JOIN d ON d.id = din.id
 ORDER BY din.dord`
 
+// groupInsert is groupInsertSQL with positional arguments.
+var groupInsert = newPositional(groupInsertSQL, groupRows{}.args())
+
+// positional is a statement written with named arguments (@name), turned into positional ones ($1) once: the
+// rewrite that pgx.NamedArgs makes at every call costs more than building a group's rows.
+type positional struct {
+	sql   string
+	names []string // the name of each argument, from $1
+}
+
+// newPositional turns sql into a positional statement; named holds every argument it names, and no other.
+func newPositional(sql string, named pgx.NamedArgs) positional {
+	names := pgx.StrictNamedArgs{}
+	for name := range named {
+		names[name] = name
+	}
+	out, args, err := names.RewriteQuery(context.Background(), nil, sql, nil)
+	if err != nil {
+		panic(fmt.Sprintf("named arguments: %v", err))
+	}
+	p := positional{sql: out, names: make([]string, len(args))}
+	for i, a := range args {
+		p.names[i] = a.(string)
+	}
+	return p
+}
+
+// args returns the values of named in the order of the statement's arguments.
+func (p positional) args(named pgx.NamedArgs) []any {
+	args := make([]any, len(p.names))
+	for i, name := range p.names {
+		args[i] = named[name]
+	}
+	return args
+}
+
+// duplicateReasonSQL is the reason of a duplicate decision, in SQL over x.run_id; duplicateReason says the same
+// in Go.
+const duplicateReasonSQL = `'duplicate of run ' || x.run_id`
+
+// duplicateReason returns the reason duplicateReasonSQL writes.
+func duplicateReason(runID int64) string { return fmt.Sprintf("duplicate of run %d", runID) }
+
 // olderReasonSQL is the reason of a revision that its ref's recorded history already has a later revision of,
 // in SQL over x.newer and x.ref; olderReason says the same in Go.
 const olderReasonSQL = `'older than revision ' || left(x.newer, 12) || '…, already recorded for ' || x.ref`
@@ -434,76 +542,127 @@ func olderReason(newer, ref string) string {
 	return fmt.Sprintf("older than revision %s…, already recorded for %s", newer[:min(len(newer), 12)], ref)
 }
 
-// runKey names a run by what deduplicates it: (mapping, repository, ref, revision).
-type runKey struct {
-	mappingID        int64
-	repoID, ref, sha string
+// findWebhookRunSQL finds the webhook run of a (mapping, repository, ref, revision).
+var findWebhookRunSQL = `SELECT id FROM runs WHERE trigger = ` + sqlTriggerWebhook + ` AND mapping_id = $1 AND repo_id = $2
+	AND ref = $3 AND revision = $4`
+
+// decisionMakeDuplicateSQL turns a delivery's queued decision, which found no run, into a duplicate of run $5.
+var decisionMakeDuplicateSQL = `UPDATE decisions SET decision = $6, reason = $7, run_id = $5
+	WHERE delivery_id = $1 AND mapping_id = $2 AND ref = $3 AND new_sha = $4 AND decision = ` + sqlDecisionQueued + `
+		AND run_id IS NULL`
+
+// resolveDuplicate records a queued decision whose run another transaction created and committed while this
+// one's statement ran (so the statement could neither insert nor see it) as a duplicate of that run.
+func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int64, repoID string, dec *Decision) error {
+	err := tx.QueryRow(ctx, findWebhookRunSQL, dec.MappingID, repoID, dec.Ref, dec.NewSha).Scan(&dec.RunID)
+	if err != nil {
+		return fmt.Errorf("find existing run: %w", err)
+	}
+	dec.Decision = DecisionDuplicate
+	dec.Reason = duplicateReason(dec.RunID)
+	if _, err := tx.Exec(ctx, decisionMakeDuplicateSQL,
+		deliveryID, dec.MappingID, dec.Ref, dec.NewSha, dec.RunID, string(dec.Decision), dec.Reason); err != nil {
+		return fmt.Errorf("record duplicate: %w", err)
+	}
+	return nil
 }
 
-// queueGroupInsert queues the statement that records the deliveries of items. jobIDs holds a reserved job id for
-// each queued decision of items, at least one per run to create.
-func queueGroupInsert(batch *pgx.Batch, items []*ingestItem, jobIDs []int64) *pgx.QueuedQuery {
-	n := len(items)
-	sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, secrets :=
-		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	payloads, shortenedFrom := make([][]byte, n), make([]int64, n)
+// refSeenSQL tells whether a (mapping, ref) has a recorded revision: a decision that records one.
+var refSeenSQL = `SELECT EXISTS (SELECT 1 FROM decisions WHERE mapping_id = $1 AND ref = $2
+	AND new_sha IS NOT NULL AND decision IN (` + sqlDecisionsRecording + `))`
 
-	var refDords []int64
-	var refPositions []int32
-	var refs, refOlds, refNews []string
-
-	// The runs to create: one per distinct queued (mapping, repository, ref, revision) of the group, with the
-	// first delivery that asks for it.
-	var wantDords, wantMappings []int64
-	var wantRefs, wantShas, wantOlds []string
-	var wantAttempts []int32
-	var wantNewestOnly []bool
-	seen := map[runKey]bool{}
-
-	var decDords []int64
-	var decMappings []*int64
-	var decRefs, decShas, decKinds, decReasons []string
-
-	for i, it := range items {
-		d, dord := it.p.Delivery, int64(i+1)
-		sources[i] = string(cmp.Or(it.p.Source, DeliverySourceWebhook))
-		scopes[i], actions[i], repoTypes[i], repoNames[i], repoIDs[i], webhookIDs[i] =
-			d.Scope, d.Action, d.RepoType, d.RepoName, d.RepoID, d.WebhookID
-		addrs[i], payloads[i], secrets[i] = it.p.RemoteAddr, d.Raw, cmp.Or(it.p.Secret, SecretCurrent)
-		shortenedFrom[i] = d.ShortenedFrom
-		for j, r := range d.Refs {
-			refDords, refPositions = append(refDords, dord), append(refPositions, int32(j))
-			refs, refOlds, refNews = append(refs, r.Ref), append(refOlds, r.OldSha), append(refNews, r.NewSha)
+// markBaselines turns the queued decisions of a catch-up delivery whose (mapping, ref) has no recorded
+// revision yet into baseline decisions, unless the mapping sets run_on_baseline: a new mapping must not start
+// an expensive run by surprise.
+func (s *Store) markBaselines(ctx context.Context, tx pgx.Tx, decisions []Decision) error {
+	for i := range decisions {
+		dec := &decisions[i]
+		if dec.Decision != DecisionQueued || dec.mapping.RunOnBaseline {
+			continue
 		}
-		decisions := it.res.Decisions
-		for j := range decisions {
-			dec := &decisions[j]
-			var mappingID *int64
-			if dec.MappingID != 0 {
-				mappingID = &dec.MappingID
-			}
-			decDords, decMappings = append(decDords, dord), append(decMappings, mappingID)
-			decRefs, decShas = append(decRefs, dec.Ref), append(decShas, dec.NewSha)
-			decKinds, decReasons = append(decKinds, string(dec.Decision)), append(decReasons, dec.Reason)
-			if dec.Decision != DecisionQueued {
-				continue
-			}
-			key := runKey{dec.MappingID, d.RepoID, dec.Ref, dec.NewSha}
-			if seen[key] {
-				continue
-			}
-			seen[key] = true
-			wantDords, wantMappings = append(wantDords, dord), append(wantMappings, dec.MappingID)
-			wantRefs, wantShas, wantOlds = append(wantRefs, dec.Ref), append(wantShas, dec.NewSha), append(wantOlds, dec.OldSha)
-			wantAttempts = append(wantAttempts, int32(dec.mapping.MaxAttempts))
-			wantNewestOnly = append(wantNewestOnly, dec.mapping.OnNewRevision != OnNewRevisionQueue)
+		var seen bool
+		if err := tx.QueryRow(ctx, refSeenSQL, dec.MappingID, dec.Ref).Scan(&seen); err != nil {
+			return fmt.Errorf("look for a recorded revision: %w", err)
+		}
+		if !seen {
+			dec.Decision = DecisionBaseline
+			dec.Reason = "first revision seen for this ref: recorded as the baseline, not run (run_on_baseline is off)"
 		}
 	}
-	return batch.Queue(groupInsertSQL,
-		sources, scopes, actions, repoTypes, repoNames, repoIDs, webhookIDs, addrs, payloads, secrets,
-		refDords, refPositions, refs, refOlds, refNews,
-		wantDords, wantMappings, wantRefs, wantShas, wantOlds, wantAttempts,
-		decDords, decMappings, decRefs, decShas, decKinds, decReasons, wantNewestOnly,
-		shortenedFrom, jobIDs[:len(wantDords)])
+	return nil
 }
+
+// schedule is what scheduleRun decided for a new run.
+type schedule struct {
+	notBefore *time.Time // the end of its quiet period, enforced when a worker picks it up
+	stopJobs  []int64    // jobs of running runs to stop after commit (cancel_running)
+}
+
+// runQuietPeriodSQL sets the end of a new run's quiet period: once the burst has been quiet for the period ($4
+// ms), but no later than max_wait ($5 ms) after the burst's first revision (the oldest waiting webhook run of
+// the same ref).
+var runQuietPeriodSQL = `
+WITH burst AS (
+	SELECT least(now(), (SELECT min(coalesce(burst_started_at, created_at)) FROM runs
+		WHERE mapping_id = $2 AND ref = $3 AND id < $1 AND status = ` + sqlStatus(RunQueued) + `
+			AND trigger = ` + sqlTriggerWebhook + `)) AS started
+)
+UPDATE runs SET burst_started_at = burst.started,
+	not_before = least(now() + $4 * interval '1 millisecond', burst.started + $5 * interval '1 millisecond')
+FROM burst WHERE runs.id = $1
+RETURNING runs.not_before`
+
+// scheduleRun applies the mapping's trigger settings to a new run at delivery time: its quiet period
+// (runQuietPeriodSQL), and with cancel_running, the stop of older running runs of the ref (stopEarlierSQL). It
+// costs no round trip with the default settings.
+func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (schedule, error) {
+	m := dec.mapping
+	var sched schedule
+	if m.QuietPeriod > 0 {
+		err := tx.QueryRow(ctx, runQuietPeriodSQL,
+			dec.RunID, dec.MappingID, dec.Ref, m.QuietPeriod.Milliseconds(), m.MaxWait.Milliseconds(),
+		).Scan(&sched.notBefore)
+		if err != nil {
+			return sched, fmt.Errorf("schedule run: %w", err)
+		}
+	}
+	if m.OnNewRevision == OnNewRevisionCancelRunning {
+		rows, err := tx.Query(ctx, stopEarlierSQL, dec.RunID, dec.MappingID, dec.Ref)
+		if err != nil {
+			return sched, fmt.Errorf("stop older runs: %w", err)
+		}
+		jobIDs, err := pgx.CollectRows(rows, pgx.RowTo[*int64])
+		if err != nil {
+			return sched, fmt.Errorf("stop older runs: %w", err)
+		}
+		for _, id := range jobIDs {
+			if id != nil {
+				sched.stopJobs = append(sched.stopJobs, *id)
+			}
+		}
+	}
+	return sched, nil
+}
+
+// stopEarlierSQL asks the running runs of a new run's ref whose revisions come before the new one in the ref's
+// recorded history to stop for it (cancel_running). It walks the history back from the new revision, only
+// while a run of the ref is running, and stops at the first running one: a run the history does not place
+// before the new one (a delivery between them never came) is left running.
+var stopEarlierSQL = `
+WITH RECURSIVE earlier(revision, old_revision, status, depth) AS (
+	SELECT n.revision, n.old_revision, n.status, 0 FROM runs n
+	WHERE n.id = $1 AND EXISTS (SELECT 1 FROM runs x WHERE x.mapping_id = $2 AND x.ref = $3
+		AND x.status = ` + sqlStatus(RunRunning) + ` AND x.trigger = ` + sqlTriggerWebhook + `)
+	UNION ALL
+	SELECT p.revision, p.old_revision, p.status, e.depth + 1 FROM earlier e, LATERAL (
+		SELECT p.revision, p.old_revision, p.status FROM runs p
+		WHERE p.mapping_id = $2 AND p.ref = $3 AND p.revision = e.old_revision AND p.trigger = ` + sqlTriggerWebhook + `
+			AND p.repo_id = (SELECT repo_id FROM runs WHERE id = $1) LIMIT 1) p
+	WHERE (e.depth = 0 OR e.status <> ` + sqlStatus(RunRunning) + `) AND e.depth < ` + fmt.Sprint(historyDepthMax) + `
+)
+UPDATE runs SET superseded_by = $1, cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+FROM earlier e
+WHERE e.depth > 0 AND e.status = ` + sqlStatus(RunRunning) + ` AND runs.mapping_id = $2 AND runs.ref = $3
+	AND runs.revision = e.revision AND runs.status = ` + sqlStatus(RunRunning) + ` AND runs.trigger = ` + sqlTriggerWebhook + `
+	AND runs.repo_id = (SELECT repo_id FROM runs WHERE id = $1)
+RETURNING runs.job_id`
