@@ -150,7 +150,8 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	}
 
 	out := make([]groupInsertRow, len(items))
-	batch.Queue(groupInsert.sql, groupInsert.args(newGroupRows(items, reserved).args())...).Query(func(rows pgx.Rows) error {
+	args := groupInsert.args(newGroupRows(items, reserved).args())
+	batch.Queue(groupInsert.sql, args...).Query(func(rows pgx.Rows) error {
 		i := 0
 		for rows.Next() {
 			if i == len(items) {
@@ -438,10 +439,11 @@ WITH din AS MATERIALIZED (
 	JOIN din ON din.dord = u.dord
 ), ins AS (
 	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
-	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''), ` + sqlTriggerWebhook + `, din.id,
-		` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id
-	FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[], @run_old_revision::text[],
-		@run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[]) WITH ORDINALITY
+	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''),
+		` + sqlTriggerWebhook + `, din.id, ` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id
+	FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[],
+		@run_old_revision::text[], @run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[])
+		WITH ORDINALITY
 		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, ord)
 	JOIN din ON din.dord = w.dord
 	-- A mapping that trains only the newest revision creates no run for one its ref's history already has a
@@ -457,7 +459,8 @@ WITH din AS MATERIALIZED (
 		CASE WHEN u.decision = ` + sqlDecisionQueued + ` THEN i.job_id END AS job_id,
 		CASE WHEN u.decision <> ` + sqlDecisionQueued + ` THEN u.decision
 			WHEN i.id IS NOT NULL
-				AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, din.repo_id, u.ref, u.sha, u.decision) THEN ` + sqlDecisionQueued + `
+				AND u.ord = min(u.ord) OVER (PARTITION BY u.mapping_id, din.repo_id, u.ref, u.sha, u.decision)
+				THEN ` + sqlDecisionQueued + `
 			WHEN i.id IS NOT NULL OR e.id IS NOT NULL THEN ` + sqlDecisionDuplicate + `
 			WHEN o.revision IS NOT NULL THEN ` + sqlDecisionIgnored + `
 			ELSE ` + sqlDecisionQueued + ` END AS decision
@@ -468,12 +471,12 @@ WITH din AS MATERIALIZED (
 	LEFT JOIN ins i ON u.decision = ` + sqlDecisionQueued + ` AND i.mapping_id = u.mapping_id AND i.repo_id = din.repo_id
 		AND i.ref = u.ref AND i.revision = u.sha
 	LEFT JOIN LATERAL (SELECT e.id FROM runs e WHERE u.decision = ` + sqlDecisionQueued + ` AND i.id IS NULL
-		AND e.trigger = ` + sqlTriggerWebhook + ` AND e.mapping_id = u.mapping_id AND e.repo_id = din.repo_id AND e.ref = u.ref
-		AND e.revision = u.sha LIMIT 1) e ON true
+		AND e.trigger = ` + sqlTriggerWebhook + ` AND e.mapping_id = u.mapping_id AND e.repo_id = din.repo_id
+		AND e.ref = u.ref AND e.revision = u.sha LIMIT 1) e ON true
 	-- The later revision that kept the insert above from creating a run.
-	LEFT JOIN LATERAL (SELECT c.revision FROM runs c WHERE u.decision = ` + sqlDecisionQueued + ` AND i.id IS NULL AND e.id IS NULL
-		AND c.mapping_id = u.mapping_id AND c.ref = u.ref AND c.old_revision = u.sha AND c.trigger = ` + sqlTriggerWebhook + `
-		AND c.repo_id = din.repo_id LIMIT 1) o ON true
+	LEFT JOIN LATERAL (SELECT c.revision FROM runs c WHERE u.decision = ` + sqlDecisionQueued + ` AND i.id IS NULL
+		AND e.id IS NULL AND c.mapping_id = u.mapping_id AND c.ref = u.ref AND c.old_revision = u.sha
+		AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id LIMIT 1) o ON true
 ), dec AS (
 	INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
 	SELECT x.delivery_id, x.mapping_id, x.ref, NULLIF(x.sha, ''), x.decision,
@@ -543,8 +546,8 @@ func olderReason(newer, ref string) string {
 }
 
 // findWebhookRunSQL finds the webhook run of a (mapping, repository, ref, revision).
-var findWebhookRunSQL = `SELECT id FROM runs WHERE trigger = ` + sqlTriggerWebhook + ` AND mapping_id = $1 AND repo_id = $2
-	AND ref = $3 AND revision = $4`
+var findWebhookRunSQL = `SELECT id FROM runs
+	WHERE trigger = ` + sqlTriggerWebhook + ` AND mapping_id = $1 AND repo_id = $2 AND ref = $3 AND revision = $4`
 
 // decisionMakeDuplicateSQL turns a delivery's queued decision, which found no run, into a duplicate of run $5.
 var decisionMakeDuplicateSQL = `UPDATE decisions SET decision = $6, reason = $7, run_id = $5
@@ -663,6 +666,7 @@ WITH RECURSIVE earlier(revision, old_revision, status, depth) AS (
 UPDATE runs SET superseded_by = $1, cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
 FROM earlier e
 WHERE e.depth > 0 AND e.status = ` + sqlStatus(RunRunning) + ` AND runs.mapping_id = $2 AND runs.ref = $3
-	AND runs.revision = e.revision AND runs.status = ` + sqlStatus(RunRunning) + ` AND runs.trigger = ` + sqlTriggerWebhook + `
+	AND runs.revision = e.revision AND runs.status = ` + sqlStatus(RunRunning) + `
+	AND runs.trigger = ` + sqlTriggerWebhook + `
 	AND runs.repo_id = (SELECT repo_id FROM runs WHERE id = $1)
 RETURNING runs.job_id`

@@ -86,13 +86,13 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	batch := &pgx.Batch{}
 	batch.Queue(`BEGIN`)
 	// The decision reads a few rows through ordered index scans that stop early.
-	batch.Queue(`SET LOCAL enable_bitmapscan = off`)
+	batch.Queue(noBitmapScansSQL)
 	// Planning the decision costs more than running it (about 2.5 ms against 0.7): its plan is made once per
 	// connection and kept, whatever the parameters (TestRunAttemptStartReadsLittle checks that it stays small).
 	batch.Queue(planOnceSQL)
 	// NO KEY UPDATE locks do not conflict with the key-share locks that inserting decisions and runs take
 	// through their foreign keys, so starts and deliveries never block each other.
-	batch.Queue(`SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`, p.RunID)
+	batch.Queue(runLockWithMappingSQL, p.RunID)
 	batch.Queue(runAttemptStartSQL, p.RunID, p.Attempt, p.Argv, p.Head).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&d.action, &d.status, &d.attempt, &d.running, &d.concurrency, &d.older, &d.wait,
 			&d.newer, &d.newerRevision, &d.other, &d.otherRevision, &d.previous)
@@ -107,6 +107,14 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	}
 	return d.err(p)
 }
+
+// Statements of RunAttemptStart's transaction, beside runAttemptStartSQL.
+const (
+	// noBitmapScansSQL keeps the planner to plain index scans for the rest of the transaction.
+	noBitmapScansSQL = `SET LOCAL enable_bitmapscan = off`
+	// runLockWithMappingSQL locks the run $1 and its mapping.
+	runLockWithMappingSQL = `SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`
+)
 
 // startDecision is what runAttemptStartSQL decided, and the figures behind it.
 type startDecision struct {
@@ -151,7 +159,8 @@ const planOnceSQL = `SET LOCAL plan_cache_mode = force_generic_plan`
 
 // runChild is the condition on c of a run of the same mapping, repository and ref as r whose push replaced
 // r's revision: the next revision of the ref's history, as recorded.
-const runChild = `c.mapping_id = r.mapping_id AND c.ref = r.ref AND c.trigger = 'webhook' AND c.repo_id = r.repo_id`
+var runChild = `c.mapping_id = r.mapping_id AND c.ref = r.ref AND c.trigger = ` + sqlTriggerWebhook + `
+	AND c.repo_id = r.repo_id`
 
 // runAttemptStartSQL decides whether a run may start, and writes what follows, in one statement; it returns
 // the decision and the figures behind it.
@@ -181,20 +190,23 @@ WITH g AS MATERIALIZED (
 			AND x.id <> r.id) AS running,
 		(SELECT count(*) FROM runs w WHERE w.mapping_id = r.mapping_id AND w.waiting_since IS NOT NULL
 			AND w.status = ` + sqlStatus(RunQueued) + ` AND w.id < r.id AND coalesce(w.not_before, w.created_at) <= now()
-			AND NOT (m.on_new_revision <> 'queue' AND w.trigger = 'webhook' AND EXISTS (
+			AND NOT (m.on_new_revision <> ` + sqlPolicyQueue + ` AND w.trigger = ` + sqlTriggerWebhook + ` AND EXISTS (
 				SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref AND c.old_revision = w.revision
-					AND c.trigger = 'webhook' AND c.repo_id = w.repo_id))) AS older,
+					AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = w.repo_id))) AS older,
 		nx.id AS newer, nx.revision AS newer_revision,
-		CASE WHEN nx.id IS NULL AND r.trigger = 'webhook' AND m.on_new_revision <> 'queue' AND $4 = '' THEN (
+		CASE WHEN nx.id IS NULL AND r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision <> ` + sqlPolicyQueue + `
+			AND $4 = '' THEN (
 			-- The newest other run of the ref that is not superseded: among those running or waiting, and the
 			-- last to finish. The walk back from this run's revision looks for it.
 			SELECT o.id FROM (
 				(SELECT a.id, a.revision FROM runs a WHERE a.mapping_id = r.mapping_id AND a.ref = r.ref
-					AND a.status IN (` + sqlActive + `) AND a.trigger = 'webhook' AND a.repo_id = r.repo_id AND a.id <> r.id
+					AND a.status IN (` + sqlActive + `) AND a.trigger = ` + sqlTriggerWebhook + ` AND a.repo_id = r.repo_id
+					AND a.id <> r.id
 					ORDER BY a.id DESC LIMIT 1)
 				UNION ALL
 				(SELECT f.id, f.revision FROM runs f WHERE f.mapping_id = r.mapping_id AND f.ref = r.ref
-					AND f.status IN (` + sqlList(RunSucceeded, RunFailed) + `) AND f.trigger = 'webhook' AND f.repo_id = r.repo_id
+					AND f.status IN (` + sqlList(RunSucceeded, RunFailed) + `) AND f.trigger = ` + sqlTriggerWebhook + `
+					AND f.repo_id = r.repo_id
 					ORDER BY f.finished_at DESC LIMIT 1)
 				ORDER BY id DESC LIMIT 1) o
 			WHERE NOT EXISTS (
@@ -205,26 +217,28 @@ WITH g AS MATERIALIZED (
 					SELECT p.revision, p.old_revision, e.depth + 1 FROM earlier e, LATERAL (
 						SELECT p.revision, p.old_revision FROM runs p
 						WHERE p.mapping_id = r.mapping_id AND p.repo_id = r.repo_id AND p.ref = r.ref
-							AND p.revision = e.old_revision AND p.trigger = 'webhook' LIMIT 1) p
+							AND p.revision = e.old_revision AND p.trigger = ` + sqlTriggerWebhook + ` LIMIT 1) p
 					WHERE e.revision <> o.revision AND e.depth < ` + fmt.Sprint(historyDepthMax) + `)
 				SELECT 1 FROM earlier e WHERE e.revision = o.revision)) END AS other,
 		-- The run of the revision before this one, when it has not started. It is looked up by revision in the
 		-- dedup index: its status is wrapped in "IS TRUE" so that no plan prefers the index of active runs,
 		-- which would walk the mapping's whole backlog.
-		CASE WHEN r.trigger = 'webhook' AND m.on_new_revision = 'queue' AND r.old_revision IS NOT NULL THEN (
+		CASE WHEN r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision = ` + sqlPolicyQueue + `
+			AND r.old_revision IS NOT NULL THEN (
 			SELECT p.id FROM runs p WHERE p.mapping_id = r.mapping_id AND p.repo_id = r.repo_id AND p.ref = r.ref
-				AND p.revision = r.old_revision AND p.trigger = 'webhook'
+				AND p.revision = r.old_revision AND p.trigger = ` + sqlTriggerWebhook + `
 				AND (p.status = ` + sqlStatus(RunQueued) + ` AND p.attempt = 0) IS TRUE) END AS previous
 	FROM runs r JOIN mappings m ON m.id = r.mapping_id
 	LEFT JOIN LATERAL (
 		SELECT n.id, n.revision FROM runs n
-		WHERE r.trigger = 'webhook' AND m.on_new_revision <> 'queue' AND $4 <> '' AND $4 <> r.revision
+		WHERE r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision <> ` + sqlPolicyQueue + `
+			AND $4 <> '' AND $4 <> r.revision
 			AND n.mapping_id = r.mapping_id AND n.repo_id = r.repo_id AND n.ref = r.ref AND n.revision = $4
-			AND n.trigger = 'webhook' AND n.status <> ` + sqlStatus(RunSuperseded) + `
+			AND n.trigger = ` + sqlTriggerWebhook + ` AND n.status <> ` + sqlStatus(RunSuperseded) + `
 		UNION ALL
 		(WITH RECURSIVE later(id, revision, status, depth) AS (
 			SELECT c.id, c.revision, c.status, 1 FROM runs c
-			WHERE r.trigger = 'webhook' AND m.on_new_revision <> 'queue' AND $4 = ''
+			WHERE r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision <> ` + sqlPolicyQueue + ` AND $4 = ''
 				AND c.old_revision = r.revision AND ` + runChild + `
 			UNION ALL
 			SELECT c.id, c.revision, c.status, l.depth + 1 FROM later l, LATERAL (
@@ -239,7 +253,7 @@ WITH g AS MATERIALIZED (
 		WHEN g.status IN (` + sqlFinal + `) THEN 'finished'
 		WHEN g.status NOT IN (` + sqlWaits + `) OR g.attempt <> $2 - 1 THEN 'taken'
 		WHEN g.newer IS NOT NULL AND (g.status = ` + sqlStatus(RunQueued) + `
-			OR (g.status = ` + sqlStatus(RunRetrying) + ` AND g.policy = 'cancel_running')) THEN 'supersede'
+			OR (g.status = ` + sqlStatus(RunRetrying) + ` AND g.policy = ` + sqlPolicyCancelRunning + `)) THEN 'supersede'
 		WHEN g.other IS NOT NULL AND g.status IN (` + sqlWaits + `) THEN 'unordered'
 		WHEN g.wait > interval '0' THEN 'quiet'
 		WHEN g.previous IS NOT NULL THEN 'order'
@@ -417,23 +431,6 @@ func readFinish(results pgx.BatchResults, runID int64) (finishedRun, bool, error
 	return fin, err == nil, nil
 }
 
-// notifyLate writes and queues the notifications of a run whose mapping gained notify targets while it ran, in
-// a transaction of its own after the one that finished the run.
-func (s *Store) notifyLate(ctx context.Context, fin finishedRun) error {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return dbError(err, "begin notifications")
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if err := s.notifyTx(ctx, tx, fin); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return dbError(err, "commit notifications")
-	}
-	return nil
-}
-
 // RunAttemptAbandonParams names an attempt whose command stopped, or was lost, before it finished, and why.
 type RunAttemptAbandonParams struct {
 	RunID   int64
@@ -443,6 +440,20 @@ type RunAttemptAbandonParams struct {
 	// check that its worker is gone. The worker that fenced its own command passes zero.
 	Silence time.Duration
 }
+
+// runAttemptOpenSQL finds the open attempt $2 of the running run $1, when its heartbeat is older than $3 (or
+// $3 is 0), with what abandoning it needs: the run's job, the attempts it has left and whether it is to be
+// cancelled. runAttemptLockSQL locks the attempt and its run, waiting for them; runAttemptLockOrSkipSQL skips
+// them when someone else holds them.
+var (
+	runAttemptOpenSQL = `
+SELECT r.job_id, r.max_attempts, m.queue, r.cancel_requested_at IS NOT NULL, ` + runFailedAttemptsSQL + `
+FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = r.attempt JOIN mappings m ON m.id = r.mapping_id
+WHERE r.id = $1 AND r.attempt = $2 AND r.status = ` + sqlStatus(RunRunning) + ` AND a.finished_at IS NULL
+	AND ($3::interval = interval '0' OR a.heartbeat_at < now() - $3::interval)`
+	runAttemptLockSQL       = runAttemptOpenSQL + ` FOR NO KEY UPDATE OF r, a`
+	runAttemptLockOrSkipSQL = runAttemptLockSQL + ` SKIP LOCKED`
+)
 
 // RunAttemptAbandon carries out TransitionInterrupt for an attempt whose worker cannot finish it (the worker
 // fenced its command after losing the database, or the reaper found it silent): the attempt is closed as
@@ -462,17 +473,11 @@ func (s *Store) RunAttemptAbandon(ctx context.Context, p RunAttemptAbandonParams
 	var queue string
 	var cancelRequested bool
 	// The reaper skips a run that someone else holds; the worker that fenced itself waits for it.
-	lock := "FOR NO KEY UPDATE OF r, a"
+	lock := runAttemptLockSQL
 	if p.Silence > 0 {
-		lock += " SKIP LOCKED"
+		lock = runAttemptLockOrSkipSQL
 	}
-	err = tx.QueryRow(ctx, `
-		SELECT r.job_id, r.max_attempts, m.queue, r.cancel_requested_at IS NOT NULL,
-			`+runFailedAttemptsSQL+`
-		FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = r.attempt JOIN mappings m ON m.id = r.mapping_id
-		WHERE r.id = $1 AND r.attempt = $2 AND r.status = `+sqlStatus(RunRunning)+` AND a.finished_at IS NULL
-			AND ($3::interval = interval '0' OR a.heartbeat_at < now() - $3::interval)
-		`+lock, p.RunID, p.Attempt, p.Silence).
+	err = tx.QueryRow(ctx, lock, p.RunID, p.Attempt, p.Silence).
 		Scan(&jobID, &maxAttempts, &queue, &cancelRequested, &failed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
@@ -523,106 +528,16 @@ func (s *Store) RunAttemptAbandon(ctx context.Context, p RunAttemptAbandonParams
 var runFailedAttemptsSQL = `(SELECT count(*) FROM run_attempts f WHERE f.run_id = r.id AND f.status = ` +
 	sqlStatus(AttemptFailed) + `)`
 
-// ReapedRun is a run whose worker stopped sending heartbeats, or died before it started the run, and was
-// handed back to the queue.
-type ReapedRun struct {
-	RunID   int64
-	Attempt int // 0 for a run that had not started
-}
-
-// RunReapOrphans finds running attempts whose heartbeat is older than silence: their process died (SIGKILL, a
-// lost machine) or was cut off from the database without finishing them. Each is abandoned
-// (RunAttemptAbandon). It also hands back the runs whose job a worker took from the queue longer than silence
-// ago without starting them (its process died in between). It is safe to run from several processes at once:
-// each orphan is handled once, under row locks.
-func (s *Store) RunReapOrphans(ctx context.Context, silence time.Duration) ([]ReapedRun, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT r.id, r.attempt, a.heartbeat_at FROM runs r JOIN run_attempts a ON a.run_id = r.id AND a.attempt = r.attempt
-		WHERE r.status = `+sqlStatus(RunRunning)+` AND a.finished_at IS NULL AND a.heartbeat_at < now() - $1::interval`,
-		silence)
-	if err != nil {
-		return nil, dbError(err, "find orphaned runs")
-	}
-	type orphan struct {
-		runID     int64
-		attempt   int
-		heartbeat time.Time
-	}
-	orphans, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (orphan, error) {
-		var o orphan
-		err := row.Scan(&o.runID, &o.attempt, &o.heartbeat)
-		return o, err
-	})
-	if err != nil {
-		return nil, dbError(err, "find orphaned runs")
-	}
-	var reaped []ReapedRun
-	for _, o := range orphans {
-		ok, err := s.RunAttemptAbandon(ctx, RunAttemptAbandonParams{
-			RunID: o.runID, Attempt: o.attempt, Silence: silence,
-			Reason: fmt.Sprintf("interrupted: the process running it stopped, or lost the database (no heartbeat since %s)",
-				o.heartbeat.UTC().Format(time.RFC3339)),
-		})
-		if err != nil {
-			return reaped, err
-		}
-		if ok {
-			reaped = append(reaped, ReapedRun{RunID: o.runID, Attempt: o.attempt})
-		}
-	}
-	if s.queue == nil {
-		return reaped, nil
-	}
-	stalled, err := s.queue.StalledJobs(ctx, silence)
-	if err != nil {
-		return reaped, fmt.Errorf("find jobs taken but not started: %w", err)
-	}
-	for _, j := range stalled {
-		ok, err := s.runJobReplace(ctx, j)
-		if err != nil {
-			return reaped, err
-		}
-		if ok {
-			reaped = append(reaped, ReapedRun{RunID: j.RunID})
-		}
-	}
-	return reaped, nil
-}
-
-// runJobReplace hands a run whose job a worker took but never started back to the queue under a new job,
-// the old one cancelled, without spending an attempt. It changes nothing unless the job is still the run's and
-// the run still waits.
-func (s *Store) runJobReplace(ctx context.Context, j StalledJob) (bool, error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return false, dbError(err, "begin replace job")
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	var maxAttempts, failed int
-	var queue string
-	err = tx.QueryRow(ctx, `
-		SELECT r.max_attempts, m.queue,
-			`+runFailedAttemptsSQL+`
-		FROM runs r JOIN mappings m ON m.id = r.mapping_id
-		WHERE r.id = $1 AND r.job_id = $2 AND r.status IN (`+sqlWaits+`)
-		FOR NO KEY UPDATE OF r SKIP LOCKED`, j.RunID, j.JobID).Scan(&maxAttempts, &queue, &failed)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, dbError(err, "lock run of a stalled job")
-	}
-	if err := s.queue.CancelTx(ctx, tx, j.JobID); err != nil {
-		return false, fmt.Errorf("cancel stalled job: %w", err)
-	}
-	if err := s.enqueueTx(ctx, tx, []RunJob{{RunID: j.RunID, MaxAttempts: max(maxAttempts-failed, 1), Queue: queue}}); err != nil {
-		return false, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return false, dbError(err, "commit replace job")
-	}
-	return true, nil
-}
+// runCancelSQL carries out TransitionCancel for the run $1 when it waits, and records the request when it runs;
+// it returns the status the run had and its job.
+var runCancelSQL = `
+WITH r AS (SELECT id, status FROM runs WHERE id = $1 FOR NO KEY UPDATE)
+UPDATE runs SET cancel_requested_at = coalesce(runs.cancel_requested_at, now()), updated_at = now(),
+	status = CASE WHEN r.status IN (` + sqlWaits + `) THEN ` + sqlStatus(TransitionCancel.To()) + ` ELSE runs.status END,
+	error = CASE WHEN r.status IN (` + sqlWaits + `) THEN 'cancelled by an operator' ELSE runs.error END,
+	finished_at = CASE WHEN r.status IN (` + sqlWaits + `) THEN now() ELSE runs.finished_at END
+FROM r WHERE runs.id = r.id AND r.status NOT IN (` + sqlFinal + `)
+RETURNING r.status, runs.job_id`
 
 // RunCancel carries out TransitionCancel at an operator's request. A waiting run (queued or retrying) is
 // cancelled at once; a running one gets a cancel request, its command is stopped by whichever process runs
@@ -635,14 +550,7 @@ func (s *Store) RunCancel(ctx context.Context, id int64) (*Run, error) {
 	var jobID *int64
 	// One statement: a waiting run is final at once (the worker, which locks the run before it starts, will
 	// then not start it); a running one only records the request.
-	err := s.pool.QueryRow(ctx, `
-		WITH r AS (SELECT id, status FROM runs WHERE id = $1 FOR NO KEY UPDATE)
-		UPDATE runs SET cancel_requested_at = coalesce(runs.cancel_requested_at, now()), updated_at = now(),
-			status = CASE WHEN r.status IN (`+sqlWaits+`) THEN `+sqlStatus(TransitionCancel.To())+` ELSE runs.status END,
-			error = CASE WHEN r.status IN (`+sqlWaits+`) THEN 'cancelled by an operator' ELSE runs.error END,
-			finished_at = CASE WHEN r.status IN (`+sqlWaits+`) THEN now() ELSE runs.finished_at END
-		FROM r WHERE runs.id = r.id AND r.status NOT IN (`+sqlFinal+`)
-		RETURNING r.status, runs.job_id`, id).Scan(&status, &jobID)
+	err := s.pool.QueryRow(ctx, runCancelSQL, id).Scan(&status, &jobID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		run, gerr := s.RunGetByID(ctx, id)
 		if gerr != nil {

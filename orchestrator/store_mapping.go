@@ -8,6 +8,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// Storing mappings: those the configuration file declares, synced at start, and those created through the API.
+// The in-memory copy that decides deliveries is mapping_cache.go.
+
 const mappingColumns = `id, name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled,
 	created_at, updated_at, quiet_period_ms, max_wait_ms, concurrency, on_new_revision, run_on_baseline, verify_revision,
 	queue, notify`
@@ -39,6 +42,27 @@ func scanMapping(row pgx.Row) (*Mapping, error) {
 	return &m, nil
 }
 
+// mappingUpsertFileSQL inserts or updates, by name, a mapping the configuration file declares, and enables it.
+var mappingUpsertFileSQL = `
+INSERT INTO mappings (` + mappingSettings + `, source, enabled)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, ` + sqlSourceFile + `, true)
+ON CONFLICT (name) DO UPDATE SET
+	dataset = EXCLUDED.dataset, refs = EXCLUDED.refs, command = EXCLUDED.command,
+	workdir = EXCLUDED.workdir, env = EXCLUDED.env, timeout_ms = EXCLUDED.timeout_ms,
+	max_attempts = EXCLUDED.max_attempts, quiet_period_ms = EXCLUDED.quiet_period_ms,
+	max_wait_ms = EXCLUDED.max_wait_ms, concurrency = EXCLUDED.concurrency,
+	on_new_revision = EXCLUDED.on_new_revision, run_on_baseline = EXCLUDED.run_on_baseline,
+	verify_revision = EXCLUDED.verify_revision, queue = EXCLUDED.queue, notify = EXCLUDED.notify,
+	source = ` + sqlSourceFile + `, enabled = true,
+	updated_at = now()`
+
+// mappingDisableUndeclaredSQL disables the enabled file mappings whose names are not in $1, and returns their
+// names.
+var mappingDisableUndeclaredSQL = `
+UPDATE mappings SET enabled = false, updated_at = now()
+WHERE source = ` + sqlSourceFile + ` AND enabled AND NOT (name = ANY($1))
+RETURNING name`
+
 // MappingSyncResult counts what MappingSync changed.
 type MappingSyncResult struct {
 	Upserted int
@@ -60,29 +84,14 @@ func (s *Store) MappingSync(ctx context.Context, mappings []Mapping) (*MappingSy
 	batch := &pgx.Batch{}
 	for _, m := range mappings {
 		names = append(names, m.Name)
-		batch.Queue(`
-			INSERT INTO mappings (`+mappingSettings+`, source, enabled)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'file', true)
-			ON CONFLICT (name) DO UPDATE SET
-				dataset = EXCLUDED.dataset, refs = EXCLUDED.refs, command = EXCLUDED.command,
-				workdir = EXCLUDED.workdir, env = EXCLUDED.env, timeout_ms = EXCLUDED.timeout_ms,
-				max_attempts = EXCLUDED.max_attempts, quiet_period_ms = EXCLUDED.quiet_period_ms,
-				max_wait_ms = EXCLUDED.max_wait_ms, concurrency = EXCLUDED.concurrency,
-				on_new_revision = EXCLUDED.on_new_revision, run_on_baseline = EXCLUDED.run_on_baseline,
-				verify_revision = EXCLUDED.verify_revision, queue = EXCLUDED.queue, notify = EXCLUDED.notify,
-				source = 'file', enabled = true,
-				updated_at = now()`,
-			mappingArgs(m)...)
+		batch.Queue(mappingUpsertFileSQL, mappingArgs(m)...)
 	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, dbError(err, "upsert mappings")
 	}
 
 	res := &MappingSyncResult{Upserted: len(mappings)}
-	rows, err := tx.Query(ctx, `
-		UPDATE mappings SET enabled = false, updated_at = now()
-		WHERE source = 'file' AND enabled AND NOT (name = ANY($1))
-		RETURNING name`, names)
+	rows, err := tx.Query(ctx, mappingDisableUndeclaredSQL, names)
 	if err != nil {
 		return nil, dbError(err, "disable removed mappings")
 	}
@@ -96,14 +105,21 @@ func (s *Store) MappingSync(ctx context.Context, mappings []Mapping) (*MappingSy
 	return res, nil
 }
 
+// Statements that read mappings.
+const (
+	mappingListSQL        = `SELECT ` + mappingColumns + ` FROM mappings ORDER BY name`
+	mappingListEnabledSQL = `SELECT ` + mappingColumns + ` FROM mappings WHERE enabled ORDER BY name`
+	mappingGetByNameSQL   = `SELECT ` + mappingColumns + ` FROM mappings WHERE name = $1`
+)
+
 // MappingList returns every mapping, enabled or not, by name.
 func (s *Store) MappingList(ctx context.Context) ([]Mapping, error) {
-	return s.mappingQuery(ctx, `SELECT `+mappingColumns+` FROM mappings ORDER BY name`)
+	return s.mappingQuery(ctx, mappingListSQL)
 }
 
 // MappingListEnabled returns the enabled mappings, by name.
 func (s *Store) MappingListEnabled(ctx context.Context) ([]Mapping, error) {
-	return s.mappingQuery(ctx, `SELECT `+mappingColumns+` FROM mappings WHERE enabled ORDER BY name`)
+	return s.mappingQuery(ctx, mappingListEnabledSQL)
 }
 
 func (s *Store) mappingQuery(ctx context.Context, sql string, args ...any) ([]Mapping, error) {
@@ -126,7 +142,7 @@ func (s *Store) mappingQuery(ctx context.Context, sql string, args ...any) ([]Ma
 
 // MappingGetByName returns one mapping, or an error with CodeNotFound.
 func (s *Store) MappingGetByName(ctx context.Context, name string) (*Mapping, error) {
-	m, err := scanMapping(s.pool.QueryRow(ctx, `SELECT `+mappingColumns+` FROM mappings WHERE name = $1`, name))
+	m, err := scanMapping(s.pool.QueryRow(ctx, mappingGetByNameSQL, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeNotFound, "mapping %q not found", name)
 	}
@@ -136,6 +152,13 @@ func (s *Store) MappingGetByName(ctx context.Context, name string) (*Mapping, er
 	return m, nil
 }
 
+// mappingCreateSQL inserts an API mapping, enabled, unless one of its name exists.
+var mappingCreateSQL = `
+INSERT INTO mappings (` + mappingSettings + `, source, enabled)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, ` + sqlSourceAPI + `, true)
+ON CONFLICT (name) DO NOTHING
+RETURNING ` + mappingColumns
+
 // MappingCreate registers a new mapping through the API. m is validated with its defaults applied; a name that
 // exists already, enabled or not, is CodeConflict.
 func (s *Store) MappingCreate(ctx context.Context, m Mapping) (*Mapping, error) {
@@ -144,11 +167,7 @@ func (s *Store) MappingCreate(ctx context.Context, m Mapping) (*Mapping, error) 
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	created, err := scanMapping(s.pool.QueryRow(ctx, `
-		INSERT INTO mappings (`+mappingSettings+`, source, enabled)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'api', true)
-		ON CONFLICT (name) DO NOTHING
-		RETURNING `+mappingColumns, mappingArgs(m)...))
+	created, err := scanMapping(s.pool.QueryRow(ctx, mappingCreateSQL, mappingArgs(m)...))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeConflict, "mapping %q exists already", m.Name)
 	}
@@ -157,6 +176,14 @@ func (s *Store) MappingCreate(ctx context.Context, m Mapping) (*Mapping, error) 
 	}
 	return created, nil
 }
+
+// mappingUpdateSQL replaces the settings of the API mapping named $1, and enables it.
+var mappingUpdateSQL = `
+UPDATE mappings SET dataset = $2, refs = $3, command = $4, workdir = $5, env = $6, timeout_ms = $7,
+	max_attempts = $8, quiet_period_ms = $9, max_wait_ms = $10, concurrency = $11, on_new_revision = $12,
+	run_on_baseline = $13, verify_revision = $14, queue = $15, notify = $16, enabled = true, updated_at = now()
+WHERE name = $1 AND source = ` + sqlSourceAPI + `
+RETURNING ` + mappingColumns
 
 // MappingUpdate replaces the settings of an API mapping (and enables it). The configuration file owns the
 // mappings it declares: updating one of those is CodeConflict.
@@ -169,12 +196,7 @@ func (s *Store) MappingUpdate(ctx context.Context, m Mapping) (*Mapping, error) 
 	if err := s.mappingCheckEditable(ctx, m.Name); err != nil {
 		return nil, err
 	}
-	updated, err := scanMapping(s.pool.QueryRow(ctx, `
-		UPDATE mappings SET dataset = $2, refs = $3, command = $4, workdir = $5, env = $6, timeout_ms = $7,
-			max_attempts = $8, quiet_period_ms = $9, max_wait_ms = $10, concurrency = $11, on_new_revision = $12,
-			run_on_baseline = $13, verify_revision = $14, queue = $15, notify = $16, enabled = true, updated_at = now()
-		WHERE name = $1 AND source = 'api'
-		RETURNING `+mappingColumns, mappingArgs(m)...))
+	updated, err := scanMapping(s.pool.QueryRow(ctx, mappingUpdateSQL, mappingArgs(m)...))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeNotFound, "mapping %q not found", m.Name)
 	}
@@ -184,15 +206,18 @@ func (s *Store) MappingUpdate(ctx context.Context, m Mapping) (*Mapping, error) 
 	return updated, nil
 }
 
+// mappingDisableSQL disables the API mapping named $1.
+var mappingDisableSQL = `
+UPDATE mappings SET enabled = false, updated_at = now() WHERE name = $1 AND source = ` + sqlSourceAPI + `
+RETURNING ` + mappingColumns
+
 // MappingDisable disables an API mapping; its runs stay. Disabling a mapping the configuration file declares
 // is CodeConflict: remove it from the file instead.
 func (s *Store) MappingDisable(ctx context.Context, name string) (*Mapping, error) {
 	if err := s.mappingCheckEditable(ctx, name); err != nil {
 		return nil, err
 	}
-	m, err := scanMapping(s.pool.QueryRow(ctx, `
-		UPDATE mappings SET enabled = false, updated_at = now() WHERE name = $1 AND source = 'api'
-		RETURNING `+mappingColumns, name))
+	m, err := scanMapping(s.pool.QueryRow(ctx, mappingDisableSQL, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeNotFound, "mapping %q not found", name)
 	}
@@ -250,19 +275,22 @@ func (m MappingSummary) Latest() *RunBrief {
 	return &m.Recent[0]
 }
 
-// MappingSummaryList returns every mapping with its last 10 runs: one query, one index scan per mapping. (The
-// mapping is matched as a range and the ORDER BY names mapping_id: only runs_mapping_idx can then serve the
-// order, where with a plain equality the planner walks the primary key backwards, filtering, which with a
-// million runs meant reading most of them for every mapping whose runs are not the newest.)
+// mappingSummaryListSQL lists every mapping, enabled first, with its last 10 runs as a JSON array: one index scan
+// per mapping. (The mapping is matched as a range and the ORDER BY names mapping_id: only runs_mapping_idx can
+// then serve the order, where with a plain equality the planner walks the primary key backwards, filtering,
+// which with a million runs meant reading most of them for every mapping whose runs are not the newest.)
+const mappingSummaryListSQL = `
+SELECT ` + mappingColumns + `,
+	coalesce((SELECT json_agg(json_build_object('id', r.id, 'status', r.status, 'ref', r.ref,
+		'revision', r.revision, 'created_at', r.created_at) ORDER BY r.id DESC)
+		FROM (SELECT id, status, ref, revision, created_at FROM runs
+			WHERE mapping_id >= mappings.id AND mapping_id <= mappings.id
+			ORDER BY mapping_id, id DESC LIMIT 10) r), '[]')
+FROM mappings ORDER BY enabled DESC, name`
+
+// MappingSummaryList returns every mapping with its last 10 runs, in one query (mappingSummaryListSQL).
 func (s *Store) MappingSummaryList(ctx context.Context) ([]MappingSummary, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT `+mappingColumns+`,
-			coalesce((SELECT json_agg(json_build_object('id', r.id, 'status', r.status, 'ref', r.ref,
-				'revision', r.revision, 'created_at', r.created_at) ORDER BY r.id DESC)
-				FROM (SELECT id, status, ref, revision, created_at FROM runs
-					WHERE mapping_id >= mappings.id AND mapping_id <= mappings.id
-					ORDER BY mapping_id, id DESC LIMIT 10) r), '[]')
-		FROM mappings ORDER BY enabled DESC, name`)
+	rows, err := s.pool.Query(ctx, mappingSummaryListSQL)
 	if err != nil {
 		return nil, dbError(err, "list mappings")
 	}
