@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -49,10 +50,17 @@ type ingestItem struct {
 	taken   bool // in a group
 	hasTurn bool // handed a writer's place
 
-	// Set before done is closed.
-	res     *DeliveryInsertResult
-	err     error
-	skipped bool // its caller gave up before its group began
+	// Set by the writer of its group before done is closed.
+	res      *DeliveryInsertResult
+	err      error
+	skipped  bool // its caller gave up before its group began
+	finished bool // done is closed
+}
+
+// finish records the error the delivery's write ended with and wakes its caller.
+func (it *ingestItem) finish(err error) {
+	it.err, it.finished = err, true
+	close(it.done)
 }
 
 // newIngestItem returns the item of a delivery whose caller waits with ctx.
@@ -101,6 +109,22 @@ func (g *ingester) submit(ctx context.Context, p DeliveryInsertParams) (*Deliver
 // writeUntilTaken writes groups of the oldest waiting deliveries until own is in one, then passes the writer's
 // place on.
 func (g *ingester) writeUntilTaken(ctx context.Context, own *ingestItem) {
+	// A panic while writing (a bug) fails the deliveries of its group and passes the place on, so that the
+	// callers behind it do not wait for a writer forever; the panic then goes on up the caller's stack.
+	var items []*ingestItem
+	defer func() {
+		if r := recover(); r != nil {
+			for _, it := range items {
+				if !it.finished {
+					it.finish(fmt.Errorf("write deliveries: panic: %v", r))
+				}
+			}
+			g.mu.Lock()
+			g.passOn()
+			g.mu.Unlock()
+			panic(r)
+		}
+	}()
 	for {
 		g.mu.Lock()
 		if own.taken {
@@ -109,7 +133,7 @@ func (g *ingester) writeUntilTaken(ctx context.Context, own *ingestItem) {
 			return
 		}
 		n := min(len(g.pending), ingestBatchMax)
-		items := make([]*ingestItem, n)
+		items = make([]*ingestItem, n)
 		copy(items, g.pending)
 		g.pending = append(g.pending[:0], g.pending[n:]...)
 		for _, it := range items {
@@ -141,7 +165,7 @@ func (g *ingester) writeGroup(ctx context.Context, items []*ingestItem) {
 		select {
 		case <-it.cancelled:
 			it.skipped = true
-			close(it.done)
+			it.finish(nil)
 		default:
 			live = append(live, it)
 		}
@@ -167,13 +191,11 @@ func (g *ingester) writeGroup(ctx context.Context, items []*ingestItem) {
 	err := g.write(ctx, live)
 	if err != nil && len(live) > 1 {
 		for _, it := range live {
-			it.err = g.write(ctx, []*ingestItem{it})
-			close(it.done)
+			it.finish(g.write(ctx, []*ingestItem{it}))
 		}
 		return
 	}
 	for _, it := range live {
-		it.err = err
-		close(it.done)
+		it.finish(err)
 	}
 }
