@@ -11,6 +11,16 @@ import (
 // logTailBytes is how much of the end of a run's log the run endpoints return.
 const logTailBytes = 64 << 10
 
+// runList reads the filters and page of a run list from the query string, and returns the runs they select.
+func (s *Server) runList(r *http.Request) (orchestrator.RunListParams, []orchestrator.Run, error) {
+	p, err := runListParams(r)
+	if err != nil {
+		return p, nil, err
+	}
+	runs, err := s.store.RunList(r.Context(), p)
+	return p, runs, err
+}
+
 // runListParams reads the filters and page of a run list from the query string.
 func runListParams(r *http.Request) (orchestrator.RunListParams, error) {
 	q := r.URL.Query()
@@ -47,11 +57,7 @@ func intParam(v, name string) (int, error) {
 
 // handleAPIRunList answers GET /api/v1/runs.
 func (s *Server) handleAPIRunList(w http.ResponseWriter, r *http.Request) error {
-	p, err := runListParams(r)
-	if err != nil {
-		return err
-	}
-	runs, err := s.store.RunList(r.Context(), p)
+	p, runs, err := s.runList(r)
 	if err != nil {
 		return err
 	}

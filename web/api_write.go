@@ -59,13 +59,27 @@ func runIDParam(r *http.Request) (int64, error) {
 	return id, nil
 }
 
-// handleAPIRunRetry answers POST /api/v1/runs/{id}/retry with the new run.
-func (s *Server) handleAPIRunRetry(w http.ResponseWriter, r *http.Request) error {
+// runRetry retries the run the path names, for the API and the Retry button alike.
+func (s *Server) runRetry(r *http.Request) (*orchestrator.Run, error) {
 	id, err := runIDParam(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	run, err := s.store.RunRetry(r.Context(), id)
+	return s.store.RunRetry(r.Context(), id)
+}
+
+// runCancel cancels the run the path names, for the API and the Cancel button alike.
+func (s *Server) runCancel(r *http.Request) (*orchestrator.Run, error) {
+	id, err := runIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.RunCancel(r.Context(), id)
+}
+
+// handleAPIRunRetry answers POST /api/v1/runs/{id}/retry with the new run.
+func (s *Server) handleAPIRunRetry(w http.ResponseWriter, r *http.Request) error {
+	run, err := s.runRetry(r)
 	if err != nil {
 		return err
 	}
@@ -77,11 +91,7 @@ func (s *Server) handleAPIRunRetry(w http.ResponseWriter, r *http.Request) error
 // handleAPIRunCancel answers POST /api/v1/runs/{id}/cancel: 200 when the run is cancelled, 202 when its
 // command is being stopped.
 func (s *Server) handleAPIRunCancel(w http.ResponseWriter, r *http.Request) error {
-	id, err := runIDParam(r)
-	if err != nil {
-		return err
-	}
-	run, err := s.store.RunCancel(r.Context(), id)
+	run, err := s.runCancel(r)
 	if err != nil {
 		return err
 	}

@@ -24,11 +24,7 @@ type runListPage struct {
 
 // handleRunList renders /runs: every run, newest first, filtered, a page at a time (keyset pagination).
 func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request) error {
-	p, err := runListParams(r)
-	if err != nil {
-		return err
-	}
-	runs, err := s.store.RunList(r.Context(), p)
+	p, runs, err := s.runList(r)
 	if err != nil {
 		return err
 	}
@@ -97,11 +93,7 @@ func (s *Server) handleRunShow(w http.ResponseWriter, r *http.Request) error {
 
 // handleRunRetryForm handles the Retry button: a new run, then its page.
 func (s *Server) handleRunRetryForm(w http.ResponseWriter, r *http.Request) error {
-	id, err := runIDParam(r)
-	if err != nil {
-		return err
-	}
-	run, err := s.store.RunRetry(r.Context(), id)
+	run, err := s.runRetry(r)
 	if err != nil {
 		return err
 	}
@@ -111,13 +103,10 @@ func (s *Server) handleRunRetryForm(w http.ResponseWriter, r *http.Request) erro
 
 // handleRunCancelForm handles the Cancel button, then shows the run again.
 func (s *Server) handleRunCancelForm(w http.ResponseWriter, r *http.Request) error {
-	id, err := runIDParam(r)
+	run, err := s.runCancel(r)
 	if err != nil {
 		return err
 	}
-	if _, err := s.store.RunCancel(r.Context(), id); err != nil {
-		return err
-	}
-	http.Redirect(w, r, fmt.Sprintf("/runs/%d", id), http.StatusSeeOther)
+	http.Redirect(w, r, fmt.Sprintf("/runs/%d", run.ID), http.StatusSeeOther)
 	return nil
 }
