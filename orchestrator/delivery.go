@@ -24,6 +24,18 @@ const (
 // DeliverySources lists every delivery source.
 var DeliverySources = []DeliverySource{DeliverySourceWebhook, DeliverySourceReconcile}
 
+// Secret says which webhook secret authenticated a delivery.
+type Secret string
+
+// Webhook secrets a delivery may have been authenticated with.
+const (
+	SecretCurrent  Secret = "current"  // HUGGINGFACE_WEBHOOK_SECRET
+	SecretPrevious Secret = "previous" // HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS, accepted during a rotation
+)
+
+// Secrets lists every webhook secret.
+var Secrets = []Secret{SecretCurrent, SecretPrevious}
+
 // Delivery is a parsed Hugging Face webhook body: the few fields the orchestrator reads, and the body to keep.
 type Delivery struct {
 	Scope     string
@@ -107,7 +119,7 @@ type DeliveryRecord struct {
 	RepoID     string         `json:"repo_id"`
 	WebhookID  string         `json:"webhook_id"`
 	RemoteAddr string         `json:"remote_addr"`
-	Secret     string         `json:"secret"`
+	Secret     Secret         `json:"secret"`
 	Refs       []RefUpdate    `json:"refs"`
 	Decisions  []Decision     `json:"decisions"`
 }

@@ -18,14 +18,8 @@ type DeliveryInsertParams struct {
 	Delivery   *Delivery
 	Source     DeliverySource // DeliverySourceWebhook when empty
 	RemoteAddr string
-	Secret     string // which webhook secret matched: SecretCurrent (when empty) or SecretPrevious
+	Secret     Secret // which webhook secret matched: SecretCurrent when empty
 }
-
-// Webhook secrets a delivery may have been authenticated with.
-const (
-	SecretCurrent  = "current"  // HUGGINGFACE_WEBHOOK_SECRET
-	SecretPrevious = "previous" // HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS, accepted during a rotation
-)
 
 // DeliveryInsertResult is what recording a delivery did.
 type DeliveryInsertResult struct {
@@ -321,7 +315,7 @@ func newGroupRows(items []*ingestItem, jobIDs []int64) groupRows {
 		g.deliveries = append(g.deliveries, deliveryRow{
 			source: string(cmp.Or(it.p.Source, DeliverySourceWebhook)), scope: d.Scope, action: d.Action,
 			repoType: d.RepoType, repoName: d.RepoName, repoID: d.RepoID, webhookID: d.WebhookID,
-			remoteAddr: it.p.RemoteAddr, secret: cmp.Or(it.p.Secret, SecretCurrent),
+			remoteAddr: it.p.RemoteAddr, secret: string(cmp.Or(it.p.Secret, SecretCurrent)),
 			payload: d.Raw, payloadShortenedFrom: d.ShortenedFrom,
 		})
 		for j, r := range d.Refs {

@@ -57,7 +57,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&c.ConfigPath, "config", env("ORCHESTRATOR_CONFIG", ""), "YAML file of mappings (ORCHESTRATOR_CONFIG)")
 	fs.StringVar(&c.DataDir, "data-dir", env("ORCHESTRATOR_DATA_DIR", DataDirDefault),
 		"directory for the embedded PostgreSQL when DATABASE_URL is unset (ORCHESTRATOR_DATA_DIR)")
-	fs.StringVar(&c.Role, "role", env("ORCHESTRATOR_ROLE", service.RoleDefault), "all, web (no commands) or worker (only commands) (ORCHESTRATOR_ROLE)")
+	fs.StringVar((*string)(&c.Role), "role", env("ORCHESTRATOR_ROLE", string(service.RoleDefault)), "all, web (no commands) or worker (only commands) (ORCHESTRATOR_ROLE)")
 	queues := fs.String("queues", env("ORCHESTRATOR_QUEUES", orchestrator.QueueDefault), "worker pools this process serves, comma-separated (ORCHESTRATOR_QUEUES)")
 	fs.StringVar(&c.PublicURL, "public-url", env("ORCHESTRATOR_PUBLIC_URL", ""),
 		"address the console is reached at, for links in run notifications (ORCHESTRATOR_PUBLIC_URL)")

@@ -26,6 +26,7 @@ import (
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/orchestrator/service"
+	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 )
 
 // traceParentRE is the W3C traceparent of a sampled span: version, trace id, span id, flags.
@@ -198,7 +199,7 @@ func TestTracingConfig(t *testing.T) {
 	cases := []struct {
 		name    string
 		env     map[string]string
-		want    string
+		want    tracing.Mode
 		wantErr string
 	}{
 		{name: "off by default", want: "off"},

@@ -7,24 +7,33 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrainhq/orchestrator/jobs"
+	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 	"github.com/retrainhq/orchestrator/web"
 )
+
+// Role says what a process does.
+type Role string
 
 // Roles of a process.
 const (
 	// RoleAll takes webhooks, serves the pages and the API, and runs commands.
-	RoleAll = "all"
+	RoleAll Role = "all"
 	// RoleWeb takes webhooks and serves the pages and the API; it runs no command.
-	RoleWeb = "web"
+	RoleWeb Role = "web"
 	// RoleWorker runs commands and serves only health checks and metrics.
-	RoleWorker = "worker"
+	RoleWorker Role = "worker"
 )
+
+// Roles lists every role.
+var Roles = []Role{RoleAll, RoleWeb, RoleWorker}
 
 // RoleDefault is the role of a Config that names none.
 const RoleDefault = RoleAll
@@ -83,7 +92,7 @@ type Config struct {
 	HFEndpoint string
 	HFToken    string
 	// Role (--role, ORCHESTRATOR_ROLE) is RoleAll, RoleWeb or RoleWorker. Defaults to RoleDefault.
-	Role string
+	Role Role
 	// Queues (--queues, ORCHESTRATOR_QUEUES) are the worker pools this process serves; orchestrator.QueueDefault when empty.
 	Queues []string
 	// PublicURL (--public-url, ORCHESTRATOR_PUBLIC_URL) is the address the console is reached at; run
@@ -93,7 +102,7 @@ type Config struct {
 	// OpenTelemetry, their spans sent with OTLP over HTTP where the standard OTEL_EXPORTER_OTLP_* variables say.
 	// The serve command turns it on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
 	// set; empty is off.
-	Tracing string
+	Tracing tracing.Mode
 
 	// Logger receives every log line of the service. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -151,8 +160,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER (%s) minus ORCHESTRATOR_FENCE_MARGIN (%s) must be at least two "+
 			"ORCHESTRATOR_HEARTBEAT_INTERVALs (%s), or a single late heartbeat would stop a healthy command",
 			c.OrphanAfter, c.FenceMargin, c.HeartbeatInterval)
-	case c.Role != RoleAll && c.Role != RoleWeb && c.Role != RoleWorker:
-		return fmt.Errorf("--role must be all, web or worker, not %q", c.Role)
+	case !slices.Contains(Roles, c.Role):
+		return fmt.Errorf("--role must be %s, not %q", orchestrator.OneOf(Roles), c.Role)
 	case c.ProtectReads && c.AdminToken == "":
 		return errors.New("ORCHESTRATOR_PROTECT_READS needs ORCHESTRATOR_ADMIN_TOKEN: set a token, or nobody could read the pages")
 	case c.DatabaseURL == "" && c.DataDir == "":

@@ -106,7 +106,7 @@ func mapping(name, dataset string) orchestrator.Mapping {
 func TestServiceRoles(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		role                 string
+		role                 service.Role
 		pages, ready, metric int
 	}{
 		{role: service.RoleAll, pages: http.StatusOK, ready: http.StatusOK, metric: http.StatusOK},
@@ -114,7 +114,7 @@ func TestServiceRoles(t *testing.T) {
 		{role: service.RoleWorker, pages: http.StatusNotFound, ready: http.StatusOK, metric: http.StatusOK},
 	}
 	for _, tc := range cases {
-		t.Run(tc.role, func(t *testing.T) {
+		t.Run(string(tc.role), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, service.Config{Role: tc.role})
 			require.Equal(t, tc.pages, b.get(t, "/"))

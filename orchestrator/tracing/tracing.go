@@ -21,14 +21,20 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// Mode says whether and how spans go out.
+type Mode string
+
 // Modes of tracing.
 const (
 	// ModeOff traces nothing.
-	ModeOff = "off"
+	ModeOff Mode = "off"
 	// ModeOTLP sends spans with OTLP over HTTP, to where the standard OTEL_EXPORTER_OTLP_* variables say
 	// (http://localhost:4318 when none is set).
-	ModeOTLP = "otlp"
+	ModeOTLP Mode = "otlp"
 )
+
+// Modes lists every tracing mode.
+var Modes = []Mode{ModeOff, ModeOTLP}
 
 // ServiceNameDefault is the service name spans carry when OTEL_SERVICE_NAME is unset.
 const ServiceNameDefault = "orchestrator"
@@ -40,8 +46,8 @@ var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 // ModeFromEnv returns the tracing mode the environment asks for: ORCHESTRATOR_TRACING (otlp or off) when set;
 // otherwise otlp when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, and off when
 // neither is. An unknown mode, or an OTLP protocol other than http/protobuf, is an error that says what to set.
-func ModeFromEnv(getenv func(string) string) (string, error) {
-	mode := strings.ToLower(strings.TrimSpace(getenv("ORCHESTRATOR_TRACING")))
+func ModeFromEnv(getenv func(string) string) (Mode, error) {
+	mode := Mode(strings.ToLower(strings.TrimSpace(getenv("ORCHESTRATOR_TRACING"))))
 	switch mode {
 	case "":
 		mode = ModeOff
@@ -72,7 +78,7 @@ func ModeFromEnv(getenv func(string) string) (string, error) {
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME (ServiceNameDefault when
 // unset), OTEL_RESOURCE_ATTRIBUTES, and OTEL_TRACES_SAMPLER with OTEL_TRACES_SAMPLER_ARG (every trace when
 // unset, or as the caller of an incoming traceparent decided).
-func Setup(ctx context.Context, mode string) (trace.TracerProvider, func(context.Context) error, error) {
+func Setup(ctx context.Context, mode Mode) (trace.TracerProvider, func(context.Context) error, error) {
 	noop := func(context.Context) error { return nil }
 	switch mode {
 	case "", ModeOff:

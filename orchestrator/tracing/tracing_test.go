@@ -18,7 +18,7 @@ func TestModeFromEnv(t *testing.T) {
 	cases := []struct {
 		name    string
 		env     map[string]string
-		want    string
+		want    tracing.Mode
 		wantErr string
 	}{
 		{name: "off by default", want: tracing.ModeOff},
@@ -49,7 +49,7 @@ func TestModeFromEnv(t *testing.T) {
 
 func TestSetup(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"", tracing.ModeOff} {
+	for _, mode := range []tracing.Mode{"", tracing.ModeOff} {
 		provider, shutdown, err := tracing.Setup(context.Background(), mode)
 		require.NoError(t, err)
 		require.Nil(t, provider, "off: nothing to trace with")
