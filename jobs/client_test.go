@@ -16,6 +16,7 @@ import (
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 )
 
 // TestNewClientRescuesNoLiveRun builds the client as the serve command does, with whatever mappings exist at
@@ -48,7 +49,7 @@ func TestNewClientRescuesNoLiveRun(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			pool, _ := migratedSchema(t)
+			pool, _ := dbtest.NewMigratedPool(t)
 			store := orchestrator.NewStore(pool)
 			existing := map[string]bool{}
 			for _, m := range tc.atStart {
@@ -122,7 +123,7 @@ func TestQueueReserveJobIDs(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, url := migratedSchema(t)
+			_, url := dbtest.NewMigratedPool(t)
 			poolCfg, err := pgxpool.ParseConfig(url)
 			require.NoError(t, err)
 			tracer := &countingTracer{}

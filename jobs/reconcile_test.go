@@ -23,6 +23,7 @@ import (
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/jobs/jobstest"
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/orchestrator/hub"
 )
 
@@ -179,7 +180,7 @@ func reconcileSetup(t *testing.T, interval time.Duration, periodic bool, mapping
 func reconcileSetupBackoff(t *testing.T, interval, backoff time.Duration, periodic bool, mappings ...orchestrator.Mapping) *reconcileBundle {
 	t.Helper()
 	ctx := context.Background()
-	pool, _ := migratedSchema(t)
+	pool, _ := dbtest.NewMigratedPool(t)
 	store := orchestrator.NewStore(pool)
 	_, err := store.MappingSync(ctx, mappings)
 	require.NoError(t, err)

@@ -86,19 +86,6 @@ func setupOn(t *testing.T, url string, configure func(*jobs.ClientConfig), mappi
 	return b
 }
 
-// migratedSchema returns a pool on a fresh schema with the migrations applied, closed when the test ends, and the
-// schema's connection string.
-func migratedSchema(t *testing.T) (*pgxpool.Pool, string) {
-	t.Helper()
-	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
-	return pool, url
-}
-
 // start starts a new River client for the bundle and makes the store enqueue through it.
 func (b *testBundle) start(t *testing.T) {
 	t.Helper()

@@ -21,7 +21,6 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 )
@@ -30,12 +29,7 @@ import (
 // client on it.
 func riverSchema(t *testing.T) (*pgxpool.Pool, *river.Client[pgx.Tx]) {
 	t.Helper()
-	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	pool, _ := dbtest.NewMigratedPool(t)
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{})
 	require.NoError(t, err)
 	return pool, client

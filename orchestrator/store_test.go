@@ -20,7 +20,6 @@ import (
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/jobs/jobstest"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 )
@@ -37,12 +36,7 @@ type testBundle struct {
 func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 	t.Helper()
 	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
-
+	pool, _ := dbtest.NewMigratedPool(t)
 	store := orchestrator.NewStore(pool)
 	client := jobstest.NewClient(t, pool, store, jobs.ClientConfig{})
 	if len(mappings) > 0 {

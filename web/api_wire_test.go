@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -113,7 +112,7 @@ func TestAPIWire(t *testing.T) {
 	auth := map[string]string{"Authorization": "Bearer " + adminToken}
 	var got strings.Builder
 	for _, step := range wireScenario(t, b) {
-		status, body := b.rawRequest(t, step.method, step.path, step.body, auth)
+		status, _, body := b.rawRequest(t, step.method, step.path, step.body, auth)
 		require.Equal(t, step.status, status, "%s: %s", step.name, body)
 		// The command line decodes the answer into the type the server encoded it from: nothing is lost, the
 		// value encodes to the same bytes again.
@@ -133,20 +132,4 @@ func TestAPIWire(t *testing.T) {
 	want, err := os.ReadFile(golden)
 	require.NoError(t, err)
 	require.Equal(t, string(want), got.String())
-}
-
-// rawRequest sends a request and returns the status and the body as it came.
-func (b *testBundle) rawRequest(t *testing.T, method, path, body string, header map[string]string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, b.server.URL+path, strings.NewReader(body))
-	require.NoError(t, err)
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, data
 }

@@ -16,13 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/jobs/jobstest"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/web"
@@ -57,14 +55,10 @@ func hostileMappings() []orchestrator.Mapping {
 func setupHostile(t *testing.T) *testBundle {
 	t.Helper()
 	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	pool, _ := dbtest.NewMigratedPool(t)
 	store := orchestrator.NewStore(pool)
 	client := jobstest.NewClient(t, pool, store, jobs.ClientConfig{Logger: quietLogger})
-	_, err = store.MappingSync(ctx, hostileMappings())
+	_, err := store.MappingSync(ctx, hostileMappings())
 	require.NoError(t, err)
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, Logger: quietLogger})
 	require.NoError(t, err)

@@ -19,7 +19,6 @@ import (
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/jobs/jobstest"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/web"
@@ -62,12 +61,7 @@ func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Ma
 // setupWithOpts serves the web handler on a fresh, migrated schema.
 func setupWithOpts(t testing.TB, opts setupOpts) *testBundle {
 	t.Helper()
-	ctx := context.Background()
-	url, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	pool, _ := dbtest.NewMigratedPool(t)
 	return setupServer(t, pool, opts)
 }
 
@@ -112,6 +106,17 @@ func fixture(t testing.TB, name string) string {
 // is not JSON).
 func (b *testBundle) request(t *testing.T, method, path, body string, header map[string]string) (int, http.Header, map[string]any) {
 	t.Helper()
+	status, respHeader, data := b.rawRequest(t, method, path, body, header)
+	var v map[string]any
+	if json.Unmarshal(data, &v) != nil {
+		v = nil
+	}
+	return status, respHeader, v
+}
+
+// rawRequest sends a request and returns the status, the headers and the body as it came.
+func (b *testBundle) rawRequest(t *testing.T, method, path, body string, header map[string]string) (int, http.Header, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, b.server.URL+path, strings.NewReader(body))
 	require.NoError(t, err)
 	for k, v := range header {
@@ -122,11 +127,7 @@ func (b *testBundle) request(t *testing.T, method, path, body string, header map
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	var v map[string]any
-	if json.Unmarshal(data, &v) != nil {
-		v = nil
-	}
-	return resp.StatusCode, resp.Header, v
+	return resp.StatusCode, resp.Header, data
 }
 
 // jobCount counts the jobs that params selects, through River's API.

@@ -10,12 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/jobs/jobstest"
-	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
 	"github.com/retrainhq/orchestrator/orchestrator/logtest"
@@ -30,14 +28,10 @@ func TestSecretRotationAndSecrecy(t *testing.T) {
 	ctx := context.Background()
 	const current, previous, token = "new-secret-0123456789", "old-secret-9876543210", "admin-token-secret-42"
 
-	connString, _ := dbtest.NewSchema(t)
-	pool, err := pgxpool.New(ctx, connString)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, migrations.Apply(ctx, pool, nil))
+	pool, _ := dbtest.NewMigratedPool(t)
 	store := orchestrator.NewStore(pool)
 	jobstest.NewClient(t, pool, store, jobs.ClientConfig{Logger: quietLogger})
-	_, err = store.MappingSync(ctx, []orchestrator.Mapping{ticketsMapping()})
+	_, err := store.MappingSync(ctx, []orchestrator.Mapping{ticketsMapping()})
 	require.NoError(t, err)
 
 	var logs logtest.Buffer

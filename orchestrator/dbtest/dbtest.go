@@ -28,10 +28,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ory/dockertest/v3"
 	"github.com/ory/dockertest/v3/docker"
 	"go.uber.org/goleak"
 
+	"github.com/retrainhq/orchestrator/migrations"
 	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
 )
 
@@ -295,6 +297,23 @@ func ping(u string) error {
 	}
 	defer conn.Close(context.Background())
 	return conn.Ping(ctx)
+}
+
+// NewMigratedPool creates a schema as NewSchema does, applies the migrations to it, and returns a pool on it,
+// closed when t ends, with the schema's connection string.
+func NewMigratedPool(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := context.Background()
+	connString, _ := NewSchema(t)
+	pool, err := pgxpool.New(ctx, connString)
+	if err != nil {
+		t.Fatalf("dbtest: connect to the test schema: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if err := migrations.Apply(ctx, pool, nil); err != nil {
+		t.Fatalf("dbtest: apply the migrations: %v", err)
+	}
+	return pool, connString
 }
 
 // NewSchema creates an empty schema with a unique name on the test server,
