@@ -130,7 +130,7 @@ func (c *options) check() error {
 	case c.HeartbeatInterval == 0 || c.OrphanAfter == 0:
 		return fmt.Errorf("ORCHESTRATOR_ORPHAN_AFTER (%s) must be at least three ORCHESTRATOR_HEARTBEAT_INTERVALs (%s)", c.OrphanAfter, c.HeartbeatInterval)
 	case c.Role == "":
-		return fmt.Errorf("--role must be all, web or worker, not %q", c.Role)
+		return fmt.Errorf("--role must be %s, not %q", orchestrator.OneOf(service.Roles), c.Role)
 	case c.Role != service.RoleWeb && len(c.Queues) == 0:
 		return errors.New("--queues must name at least one queue")
 	}
