@@ -221,10 +221,13 @@ func TestRevisionExists(t *testing.T) {
 func TestStatusErrors(t *testing.T) {
 	t.Parallel()
 	longBody := `{"error": "` + strings.Repeat("é", 150) + `"}` // 200 bytes end inside a character
-	date := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
 	hub := newFakeHub(t, map[string]http.HandlerFunc{
 		"/api/datasets/acme/seconds/refs": answer(http.StatusTooManyRequests, `{"error":"You have exceeded our hourly quotas"}`, "Retry-After", "30"),
-		"/api/datasets/acme/date/refs":    answer(http.StatusTooManyRequests, "", "Retry-After", date),
+		"/api/datasets/acme/date/refs": func(w http.ResponseWriter, r *http.Request) {
+			// Dated when asked: the subtest may start a while after the test.
+			date := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
+			answer(http.StatusTooManyRequests, "", "Retry-After", date)(w, r)
+		},
 		"/api/datasets/acme/bare/refs":    answer(http.StatusTooManyRequests, "slow down"),
 		"/api/datasets/acme/unavail/refs": answer(http.StatusServiceUnavailable, "maintenance\x00\n", "Retry-After", "120"),
 		"/api/datasets/acme/long/refs":    answer(http.StatusInternalServerError, longBody),
