@@ -1,8 +1,9 @@
 // Package hub is what the orchestrator knows of the Hugging Face Hub: the body of its webhooks (Payload, parsed
 // leniently by ParsePayload, built by DatasetUpdate, shortened for storage by ShortenPayload), and a small client
-// of its API (Client): the refs of a dataset, its id, and whether a revision exists in it. The client follows the
-// huggingface_hub conventions: the endpoint is HF_ENDPOINT (https://huggingface.co when unset) and the optional
-// token, for private datasets, is sent as a Bearer token.
+// of its API (Client): the refs of a dataset, its id, whether a revision exists in it, the files of a revision
+// (ListTree) and a commit's parent (ParentCommit). The client follows the huggingface_hub conventions: the
+// endpoint is HF_ENDPOINT (https://huggingface.co when unset) and the optional token, for private datasets, is
+// sent as a Bearer token.
 package hub
 
 import (
@@ -212,7 +213,12 @@ func (c *Client) get(ctx context.Context, repo, suffix string) (*http.Response, 
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint+path+suffix, nil)
+	return c.getURL(ctx, repo, c.endpoint+path+suffix)
+}
+
+// getURL sends GET rawURL, an address of the Hub's about dataset repo, with the client's token.
+func (c *Client) getURL(ctx context.Context, repo, rawURL string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dataset %s: %w", repo, err)
 	}
