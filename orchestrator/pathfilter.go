@@ -99,7 +99,7 @@ func validPathPattern(p string) error {
 	case strings.HasSuffix(p, "/"):
 		return fmt.Errorf("ends with / and so matches no file: write %q for the files under it", p+"**")
 	case strings.HasPrefix(p, "!"):
-		return fmt.Errorf(`a leading ! (negation) is not supported: list the files to leave out in ignore_paths, or write \! for a name that starts with !`)
+		return fmt.Errorf(`a leading ! (negation) is not supported: list the files to leave out in ignore_paths (a name that starts with ! is written \!name)`)
 	case !doublestar.ValidatePattern(p):
 		return doublestar.ErrBadPattern
 	}
