@@ -76,6 +76,10 @@ func ParseConfig(data []byte, baseDir string) ([]Mapping, error) {
 		}
 		m, err := MappingSpec(spec).Mapping()
 		if err == nil {
+			// Checked here first, as Validate's message about them names the mapping, which where does already.
+			err = m.PathFilter().Validate()
+		}
+		if err == nil {
 			m.Source, m.Enabled = SourceFile, true
 			m = m.WithDefaults()
 			err = m.Validate()

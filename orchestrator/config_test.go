@@ -22,6 +22,8 @@ mappings:
     env: {WANDB_PROJECT: tickets}
     timeout: 2h
     max_attempts: 3
+    paths: ["data/**", "**/*.parquet"]
+    ignore_paths: ["README.md", "**/*.md"]
 `), "/srv/config")
 		require.NoError(t, err)
 		require.Len(t, mappings, 1)
@@ -32,6 +34,7 @@ mappings:
 		require.Equal(t, map[string]string{"WANDB_PROJECT": "tickets"}, m.Env)
 		require.Equal(t, 2*time.Hour, m.Timeout)
 		require.Equal(t, 3, m.MaxAttempts)
+		require.Equal(t, PathFilter{Paths: []string{"data/**", "**/*.parquet"}, IgnorePaths: []string{"README.md", "**/*.md"}}, m.PathFilter())
 		require.Equal(t, SourceFile, m.Source)
 		require.True(t, m.Enabled)
 	})
@@ -44,6 +47,7 @@ mappings:
 		require.Equal(t, TimeoutDefault, mappings[0].Timeout)
 		require.Equal(t, MaxAttemptsDefault, mappings[0].MaxAttempts)
 		require.Empty(t, mappings[0].Workdir)
+		require.True(t, mappings[0].PathFilter().Empty(), "no paths: every file counts")
 	})
 
 	t.Run("Empty", func(t *testing.T) {
@@ -80,6 +84,11 @@ mappings:
 		{"NotYAML", "mappings: [\n", "invalid configuration"},
 		{"WrongType", "mappings:\n  - name: a\n    dataset: x/y\n    command: python train.py\n", "cannot unmarshal"},
 		{"NotAMapping", "mappings:\n  - 1\n", "line 2: cannot unmarshal !!int `1` into orchestrator.mappingSpec"},
+		{"BadPathGlob", "mappings:\n  - name: ticket-classifier\n    dataset: x/y\n    command: [true]\n    ignore_paths: [\"[\"]\n",
+			`mapping "ticket-classifier" (line 2): ignore_paths[0] "[": syntax error in pattern`},
+		{"EmptyPath", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    paths: [\"data/**\", \"\"]\n",
+			`mapping "a" (line 2): paths[1] "": must not be empty`},
+		{"PathsNotAList", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    paths: data/**\n", "line 5: cannot unmarshal"},
 		{"DurationNotAString", "mappings:\n  - name: a\n    dataset: x/y\n    command: [true]\n    max_wait: {a: 1}\n", "line 5: must be a duration such as 90m or 2h"},
 	}
 	for _, tc := range errorCases {

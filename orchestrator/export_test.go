@@ -35,3 +35,10 @@ func (s *Store) IngestWriters() int {
 	defer s.ingest.mu.Unlock()
 	return s.ingest.writers
 }
+
+// CachedMappings returns the enabled mappings as the copy that decides deliveries holds them, reading them
+// first when it holds none.
+func (s *Store) CachedMappings(ctx context.Context) ([]Mapping, error) {
+	_, mappings, err := s.mappings.get(ctx, s)
+	return mappings, err
+}

@@ -93,6 +93,10 @@ type Mapping struct {
 	VerifyRevision bool
 	// Queue is the worker pool the runs go to; only processes serving it run them.
 	Queue string
+	// Paths, when not empty, lists the globs of the files whose change makes a revision worth a run; IgnorePaths
+	// those whose change alone never does. See PathFilter.
+	Paths       []string
+	IgnorePaths []string
 	// Notify lists where notifications of the runs' final statuses go.
 	Notify    []NotifyTarget
 	Source    MappingSource
@@ -238,7 +242,15 @@ func (m *Mapping) Validate() error {
 	if !m.OnNewRevision.Valid() {
 		return invalid("on_new_revision %q must be %s", m.OnNewRevision, OneOf(NewRevisionPolicies))
 	}
+	if err := m.PathFilter().Validate(); err != nil {
+		return invalid("mapping %q: %s", m.Name, ErrorMessage(err))
+	}
 	return nil
+}
+
+// PathFilter returns the mapping's paths and ignore_paths.
+func (m *Mapping) PathFilter() PathFilter {
+	return PathFilter{Paths: m.Paths, IgnorePaths: m.IgnorePaths}
 }
 
 // validGlob reports whether pattern is a well-formed path.Match pattern.

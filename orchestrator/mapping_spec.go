@@ -60,6 +60,9 @@ type MappingSpec struct {
 	RunOnBaseline  bool              `json:"run_on_baseline,omitempty" yaml:"run_on_baseline"`
 	VerifyRevision bool              `json:"verify_revision,omitempty" yaml:"verify_revision"`
 	Queue          string            `json:"queue,omitempty" yaml:"queue"`
+	// Paths and IgnorePaths are the globs of the mapping's PathFilter.
+	Paths       []string `json:"paths,omitempty" yaml:"paths"`
+	IgnorePaths []string `json:"ignore_paths,omitempty" yaml:"ignore_paths"`
 	// Notify lists the targets of the runs' notifications; in an API request it replaces the mapping's targets.
 	Notify []NotifyTarget `json:"notify,omitempty" yaml:"notify"`
 }
@@ -71,6 +74,7 @@ func (s MappingSpec) Mapping() (Mapping, error) {
 		Name: s.Name, Dataset: s.Dataset, Refs: s.Refs, Command: s.Command, Workdir: s.Workdir, Env: s.Env,
 		MaxAttempts: s.MaxAttempts, Concurrency: s.Concurrency, OnNewRevision: s.OnNewRevision,
 		RunOnBaseline: s.RunOnBaseline, VerifyRevision: s.VerifyRevision, Queue: s.Queue, Notify: s.Notify,
+		Paths: s.Paths, IgnorePaths: s.IgnorePaths,
 	}
 	var err error
 	if m.Timeout, err = s.Timeout.parse("timeout"); err != nil {

@@ -19,14 +19,14 @@ func TestMappingSpecMapping(t *testing.T) {
 			Name: "a", Dataset: "x/y", Refs: []string{"refs/heads/dev"}, Command: []string{"train"}, Workdir: "/srv",
 			Env: map[string]string{"K": "v"}, Timeout: " 90m ", MaxAttempts: 3, QuietPeriod: "2m", MaxWait: "10m",
 			Concurrency: 4, OnNewRevision: OnNewRevisionQueue, RunOnBaseline: true, VerifyRevision: true, Queue: "gpu",
-			Notify: notify,
+			Notify: notify, Paths: []string{"data/**"}, IgnorePaths: []string{"**/*.md"},
 		}.Mapping()
 		require.NoError(t, err)
 		require.Equal(t, Mapping{
 			Name: "a", Dataset: "x/y", Refs: []string{"refs/heads/dev"}, Command: []string{"train"}, Workdir: "/srv",
 			Env: map[string]string{"K": "v"}, Timeout: 90 * time.Minute, MaxAttempts: 3, QuietPeriod: 2 * time.Minute,
 			MaxWait: 10 * time.Minute, Concurrency: 4, OnNewRevision: OnNewRevisionQueue, RunOnBaseline: true,
-			VerifyRevision: true, Queue: "gpu", Notify: notify,
+			VerifyRevision: true, Queue: "gpu", Notify: notify, Paths: []string{"data/**"}, IgnorePaths: []string{"**/*.md"},
 		}, m)
 	})
 
@@ -64,6 +64,7 @@ func TestMappingSpecEncodings(t *testing.T) {
 		Name: "a", Dataset: "x/*", Refs: []string{"refs/heads/main", "refs/tags/v*"}, Command: []string{"python", "train.py"},
 		Workdir: "train", Env: map[string]string{"K": "v"}, Timeout: "2h", MaxAttempts: 3, QuietPeriod: "1m", MaxWait: "5m",
 		Concurrency: 2, OnNewRevision: OnNewRevisionCancelRunning, RunOnBaseline: true, VerifyRevision: true, Queue: "gpu",
+		Paths: []string{"data/**", "**/*.parquet"}, IgnorePaths: []string{"README.md"},
 		Notify: []NotifyTarget{{URL: "https://example.com/hook", Format: NotifyFormatJSON, On: []NotifyEvent{NotifySucceeded}, SecretEnv: "S"}},
 	}
 	cases := []struct {
@@ -91,17 +92,21 @@ on_new_revision: cancel_running
 run_on_baseline: true
 verify_revision: true
 queue: gpu
+paths: ["data/**", "**/*.parquet"]
+ignore_paths: [README.md]
 notify:
   - {url: "https://example.com/hook", format: json, on: [succeeded], secret_env: S}
 `,
 			json: `{"name":"a","dataset":"x/*","refs":["refs/heads/main","refs/tags/v*"],"command":["python","train.py"],
 				"workdir":"train","env":{"K":"v"},"timeout":"2h","max_attempts":3,"quiet_period":"1m","max_wait":"5m",
 				"concurrency":2,"on_new_revision":"cancel_running","run_on_baseline":true,"verify_revision":true,"queue":"gpu",
+				"paths":["data/**","**/*.parquet"],"ignore_paths":["README.md"],
 				"notify":[{"url":"https://example.com/hook","format":"json","on":["succeeded"],"secret_env":"S"}]}`,
 			want: full,
 			wantJSON: `{"name":"a","dataset":"x/*","refs":["refs/heads/main","refs/tags/v*"],"command":["python","train.py"],` +
 				`"workdir":"train","env":{"K":"v"},"timeout":"2h","max_attempts":3,"quiet_period":"1m","max_wait":"5m",` +
 				`"concurrency":2,"on_new_revision":"cancel_running","run_on_baseline":true,"verify_revision":true,"queue":"gpu",` +
+				`"paths":["data/**","**/*.parquet"],"ignore_paths":["README.md"],` +
 				`"notify":[{"url":"https://example.com/hook","format":"json","on":["succeeded"],"secret_env":"S"}]}`,
 		},
 		{

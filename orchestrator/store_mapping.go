@@ -13,25 +13,27 @@ import (
 
 const mappingColumns = `id, name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled,
 	created_at, updated_at, quiet_period_ms, max_wait_ms, concurrency, on_new_revision, run_on_baseline, verify_revision,
-	queue, notify`
+	queue, notify, paths, ignore_paths`
 
 // mappingDest returns the scan destinations of mappingColumns; call fromMillis after scanning.
 func mappingDest(m *Mapping) []any {
 	return []any{&m.ID, &m.Name, &m.Dataset, &m.Refs, &m.Command, &m.Workdir, &m.Env, &m.timeoutMS,
 		&m.MaxAttempts, &m.Source, &m.Enabled, &m.CreatedAt, &m.UpdatedAt, &m.quietMS, &m.maxWaitMS,
-		&m.Concurrency, &m.OnNewRevision, &m.RunOnBaseline, &m.VerifyRevision, &m.Queue, &m.Notify}
+		&m.Concurrency, &m.OnNewRevision, &m.RunOnBaseline, &m.VerifyRevision, &m.Queue, &m.Notify, &m.Paths,
+		&m.IgnorePaths}
 }
 
-// mappingArgs returns the settings of m as arguments $1..$16 of an insert or update.
+// mappingArgs returns the settings of m as arguments $1..$18 of an insert or update.
 func mappingArgs(m Mapping) []any {
 	return []any{m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(),
 		m.MaxAttempts, m.QuietPeriod.Milliseconds(), m.MaxWait.Milliseconds(), m.Concurrency, m.OnNewRevision,
-		m.RunOnBaseline, m.VerifyRevision, m.Queue, notifyOrEmpty(m.Notify)}
+		m.RunOnBaseline, m.VerifyRevision, m.Queue, notifyOrEmpty(m.Notify), stringsOrEmpty(m.Paths),
+		stringsOrEmpty(m.IgnorePaths)}
 }
 
 // mappingSettings lists the columns of mappingArgs, in order.
 const mappingSettings = `name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, quiet_period_ms, max_wait_ms,
-	concurrency, on_new_revision, run_on_baseline, verify_revision, queue, notify`
+	concurrency, on_new_revision, run_on_baseline, verify_revision, queue, notify, paths, ignore_paths`
 
 func scanMapping(row pgx.Row) (*Mapping, error) {
 	var m Mapping
@@ -45,7 +47,7 @@ func scanMapping(row pgx.Row) (*Mapping, error) {
 // mappingUpsertFileSQL inserts or updates, by name, a mapping the configuration file declares, and enables it.
 var mappingUpsertFileSQL = `
 INSERT INTO mappings (` + mappingSettings + `, source, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, ` + sqlSourceFile + `, true)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, ` + sqlSourceFile + `, true)
 ON CONFLICT (name) DO UPDATE SET
 	dataset = EXCLUDED.dataset, refs = EXCLUDED.refs, command = EXCLUDED.command,
 	workdir = EXCLUDED.workdir, env = EXCLUDED.env, timeout_ms = EXCLUDED.timeout_ms,
@@ -53,6 +55,7 @@ ON CONFLICT (name) DO UPDATE SET
 	max_wait_ms = EXCLUDED.max_wait_ms, concurrency = EXCLUDED.concurrency,
 	on_new_revision = EXCLUDED.on_new_revision, run_on_baseline = EXCLUDED.run_on_baseline,
 	verify_revision = EXCLUDED.verify_revision, queue = EXCLUDED.queue, notify = EXCLUDED.notify,
+	paths = EXCLUDED.paths, ignore_paths = EXCLUDED.ignore_paths,
 	source = ` + sqlSourceFile + `, enabled = true,
 	updated_at = now()`
 
@@ -155,7 +158,7 @@ func (s *Store) MappingGetByName(ctx context.Context, name string) (*Mapping, er
 // mappingCreateSQL inserts an API mapping, enabled, unless one of its name exists.
 var mappingCreateSQL = `
 INSERT INTO mappings (` + mappingSettings + `, source, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, ` + sqlSourceAPI + `, true)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, ` + sqlSourceAPI + `, true)
 ON CONFLICT (name) DO NOTHING
 RETURNING ` + mappingColumns
 
@@ -181,7 +184,8 @@ func (s *Store) MappingCreate(ctx context.Context, m Mapping) (*Mapping, error) 
 var mappingUpdateSQL = `
 UPDATE mappings SET dataset = $2, refs = $3, command = $4, workdir = $5, env = $6, timeout_ms = $7,
 	max_attempts = $8, quiet_period_ms = $9, max_wait_ms = $10, concurrency = $11, on_new_revision = $12,
-	run_on_baseline = $13, verify_revision = $14, queue = $15, notify = $16, enabled = true, updated_at = now()
+	run_on_baseline = $13, verify_revision = $14, queue = $15, notify = $16, paths = $17, ignore_paths = $18,
+	enabled = true, updated_at = now()
 WHERE name = $1 AND source = ` + sqlSourceAPI + `
 RETURNING ` + mappingColumns
 
@@ -243,6 +247,14 @@ func notifyOrEmpty(targets []NotifyTarget) []NotifyTarget {
 		return []NotifyTarget{}
 	}
 	return targets
+}
+
+// stringsOrEmpty returns list, or an empty list for nil: the columns of lists hold '{}', never NULL.
+func stringsOrEmpty(list []string) []string {
+	if list == nil {
+		return []string{}
+	}
+	return list
 }
 
 func envOrEmpty(env map[string]string) map[string]string {

@@ -69,6 +69,7 @@ func wireScenario(t *testing.T, b *testBundle) []wireStep {
 	faces := `{"name":"faces","dataset":"acme/faces","refs":["refs/heads/main","refs/tags/v*"],"command":["python","train.py"],
 		"workdir":"/srv/faces","env":{"WANDB_MODE":"offline"},"timeout":"90m","max_attempts":3,"quiet_period":"2m","max_wait":"10m",
 		"concurrency":2,"on_new_revision":"queue","run_on_baseline":true,"verify_revision":true,"queue":"gpu",
+		"paths":["data/**","**/*.parquet"],"ignore_paths":["README.md","**/*.md"],
 		"notify":[{"url":"` + slackHook + `","format":"slack","on":["failed","succeeded"]}]}`
 	return []wireStep{
 		{"RunList", http.MethodGet, "/api/v1/runs", "", http.StatusOK, intoRunList},

@@ -357,13 +357,16 @@ func TestMappingsAPI(t *testing.T) {
 	b := setupWithOpts(t, setupOpts{adminToken: adminToken, mappings: []orchestrator.Mapping{anyMapping()}})
 	auth := map[string]string{"Authorization": "Bearer " + adminToken}
 	body := `{"name":"faces","dataset":"acme/faces","refs":["refs/heads/main","refs/tags/v*"],
-		"command":["python","train.py","--revision","${DATASET_REVISION}"],"env":{"WANDB_MODE":"offline"},"timeout":"90m","max_attempts":3}`
+		"command":["python","train.py","--revision","${DATASET_REVISION}"],"env":{"WANDB_MODE":"offline"},"timeout":"90m","max_attempts":3,
+		"paths":["data/**","**/*.parquet"],"ignore_paths":["README.md"]}`
 
 	status, header, resp := b.request(t, http.MethodPost, "/api/v1/mappings", body, auth)
 	require.Equal(t, http.StatusCreated, status, "%v", resp)
 	require.Equal(t, "/api/v1/mappings/faces", header.Get("Location"))
 	m := resp["mapping"].(map[string]any)
 	require.Equal(t, "1h30m0s", m["timeout"])
+	require.Equal(t, []any{"data/**", "**/*.parquet"}, m["paths"])
+	require.Equal(t, []any{"README.md"}, m["ignore_paths"])
 	require.Equal(t, "api", m["source"])
 	require.Equal(t, true, m["enabled"])
 
@@ -376,6 +379,9 @@ func TestMappingsAPI(t *testing.T) {
 		{`{"name":"x","dataset":"a/b","command":["t"],"timeout":"soon"}`, `timeout "soon" is not a duration`},
 		{`{"name":"x","dataset":"a/b","command":["t"],"refs":["main"]}`, `ref "main" must start with refs/`},
 		{`{"name":"x y","dataset":"a/b","command":["t"]}`, `name "x y" must be`},
+		{`{"name":"x","dataset":"a/b","command":["t"],"ignore_paths":["["]}`, `mapping "x": ignore_paths[0] "[": syntax error in pattern`},
+		{`{"name":"x","dataset":"a/b","command":["t"],"paths":["data/**",""]}`, `mapping "x": paths[1] "": must not be empty`},
+		{`{"name":"x","dataset":"a/b","command":["t"],"paths":"data/**"}`, `field "paths" has the wrong type`},
 		{`{"name":"x","dataset":"a/b","comand":["t"]}`, `unknown field "comand"`},
 		{`{"name":"x","dataset":"a/b","command":"python train.py"}`, `field "command" has the wrong type`},
 		{`not json`, "invalid JSON body"},
@@ -393,6 +399,8 @@ func TestMappingsAPI(t *testing.T) {
 	m = resp["mapping"].(map[string]any)
 	require.Equal(t, "acme/faces-v2", m["dataset"])
 	require.Equal(t, []any{"refs/heads/main"}, m["refs"], "a PUT replaces: omitted settings take their defaults")
+	require.Equal(t, []any{}, m["paths"], "no paths are an empty list")
+	require.Equal(t, []any{}, m["ignore_paths"])
 
 	status, _, resp = b.request(t, http.MethodPut, "/api/v1/mappings/tickets", `{"dataset":"x/y","command":["t"]}`, auth)
 	require.Equal(t, http.StatusConflict, status)
@@ -429,7 +437,8 @@ func TestMappingForm(t *testing.T) {
 
 	resp := b.form(t, "/mappings", url.Values{"csrf_token": {csrf}, "name": {"faces"}, "dataset": {"acme/faces"},
 		"refs": {"refs/heads/main\nrefs/tags/*"}, "command": {"sh\n-c\necho \"training $1\"\nsh\n${DATASET_REVISION}"},
-		"env": {"WANDB_MODE=offline"}, "timeout": {"45m"}, "max_attempts": {"1"}}, nil, auth)
+		"env": {"WANDB_MODE=offline"}, "timeout": {"45m"}, "max_attempts": {"1"},
+		"paths": {"data/**\r\n  **/*.parquet  \n\n"}, "ignore_paths": {"README.md"}}, nil, auth)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.Equal(t, "/mappings/faces", resp.Header.Get("Location"))
 	m, err := b.store.MappingGetByName(context.Background(), "faces")
@@ -437,18 +446,34 @@ func TestMappingForm(t *testing.T) {
 	require.Equal(t, []string{"sh", "-c", `echo "training $1"`, "sh", "${DATASET_REVISION}"}, m.Command, "one argument per line, spaces kept")
 	require.Equal(t, []string{"refs/heads/main", "refs/tags/*"}, m.Refs)
 	require.Equal(t, map[string]string{"WANDB_MODE": "offline"}, m.Env)
+	require.Equal(t, orchestrator.PathFilter{Paths: []string{"data/**", "**/*.parquet"}, IgnorePaths: []string{"README.md"}}, m.PathFilter(),
+		"one pattern per line, spaces around it and empty lines dropped")
 
 	// A bad form comes back with the problem and what was typed.
 	resp2 := b.form(t, "/mappings", url.Values{"csrf_token": {csrf}, "name": {"bad"}, "dataset": {"acme/x"}, "command": {""}}, nil, auth)
 	require.Equal(t, http.StatusBadRequest, resp2.StatusCode)
 
+	// A bad pattern is named with its mapping, and the form keeps what was typed.
+	bad := b.postPage(t, "/mappings", url.Values{"csrf_token": {csrf}, "name": {"cards"}, "dataset": {"acme/x"}, "command": {"true"},
+		"paths": {"data/**\ndata/["}}, auth)
+	require.Equal(t, http.StatusBadRequest, bad.status)
+	require.Equal(t, `mapping "cards": paths[1] "data/[": syntax error in pattern`, text(bad.one(t, byID("form-error"))))
+	require.Equal(t, "data/**\ndata/[", text(bad.one(t, byAttr("name", "paths"))))
+
 	p := b.getPage(t, "/mappings/faces", auth)
 	require.Len(t, find(p.root, byID("save")), 1, "an API mapping is edited here")
+	require.Equal(t, "data/** **/*.parquet", strings.TrimSpace(text(p.one(t, byID("paths")))))
+	require.Equal(t, "README.md", strings.TrimSpace(text(p.one(t, byID("ignore-paths")))))
+	require.Equal(t, "data/**\n**/*.parquet", text(p.one(t, byAttr("name", "paths"))), "the edit form shows one pattern per line")
 	resp = b.form(t, "/mappings/faces", url.Values{"csrf_token": {csrfFrom(t, p)}, "dataset": {"acme/faces2"}, "command": {"true"}}, nil, auth)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	m, err = b.store.MappingGetByName(context.Background(), "faces")
 	require.NoError(t, err)
 	require.Equal(t, "acme/faces2", m.Dataset)
+	require.True(t, m.PathFilter().Empty(), "emptied fields remove the patterns")
+	p = b.getPage(t, "/mappings/faces", auth)
+	require.Equal(t, "every file", text(p.one(t, byID("paths"))))
+	require.Equal(t, "none", text(p.one(t, byID("ignore-paths"))))
 
 	resp = b.form(t, "/mappings/faces/disable", url.Values{"csrf_token": {csrf}}, nil, auth)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)

@@ -17,6 +17,7 @@ import (
 type mappingForm struct {
 	Name, Dataset, Refs, Command, Workdir, Env, Timeout, MaxAttempts string
 	QuietPeriod, MaxWait, Concurrency, OnNewRevision                 string
+	Paths, IgnorePaths                                               string // one pattern per line
 	RunOnBaseline, VerifyRevision                                    bool
 	// Notify has a row per notify target of the mapping, then empty rows to add targets with.
 	Notify []notifyRow
@@ -130,6 +131,7 @@ func formFromMapping(m *orchestrator.Mapping) mappingForm {
 		Workdir: m.Workdir, Env: envLines(m.Env), Timeout: m.Timeout.String(), MaxAttempts: strconv.Itoa(m.MaxAttempts),
 		Concurrency: strconv.Itoa(m.Concurrency), OnNewRevision: string(m.OnNewRevision),
 		RunOnBaseline: m.RunOnBaseline, VerifyRevision: m.VerifyRevision, Notify: notifyRows(m.Notify),
+		Paths: strings.Join(m.Paths, "\n"), IgnorePaths: strings.Join(m.IgnorePaths, "\n"),
 	}
 	if m.QuietPeriod > 0 {
 		f.QuietPeriod, f.MaxWait = m.QuietPeriod.String(), m.MaxWait.String()
@@ -137,11 +139,11 @@ func formFromMapping(m *orchestrator.Mapping) mappingForm {
 	return f
 }
 
-// input parses the form: refs and command one per line, env as KEY=VALUE lines.
+// input parses the form: refs, command, paths and ignore_paths one per line, env as KEY=VALUE lines.
 func (f mappingForm) input() (orchestrator.MappingSpec, error) {
 	in := orchestrator.MappingSpec{Name: f.Name, Dataset: f.Dataset, Workdir: f.Workdir, Timeout: orchestrator.Duration(f.Timeout),
 		QuietPeriod: orchestrator.Duration(f.QuietPeriod), MaxWait: orchestrator.Duration(f.MaxWait), OnNewRevision: orchestrator.NewRevisionPolicy(f.OnNewRevision),
-		RunOnBaseline: f.RunOnBaseline, VerifyRevision: f.VerifyRevision}
+		RunOnBaseline: f.RunOnBaseline, VerifyRevision: f.VerifyRevision, Paths: splitLines(f.Paths), IgnorePaths: splitLines(f.IgnorePaths)}
 	if c := strings.TrimSpace(f.Concurrency); c != "" {
 		n, err := strconv.Atoi(c)
 		if err != nil {
@@ -202,6 +204,7 @@ func readMappingForm(r *http.Request, existing []orchestrator.NotifyTarget) mapp
 		QuietPeriod: r.PostFormValue("quiet_period"), MaxWait: r.PostFormValue("max_wait"),
 		Concurrency: r.PostFormValue("concurrency"), OnNewRevision: r.PostFormValue("on_new_revision"),
 		RunOnBaseline: r.PostFormValue("run_on_baseline") != "", VerifyRevision: r.PostFormValue("verify_revision") != "",
+		Paths: r.PostFormValue("paths"), IgnorePaths: r.PostFormValue("ignore_paths"),
 	}
 	if f.Notify = readNotifyRows(r, existing); f.Notify == nil {
 		f.Notify = notifyRows(existing)

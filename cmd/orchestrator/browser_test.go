@@ -36,8 +36,8 @@ const (
 
 // TestBrowser drives the pages in a real headless Chromium against the whole orchestrator started in-process:
 // the dashboard, a failed run whose ref and output are hostile HTML, the login a retry leads to, the retry
-// itself followed live to success, the cancel of a long run, and a notify target registered and edited in the
-// mapping form. Set UPDATE_SCREENSHOTS=1 to also write the
+// itself followed live to success, the cancel of a long run, a notify target registered and edited in the
+// mapping form, and paths typed into it. Set UPDATE_SCREENSHOTS=1 to also write the
 // screenshots to docs/.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
@@ -180,6 +180,38 @@ mappings:
 	require.Equal(t, hook, stored, "the unchanged row kept the full URL")
 	noDialog()
 	require.Empty(t, consoleErrors(), "errors in the browser console")
+
+	// A mapping with paths and ignore_paths typed into the form: a bad pattern comes back as the form's error,
+	// with what was typed kept; corrected, the mapping page lists the patterns.
+	browse(t, ctx, chromedp.Navigate(base+"/mappings/new"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="name"]`), "sharded"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="dataset"]`), "acme/sharded"),
+		chromedp.SendKeys(chromedp.CSS(`textarea[name="command"]`), "true"),
+		chromedp.SendKeys(chromedp.CSS(`textarea[name="paths"]`), "data/**\n**/*.parquet"),
+		chromedp.SendKeys(chromedp.CSS(`textarea[name="ignore_paths"]`), "README.md\ndata/["))
+	require.Equal(t, base+"/mappings", clickAndLoad(t, ctx, "#save"))
+	require.Equal(t, `mapping "sharded": ignore_paths[1] "data/[": syntax error in pattern`, text(t, ctx, "#form-error"))
+	typed, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(`textarea[name="paths"]`)))
+	require.NoError(t, err)
+	require.Equal(t, "data/**\n**/*.parquet", typed, "the form keeps what was typed")
+	browse(t, ctx, chromedp.Clear(chromedp.CSS(`textarea[name="ignore_paths"]`)),
+		chromedp.SendKeys(chromedp.CSS(`textarea[name="ignore_paths"]`), "README.md\n**/*.md"))
+	require.Equal(t, base+"/mappings/sharded", clickAndLoad(t, ctx, "#save"))
+	require.Equal(t, "data/** **/*.parquet", text(t, ctx, "#paths"))
+	require.Equal(t, "README.md **/*.md", text(t, ctx, "#ignore-paths"))
+	var sharded struct {
+		Mapping struct {
+			Paths       []string `json:"paths"`
+			IgnorePaths []string `json:"ignore_paths"`
+		} `json:"mapping"`
+	}
+	getJSON(t, base+"/api/v1/mappings/sharded", &sharded)
+	require.Equal(t, []string{"data/**", "**/*.parquet"}, sharded.Mapping.Paths)
+	require.Equal(t, []string{"README.md", "**/*.md"}, sharded.Mapping.IgnorePaths)
+	noDialog()
+	errs := consoleErrors()
+	require.Len(t, errs, 1, "errors in the browser console: %v", errs)
+	require.Regexp(t, `^`+regexp.QuoteMeta(base)+`/mappings: .*status of 400`, errs[0], "the only error is the refused form's answer")
 
 	// Every page forbids inline script.
 	for _, p := range []string{"/", fmt.Sprintf("/runs/%d", failedID), "/login", "/runs"} {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -21,8 +22,8 @@ const mappingsUsage = `orchestrator mappings: list, inspect, add and disable map
 Usage:
   orchestrator mappings list
   orchestrator mappings show NAME
-  orchestrator mappings add NAME --dataset D [--ref R]... [--workdir W] [--env K=V]...
-                            [--timeout 2h] [--max-attempts N] -- COMMAND [ARG]...
+  orchestrator mappings add NAME --dataset D [--ref R]... [--path P]... [--ignore-path P]...
+                            [--workdir W] [--env K=V]... [--timeout 2h] [--max-attempts N] -- COMMAND [ARG]...
   orchestrator mappings disable NAME    stop triggering NAME; its runs are kept
 
 The command after -- is an argv, run without a shell. The server replaces ${DATASET_REVISION} and the other run
@@ -31,8 +32,10 @@ variables in it, so single-quote them to keep your shell from expanding them fir
   orchestrator mappings add tickets --dataset acme/support-tickets --timeout 2h -- \
     python train.py --dataset '${DATASET_REPO}' --revision '${DATASET_REVISION}'
 
---ref (default refs/heads/main) and --env may be repeated. Mappings declared in the --config file of serve
-cannot be disabled here: change the file.
+--ref (default refs/heads/main), --path, --ignore-path and --env may be repeated. --path and --ignore-path are
+globs of the repository's files, such as 'data/**' or '**/*.md' (quote them from your shell): a run needs a
+changed file matching a --path (none: every file) that no --ignore-path matches. Mappings declared in the
+--config file of serve cannot be disabled here: change the file.
 ` + clientFlagsUsage
 
 // runMappings runs "orchestrator mappings <command>".
@@ -87,6 +90,8 @@ func printMapping(w io.Writer, m *api.Mapping) error {
 	facts.line("name", m.Name)
 	facts.line("dataset", m.Dataset)
 	facts.line("refs", strings.Join(m.Refs, ", "))
+	facts.line("paths", cmp.Or(strings.Join(m.Paths, ", "), "every file"))
+	facts.line("ignore_paths", cmp.Or(strings.Join(m.IgnorePaths, ", "), "none"))
 	facts.line("command", shellJoin(m.Command))
 	facts.line("workdir", m.Workdir)
 	keys := make([]string, 0, len(m.Env))
@@ -124,13 +129,15 @@ func printMapping(w io.Writer, m *api.Mapping) error {
 // mappingsAdd runs "mappings add NAME ... -- COMMAND...": POST /api/v1/mappings. Settings without a flag are
 // left out of the request, for the server's defaults.
 func mappingsAdd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	c := newCommand("mappings add", "orchestrator mappings add NAME --dataset D [--ref R]... [--workdir W] [--env K=V]... "+
-		"[--timeout 2h] [--max-attempts N] -- COMMAND [ARG]...", getenv, stderr)
+	c := newCommand("mappings add", "orchestrator mappings add NAME --dataset D [--ref R]... [--path P]... [--ignore-path P]... "+
+		"[--workdir W] [--env K=V]... [--timeout 2h] [--max-attempts N] -- COMMAND [ARG]...", getenv, stderr)
 	var spec orchestrator.MappingSpec
-	var refs stringsFlag
+	var refs, paths, ignorePaths stringsFlag
 	env := envFlag{}
 	c.fs.StringVar(&spec.Dataset, "dataset", "", "the `DATASET` to watch: a repository name such as acme/tickets, or a glob such as acme/* (required)")
 	c.fs.Var(&refs, "ref", "a `REF` to watch, or a glob; repeat for several (server default refs/heads/main)")
+	c.fs.Var(&paths, "path", "a `GLOB` of the files whose change starts a run, such as 'data/**'; repeat for several (default: every file)")
+	c.fs.Var(&ignorePaths, "ignore-path", "a `GLOB` of the files whose change alone never starts a run, such as '**/*.md'; repeat for several")
 	c.fs.StringVar(&spec.Workdir, "workdir", "", "`DIR` the command runs in, on the server")
 	c.fs.Var(env, "env", "`KEY=VALUE` added to the command's environment; repeat for several")
 	timeout := c.fs.String("timeout", "", "longest a run may take, a `DURATION` such as 90m or 2h (server default 6h)")
@@ -149,6 +156,7 @@ func mappingsAdd(ctx context.Context, args []string, getenv func(string) string,
 		return c.usageError("give the command after --, for example: -- python train.py --revision '${DATASET_REVISION}'")
 	}
 	spec.Refs, spec.Command, spec.Timeout = refs, command, orchestrator.Duration(*timeout)
+	spec.Paths, spec.IgnorePaths = paths, ignorePaths
 	if len(env) > 0 {
 		spec.Env = env
 	}

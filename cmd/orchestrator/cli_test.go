@@ -107,9 +107,12 @@ func TestCLI(t *testing.T) {
 
 	// Register a mapping: the command is the argv after --, ${DATASET_REVISION} is left for the server.
 	out := cliOK(t, env, "mappings", "add", "cli-train", "--dataset", "acme/cli", "--ref", "refs/heads/main",
-		"--env", "GREETING=hi", "--timeout", "30s", "--max-attempts", "1",
+		"--env", "GREETING=hi", "--timeout", "30s", "--max-attempts", "1", "--path", "data/**", "--path", "**/*.parquet",
+		"--ignore-path", "README.md",
 		"--", "sh", "-c", "echo $GREETING trained $1", "sh", "${DATASET_REVISION}")
 	require.Contains(t, out, "mapping cli-train created")
+	require.Contains(t, out, "\npaths:        data/**, **/*.parquet\n")
+	require.Contains(t, out, "\nignore_paths: README.md\n")
 	require.Contains(t, out, `command:      sh -c 'echo $GREETING trained $1' sh '${DATASET_REVISION}'`)
 	require.Contains(t, out, "env:          GREETING=hi")
 
@@ -126,6 +129,8 @@ func TestCLI(t *testing.T) {
 	require.Equal(t, map[string]string{"GREETING": "hi"}, shown.Mapping.Env)
 	require.Equal(t, orchestrator.Duration("30s"), shown.Mapping.Timeout)
 	require.Equal(t, 1, shown.Mapping.MaxAttempts)
+	require.Equal(t, []string{"data/**", "**/*.parquet"}, shown.Mapping.Paths)
+	require.Equal(t, []string{"README.md"}, shown.Mapping.IgnorePaths)
 	require.Contains(t, cliOK(t, env, "mappings", "show", "cli-train"), "source:       api")
 
 	// A delivery runs it, pinned to the new commit.
@@ -183,7 +188,9 @@ func TestCLI(t *testing.T) {
 	// Disable keeps the mapping and its runs.
 	out = cliOK(t, env, "mappings", "disable", "cli-sleep")
 	require.Equal(t, "mapping cli-sleep disabled (its runs are kept)\n", out)
-	require.Contains(t, cliOK(t, env, "mappings", "show", "cli-sleep"), "enabled:      no\n")
+	out = cliOK(t, env, "mappings", "show", "cli-sleep")
+	require.Contains(t, out, "enabled:      no\n")
+	require.Contains(t, out, "\npaths:        every file\nignore_paths: none\n")
 	require.Equal(t, orchestrator.RunCancelled, cliShow(t, env, sleepID).Status)
 
 	// The answers the server refuses, each with its status and message.
@@ -205,6 +212,8 @@ func TestCLI(t *testing.T) {
 			"orchestrator: 409: "},
 		{"bad ref", env, []string{"mappings", "add", "bad-ref", "--dataset", "acme/cli", "--ref", "main", "--", "true"},
 			`orchestrator: 400: ref "main" must start with refs/`},
+		{"bad path", env, []string{"mappings", "add", "bad-path", "--dataset", "acme/cli", "--path", "data/**", "--path", "data/[", "--", "true"},
+			`orchestrator: 400: mapping "bad-path": paths[1] "data/[": syntax error in pattern`},
 		{"bad timeout", env, []string{"mappings", "add", "bad-timeout", "--dataset", "acme/cli", "--timeout", "soon", "--", "true"},
 			`orchestrator: 400: timeout "soon" is not a duration`},
 		{"cancel of a finished run", env, []string{"runs", "cancel", strconv.FormatInt(id, 10)},

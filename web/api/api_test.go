@@ -24,6 +24,7 @@ func notifyingMapping() orchestrator.Mapping {
 		ID: 7, Name: "a", Dataset: "x/y", Command: []string{"true"}, Timeout: 90 * time.Minute, QuietPeriod: time.Minute,
 		Notify: []orchestrator.NotifyTarget{{URL: slackHook, Format: orchestrator.NotifyFormatSlack, SecretEnv: "S"}},
 		Source: orchestrator.SourceAPI, Enabled: true, CreatedAt: created, UpdatedAt: finished,
+		Paths: []string{"data/**"}, IgnorePaths: []string{"README.md", "**/*.md"},
 	}.WithDefaults()
 }
 
@@ -52,6 +53,8 @@ func TestNewMapping(t *testing.T) {
 		require.Equal(t, orchestrator.Duration("30m0s"), shown.MaxWait)
 		require.Equal(t, orchestrator.RefsDefault, shown.Refs)
 		require.Equal(t, orchestrator.QueueDefault, shown.Queue)
+		require.Equal(t, []string{"data/**"}, shown.Paths)
+		require.Equal(t, []string{"README.md", "**/*.md"}, shown.IgnorePaths)
 		require.Equal(t, int64(7), shown.ID)
 		require.Equal(t, created, shown.CreatedAt)
 	})
@@ -62,6 +65,8 @@ func TestNewMapping(t *testing.T) {
 		data, err := json.Marshal(api.NewMapping(&m))
 		require.NoError(t, err)
 		require.Contains(t, string(data), `"notify":[]`, "no targets are an empty list")
+		require.Contains(t, string(data), `"paths":[]`, "no paths are an empty list")
+		require.Contains(t, string(data), `"ignore_paths":[]`)
 		require.Contains(t, string(data), `"quiet_period":"0s"`)
 		require.NotContains(t, string(data), `"workdir"`)
 		require.NotContains(t, string(data), `"env"`)

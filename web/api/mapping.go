@@ -31,9 +31,11 @@ type Mapping struct {
 	QuietPeriod    orchestrator.Duration          `json:"quiet_period"`
 	MaxWait        orchestrator.Duration          `json:"max_wait"`
 	Notify         []orchestrator.NotifyTarget    `json:"notify"`
+	Paths          []string                       `json:"paths"`
+	IgnorePaths    []string                       `json:"ignore_paths"`
 }
 
-// NewMapping returns m as the API shows it.
+// NewMapping returns m as the API shows it; no paths or ignore_paths are empty lists, not null.
 func NewMapping(m *orchestrator.Mapping) Mapping {
 	notify := make([]orchestrator.NotifyTarget, len(m.Notify))
 	for i, t := range m.Notify {
@@ -46,7 +48,16 @@ func NewMapping(m *orchestrator.Mapping) Mapping {
 		Enabled: m.Enabled, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt,
 		Timeout: orchestrator.DurationOf(m.Timeout), QuietPeriod: orchestrator.DurationOf(m.QuietPeriod),
 		MaxWait: orchestrator.DurationOf(m.MaxWait), Notify: notify,
+		Paths: orEmpty(m.Paths), IgnorePaths: orEmpty(m.IgnorePaths),
 	}
+}
+
+// orEmpty returns list, or an empty list for nil.
+func orEmpty(list []string) []string {
+	if list == nil {
+		return []string{}
+	}
+	return list
 }
 
 // MappingList is the answer of GET /api/v1/mappings.
