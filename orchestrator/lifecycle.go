@@ -23,13 +23,17 @@ const (
 	// RunSuperseded is the status of a run replaced by a newer revision of its ref before it ran (or, with
 	// on_new_revision cancel_running, stopped for one).
 	RunSuperseded RunStatus = "superseded"
+	// RunSkipped is the status of a run whose revision changed no file its mapping watches (paths,
+	// ignore_paths): its command never started.
+	RunSkipped RunStatus = "skipped"
 )
 
 // RunStatuses lists every run status, in the order a run meets them.
-var RunStatuses = []RunStatus{RunQueued, RunRunning, RunRetrying, RunSucceeded, RunFailed, RunCancelled, RunSuperseded}
+var RunStatuses = []RunStatus{RunQueued, RunRunning, RunRetrying, RunSucceeded, RunFailed, RunCancelled, RunSuperseded,
+	RunSkipped}
 
 // RunFinalStatuses lists the statuses a run never leaves.
-var RunFinalStatuses = []RunStatus{RunSucceeded, RunFailed, RunCancelled, RunSuperseded}
+var RunFinalStatuses = []RunStatus{RunSucceeded, RunFailed, RunCancelled, RunSuperseded, RunSkipped}
 
 // Finished reports whether s is a final status.
 func (s RunStatus) Finished() bool { return slices.Contains(RunFinalStatuses, s) }
@@ -81,6 +85,8 @@ const (
 	// TransitionSupersede ends a run that a newer revision of its ref replaces: before it starts, or (with
 	// on_new_revision cancel_running) once its command stopped.
 	TransitionSupersede Transition = "supersede"
+	// TransitionSkip ends a run that has not started when its revision changed no file its mapping watches.
+	TransitionSkip Transition = "skip"
 )
 
 // transitionRule is where a transition may start from, where it leads, and the status it gives the attempt
@@ -99,11 +105,12 @@ var transitions = map[Transition]transitionRule{
 	TransitionInterrupt: {from: []RunStatus{RunRunning}, to: RunQueued, attempt: AttemptInterrupted},
 	TransitionCancel:    {from: []RunStatus{RunQueued, RunRetrying, RunRunning}, to: RunCancelled, attempt: AttemptCancelled},
 	TransitionSupersede: {from: []RunStatus{RunQueued, RunRetrying, RunRunning}, to: RunSuperseded, attempt: AttemptCancelled},
+	TransitionSkip:      {from: []RunStatus{RunQueued}, to: RunSkipped},
 }
 
 // Transitions lists every transition.
 var Transitions = []Transition{TransitionStart, TransitionSucceed, TransitionFail, TransitionRetry,
-	TransitionInterrupt, TransitionCancel, TransitionSupersede}
+	TransitionInterrupt, TransitionCancel, TransitionSupersede, TransitionSkip}
 
 // To returns the status the transition leads to.
 func (t Transition) To() RunStatus { return transitions[t].to }

@@ -66,6 +66,8 @@ func TestRunTransitions(t *testing.T) {
 		return res.RunIDs[0]
 	}
 
+	var skip func(t *testing.T, b *testBundle, id int64)
+
 	// reach returns a run of its own mapping in status from: a fresh run is queued; running has attempt 1
 	// started; retrying has attempt 1 failed with another left; the final statuses are reached the way runs
 	// reach them.
@@ -93,6 +95,8 @@ func TestRunTransitions(t *testing.T) {
 		case orchestrator.RunCancelled:
 			_, err := b.store.RunCancel(ctx, id)
 			require.NoError(t, err)
+		case orchestrator.RunSkipped:
+			skip(t, b, id)
 		case orchestrator.RunSuperseded:
 			// A newer revision of the ref, recorded after it, replaces it when a worker picks it up.
 			run, err := b.store.RunGetByID(ctx, id)
@@ -105,6 +109,16 @@ func TestRunTransitions(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, from, run.Status, "reached")
 		return id
+	}
+
+	// skip is how a worker skips a run whose revision changed no watched file: the mapping here watches every
+	// file, so the check is made pending first, as it is for a run of a mapping with paths.
+	skip = func(t *testing.T, b *testBundle, id int64) {
+		t.Helper()
+		_, err := b.pool.Exec(ctx, `UPDATE runs SET files_check = 'pending' WHERE id = $1 AND files_check IS NULL AND status = 'queued'`, id)
+		require.NoError(t, err)
+		_ = b.store.RunFilesRecord(ctx, orchestrator.RunFilesRecordParams{RunID: id,
+			Files: orchestrator.RunFiles{Check: orchestrator.FilesUnwatched, Reason: "no watched file changed (README.md)"}})
 	}
 
 	// take asks the store for the transition on the run, the way the code that carries it out does.
@@ -136,6 +150,8 @@ func TestRunTransitions(t *testing.T) {
 			require.NoError(t, err)
 			pushAfter(t, b, run.Revision)
 			_ = b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: run.Attempt + 1, Argv: []string{"x"}})
+		case orchestrator.TransitionSkip:
+			skip(t, b, id)
 		case orchestrator.TransitionInterrupt:
 			_, _ = b.store.RunAttemptAbandon(ctx, orchestrator.RunAttemptAbandonParams{RunID: id, Attempt: run.Attempt, Reason: "interrupted"})
 		default:

@@ -55,6 +55,9 @@ type Run struct {
 	NotBefore    *time.Time `json:"not_before"`
 	// Output is the JSON object the command wrote to RUN_OUTPUT, if any.
 	Output json.RawMessage `json:"output"`
+	// FilesCheck is where the check of the revision's changed files against the mapping's paths and
+	// ignore_paths stands; empty when the run needs none.
+	FilesCheck FilesCheck `json:"files_check"`
 }
 
 // Cancellable reports whether an operator may cancel the run.

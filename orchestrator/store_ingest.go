@@ -277,6 +277,7 @@ type (
 		maxAttempts                int32
 		newestOnly                 bool // the mapping trains only the newest revision (not on_new_revision queue)
 		jobID                      int64
+		checkFiles                 bool // the mapping has paths or ignore_paths: the run's files check is pending
 	}
 	// decisionRow is a decision as Decide made it; the statement settles whether a queued one is a duplicate.
 	decisionRow struct {
@@ -335,7 +336,8 @@ func newGroupRows(items []*ingestItem, jobIDs []int64) groupRows {
 			seen[key] = true
 			g.runs = append(g.runs, runRow{dord: dord, mappingID: dec.MappingID, ref: dec.Ref, revision: dec.NewSha,
 				oldRevision: dec.OldSha, maxAttempts: int32(dec.mapping.MaxAttempts),
-				newestOnly: dec.mapping.OnNewRevision != OnNewRevisionQueue, jobID: jobIDs[len(g.runs)]})
+				newestOnly: dec.mapping.OnNewRevision != OnNewRevisionQueue, jobID: jobIDs[len(g.runs)],
+				checkFiles: !dec.mapping.PathFilter().Empty()})
 		}
 	}
 	return g
@@ -371,6 +373,7 @@ func (g groupRows) args() pgx.NamedArgs {
 		"run_max_attempts": column(w, func(w runRow) int32 { return w.maxAttempts }),
 		"run_newest_only":  column(w, func(w runRow) bool { return w.newestOnly }),
 		"run_job_id":       column(w, func(w runRow) int64 { return w.jobID }),
+		"run_check_files":  column(w, func(w runRow) bool { return w.checkFiles }),
 
 		"decision_dord":       column(x, func(x decisionRow) int64 { return x.dord }),
 		"decision_mapping_id": column(x, func(x decisionRow) *int64 { return x.mappingID }),
@@ -432,18 +435,21 @@ WITH din AS MATERIALIZED (
 		AS u(dord, position, ref, old_sha, new_sha)
 	JOIN din ON din.dord = u.dord
 ), ins AS (
-	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts, job_id)
+	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts,
+		job_id, files_check)
 	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''),
-		` + sqlTriggerWebhook + `, din.id, ` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id
+		` + sqlTriggerWebhook + `, din.id, ` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id,
+		CASE WHEN w.check_files THEN ` + sqlLiteral(FilesPending) + ` END
 	FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[],
-		@run_old_revision::text[], @run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[])
-		WITH ORDINALITY
-		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, ord)
+		@run_old_revision::text[], @run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[],
+		@run_check_files::boolean[]) WITH ORDINALITY
+		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, check_files, ord)
 	JOIN din ON din.dord = w.dord
 	-- A mapping that trains only the newest revision creates no run for one its ref's history already has a
 	-- later revision of: the push of that later revision replaced this one.
 	WHERE NOT (w.newest_only AND EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref
-		AND c.old_revision = w.revision AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id))
+		AND c.old_revision = w.revision AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id
+		AND ` + sqlMayReplace("c") + `))
 	ORDER BY w.ord
 	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = ` + sqlTriggerWebhook + ` DO NOTHING
 	RETURNING id, mapping_id, repo_id, ref, revision, job_id
@@ -470,7 +476,7 @@ WITH din AS MATERIALIZED (
 	-- The later revision that kept the insert above from creating a run.
 	LEFT JOIN LATERAL (SELECT c.revision FROM runs c WHERE u.decision = ` + sqlDecisionQueued + ` AND i.id IS NULL
 		AND e.id IS NULL AND c.mapping_id = u.mapping_id AND c.ref = u.ref AND c.old_revision = u.sha
-		AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id LIMIT 1) o ON true
+		AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id AND ` + sqlMayReplace("c") + ` LIMIT 1) o ON true
 ), dec AS (
 	INSERT INTO decisions (delivery_id, mapping_id, ref, new_sha, decision, reason, run_id)
 	SELECT x.delivery_id, x.mapping_id, x.ref, NULLIF(x.sha, ''), x.decision,
@@ -623,22 +629,36 @@ func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (sche
 			return sched, fmt.Errorf("schedule run: %w", err)
 		}
 	}
-	if m.OnNewRevision == OnNewRevisionCancelRunning {
-		rows, err := tx.Query(ctx, stopEarlierSQL, dec.RunID, dec.MappingID, dec.Ref)
+	// A run that may yet be skipped for changing no watched file stops nothing until its check lets it go
+	// ahead (RunFilesRecord).
+	if m.OnNewRevision == OnNewRevisionCancelRunning && m.PathFilter().Empty() {
+		jobIDs, err := stopEarlier(ctx, tx, dec.RunID, dec.MappingID, dec.Ref)
 		if err != nil {
 			return sched, fmt.Errorf("stop older runs: %w", err)
 		}
-		jobIDs, err := pgx.CollectRows(rows, pgx.RowTo[*int64])
-		if err != nil {
-			return sched, fmt.Errorf("stop older runs: %w", err)
-		}
-		for _, id := range jobIDs {
-			if id != nil {
-				sched.stopJobs = append(sched.stopJobs, *id)
-			}
-		}
+		sched.stopJobs = jobIDs
 	}
 	return sched, nil
+}
+
+// stopEarlier asks the running runs of run's ref that come before it in the ref's recorded history to stop for
+// it (stopEarlierSQL), and returns their jobs, to cancel once tx commits.
+func stopEarlier(ctx context.Context, tx pgx.Tx, runID, mappingID int64, ref string) ([]int64, error) {
+	rows, err := tx.Query(ctx, stopEarlierSQL, runID, mappingID, ref)
+	if err != nil {
+		return nil, err
+	}
+	jobIDs, err := pgx.CollectRows(rows, pgx.RowTo[*int64])
+	if err != nil {
+		return nil, err
+	}
+	var stop []int64
+	for _, id := range jobIDs {
+		if id != nil {
+			stop = append(stop, *id)
+		}
+	}
+	return stop, nil
 }
 
 // stopEarlierSQL asks the running runs of a new run's ref whose revisions come before the new one in the ref's

@@ -192,7 +192,7 @@ WITH g AS MATERIALIZED (
 			AND w.status = ` + sqlStatus(RunQueued) + ` AND w.id < r.id AND coalesce(w.not_before, w.created_at) <= now()
 			AND NOT (m.on_new_revision <> ` + sqlPolicyQueue + ` AND w.trigger = ` + sqlTriggerWebhook + ` AND EXISTS (
 				SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref AND c.old_revision = w.revision
-					AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = w.repo_id))) AS older,
+					AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = w.repo_id AND ` + sqlMayReplace("c") + `))) AS older,
 		nx.id AS newer, nx.revision AS newer_revision,
 		CASE WHEN nx.id IS NULL AND r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision <> ` + sqlPolicyQueue + `
 			AND $4 = '' THEN (
@@ -201,7 +201,7 @@ WITH g AS MATERIALIZED (
 			SELECT o.id FROM (
 				(SELECT a.id, a.revision FROM runs a WHERE a.mapping_id = r.mapping_id AND a.ref = r.ref
 					AND a.status IN (` + sqlActive + `) AND a.trigger = ` + sqlTriggerWebhook + ` AND a.repo_id = r.repo_id
-					AND a.id <> r.id
+					AND a.id <> r.id AND ` + sqlMayReplace("a") + `
 					ORDER BY a.id DESC LIMIT 1)
 				UNION ALL
 				(SELECT f.id, f.revision FROM runs f WHERE f.mapping_id = r.mapping_id AND f.ref = r.ref
@@ -234,17 +234,18 @@ WITH g AS MATERIALIZED (
 		WHERE r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision <> ` + sqlPolicyQueue + `
 			AND $4 <> '' AND $4 <> r.revision
 			AND n.mapping_id = r.mapping_id AND n.repo_id = r.repo_id AND n.ref = r.ref AND n.revision = $4
-			AND n.trigger = ` + sqlTriggerWebhook + ` AND n.status <> ` + sqlStatus(RunSuperseded) + `
+			AND n.trigger = ` + sqlTriggerWebhook + ` AND n.status <> ` + sqlStatus(RunSuperseded) + ` AND ` + sqlMayReplace("n") + `
 		UNION ALL
-		(WITH RECURSIVE later(id, revision, status, depth) AS (
-			SELECT c.id, c.revision, c.status, 1 FROM runs c
+		(WITH RECURSIVE later(id, revision, replaces, depth) AS (
+			SELECT c.id, c.revision, c.status <> ` + sqlStatus(RunSuperseded) + ` AND ` + sqlMayReplace("c") + `, 1 FROM runs c
 			WHERE r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision <> ` + sqlPolicyQueue + ` AND $4 = ''
 				AND c.old_revision = r.revision AND ` + runChild + `
 			UNION ALL
-			SELECT c.id, c.revision, c.status, l.depth + 1 FROM later l, LATERAL (
-				SELECT c.id, c.revision, c.status FROM runs c WHERE c.old_revision = l.revision AND ` + runChild + `) c
-			WHERE l.status = ` + sqlStatus(RunSuperseded) + ` AND l.depth < ` + fmt.Sprint(historyDepthMax) + `)
-		SELECT l.id, l.revision FROM later l WHERE l.status <> ` + sqlStatus(RunSuperseded) + ` ORDER BY l.depth, l.id LIMIT 1)
+			SELECT c.id, c.revision, c.replaces, l.depth + 1 FROM later l, LATERAL (
+				SELECT c.id, c.revision, c.status <> ` + sqlStatus(RunSuperseded) + ` AND ` + sqlMayReplace("c") + ` AS replaces
+				FROM runs c WHERE c.old_revision = l.revision AND ` + runChild + `) c
+			WHERE NOT l.replaces AND l.depth < ` + fmt.Sprint(historyDepthMax) + `)
+		SELECT l.id, l.revision FROM later l WHERE l.replaces ORDER BY l.depth, l.id LIMIT 1)
 		LIMIT 1
 	) nx ON true
 	WHERE r.id = $1
@@ -527,6 +528,19 @@ func (s *Store) RunAttemptAbandon(ctx context.Context, p RunAttemptAbandonParams
 // after them (interrupted ones are not spent).
 var runFailedAttemptsSQL = `(SELECT count(*) FROM run_attempts f WHERE f.run_id = r.id AND f.status = ` +
 	sqlStatus(AttemptFailed) + `)`
+
+// runSkipSQL carries out TransitionSkip for the queued run $1, whose revision changed no watched file: reason $2
+// (RunFilesRecord, which holds the run's lock and checked its status).
+var runSkipSQL = `UPDATE runs SET status = ` + sqlStatus(TransitionSkip.To()) + `, files_check = ` + sqlLiteral(FilesUnwatched) + `,
+	error = $2, finished_at = now(), updated_at = now(), waiting_since = NULL
+WHERE id = $1 AND status IN (` + sqlList(TransitionSkip.From()...) + `)`
+
+// sqlMayReplace is the condition on the run alias a that it may replace an older run of its ref: it was not
+// skipped, and its check of changed files is not pending, since it may yet be skipped.
+func sqlMayReplace(a string) string {
+	return "(" + a + ".status <> " + sqlStatus(RunSkipped) + " AND " + a + ".files_check IS DISTINCT FROM " +
+		sqlLiteral(FilesPending) + ")"
+}
 
 // runCancelSQL carries out TransitionCancel for the run $1 when it waits, and records the request when it runs;
 // it returns the status the run had and its job.

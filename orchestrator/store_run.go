@@ -17,13 +17,14 @@ import (
 const runColumns = `r.id, r.mapping_id, m.name, r.dataset, r.repo_id, r.ref, r.revision, coalesce(r.old_revision, ''),
 	r.trigger, r.delivery_id, r.retry_of, r.status, r.attempt, r.max_attempts, r.exit_code, coalesce(r.signal, ''),
 	r.error, r.job_id, r.created_at, r.started_at, r.finished_at, r.cancel_requested_at, r.superseded_by, r.not_before,
-	r.output`
+	r.output, coalesce(r.files_check, '')`
 
 // runDest returns the scan destinations of runColumns.
 func runDest(r *Run) []any {
 	return []any{&r.ID, &r.MappingID, &r.Mapping, &r.Dataset, &r.RepoID, &r.Ref, &r.Revision, &r.OldRevision,
 		&r.Trigger, &r.DeliveryID, &r.RetryOf, &r.Status, &r.Attempt, &r.MaxAttempts, &r.ExitCode, &r.Signal,
-		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt, &r.SupersededBy, &r.NotBefore, &r.Output}
+		&r.Error, &r.JobID, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.CancelRequestedAt, &r.SupersededBy, &r.NotBefore, &r.Output,
+		&r.FilesCheck}
 }
 
 // runSelectSQL selects runColumns; the statements that read runs add their conditions.
@@ -225,13 +226,17 @@ type RunWork struct {
 	// SecretEnv names the environment variables that hold the secrets of any mapping's notify targets: they
 	// are the orchestrator's, and no command sees them.
 	SecretEnv []string
+	// FilesRecorded says that a worker recorded the run's changed files already (RunFilesRecord).
+	FilesRecorded bool
 }
 
-// runForWorkSQL reads the run $1, its mapping, and the variables every mapping's notify targets name.
+// runForWorkSQL reads the run $1, its mapping, the variables every mapping's notify targets name, and whether
+// the run's changed files are recorded.
 var runForWorkSQL = `
 SELECT ` + runColumns + `, ` + mappingColumnsOfM + `,
 	(SELECT coalesce(array_agg(DISTINCT t->>'secret_env'), '{}') FROM mappings a, jsonb_array_elements(a.notify) AS t
-		WHERE coalesce(t->>'secret_env', '') <> '')
+		WHERE coalesce(t->>'secret_env', '') <> ''),
+	EXISTS (SELECT 1 FROM run_files f WHERE f.run_id = r.id)
 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1`
 
 // RunForWork returns a run, its mapping and the names of the notification secrets, for a worker about to
@@ -240,8 +245,9 @@ func (s *Store) RunForWork(ctx context.Context, runID int64) (*RunWork, error) {
 	var run Run
 	var m Mapping
 	var secrets []string
+	var recorded bool
 	dest := append(runDest(&run), mappingDest(&m)...)
-	err := s.pool.QueryRow(ctx, runForWorkSQL, runID).Scan(append(dest, &secrets)...)
+	err := s.pool.QueryRow(ctx, runForWorkSQL, runID).Scan(append(dest, &secrets, &recorded)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, Errorf(CodeNotFound, "run %d not found", runID)
 	}
@@ -249,7 +255,7 @@ func (s *Store) RunForWork(ctx context.Context, runID int64) (*RunWork, error) {
 		return nil, dbError(err, "get run for work")
 	}
 	m.fromMillis()
-	return &RunWork{Run: &run, Mapping: &m, SecretEnv: secrets}, nil
+	return &RunWork{Run: &run, Mapping: &m, SecretEnv: secrets, FilesRecorded: recorded}, nil
 }
 
 // RunLogAppendParams appends a chunk of captured output to an attempt's log.
@@ -410,12 +416,16 @@ func (s *Store) RunOnLatest(ctx context.Context, mappingName string) (*Run, erro
 }
 
 // mappingRunSettingsSQL reads what a new run of mapping $1 needs of it.
-const mappingRunSettingsSQL = `SELECT max_attempts, enabled, queue FROM mappings WHERE id = $1`
+const mappingRunSettingsSQL = `SELECT max_attempts, enabled, queue, cardinality(paths) + cardinality(ignore_paths) > 0
+FROM mappings WHERE id = $1`
 
-// runInsertManualSQL creates a manual run, queued, and returns its id.
+// runInsertManualSQL creates a manual run, queued, and returns its id. A run on latest ($7 NULL) of a mapping
+// with paths or ignore_paths ($9) is checked as a delivery's run is; a retry is not.
 var runInsertManualSQL = `
-INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, retry_of, status, max_attempts)
-VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), ` + sqlTriggerManual + `, $7, ` + sqlStatus(RunQueued) + `, $8)
+INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, retry_of, status, max_attempts,
+	files_check)
+VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), ` + sqlTriggerManual + `, $7, ` + sqlStatus(RunQueued) + `, $8,
+	CASE WHEN $9 AND $7::bigint IS NULL THEN ` + sqlLiteral(FilesPending) + ` END)
 RETURNING id`
 
 // runCreateManual creates a manual run and enqueues it, in one transaction, unless its mapping is disabled.
@@ -430,7 +440,8 @@ func (s *Store) runCreateManual(ctx context.Context, mappingID int64, dataset, r
 	var maxAttempts int
 	var enabled bool
 	var queue string
-	err = tx.QueryRow(ctx, mappingRunSettingsSQL, mappingID).Scan(&maxAttempts, &enabled, &queue)
+	var filtered bool
+	err = tx.QueryRow(ctx, mappingRunSettingsSQL, mappingID).Scan(&maxAttempts, &enabled, &queue, &filtered)
 	if err != nil {
 		return nil, dbError(err, "read mapping")
 	}
@@ -438,7 +449,7 @@ func (s *Store) runCreateManual(ctx context.Context, mappingID int64, dataset, r
 		return nil, Errorf(CodeConflict, "the run's mapping is disabled")
 	}
 	err = tx.QueryRow(ctx, runInsertManualSQL, mappingID, dataset, repoID, ref, revision, oldRevision, retryOf,
-		maxAttempts).Scan(&id)
+		maxAttempts, filtered).Scan(&id)
 	if err != nil {
 		return nil, dbError(err, "insert run")
 	}
