@@ -70,6 +70,15 @@ type WorkerConfig struct {
 	// Heads, when set, is asked for a ref's head when the recorded history cannot tell which of two runs of
 	// the ref is newer. Nil: the run starts.
 	Heads RefHeads
+	// Files, when set, tells which files a run's revision changed: runs whose mapping has paths or
+	// ignore_paths are checked against them before they start, and the command gets the lists
+	// (DATASET_CHANGED_FILES, DATASET_REMOVED_FILES). Nil: such runs go ahead, saying why they were not checked.
+	Files ChangedFiles
+	// FilesForEveryRun makes runs of mappings without paths or ignore_paths, and retries, list their changed
+	// files too, to show them and give them to the command.
+	FilesForEveryRun bool
+	// FilesTimeout bounds the look at a run's changed files. Defaults to orchestrator.FilesTimeoutDefault.
+	FilesTimeout time.Duration
 	// Metrics, when set, counts finished attempts and their durations.
 	Metrics *Metrics
 	// TracerProvider, when set, traces each command in a span of its job's trace, and gives the command that
@@ -104,6 +113,9 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 	}
 	if c.SlotWait == 0 {
 		c.SlotWait = SlotWaitDefault
+	}
+	if c.FilesTimeout == 0 {
+		c.FilesTimeout = orchestrator.FilesTimeoutDefault
 	}
 	if c.BaseEnv == nil {
 		c.BaseEnv = ScrubbedEnv(os.Environ())
@@ -228,6 +240,18 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	attempt := run.Attempt + 1
 	logger = logger.With("attempt", attempt)
 
+	// The changed files are looked at before a slot is taken: a run that changed nothing watched is skipped
+	// without one.
+	changes, skipped, err := w.checkFiles(ctx, logger, work)
+	if err != nil {
+		return err
+	}
+	if skipped {
+		// A run waiting on its order in the ref's history may go now.
+		w.wakeNext(ctx, logger, mapping.ID)
+		return nil
+	}
+
 	// The secrets that sign notifications are the orchestrator's, not the command's.
 	env := RunEnv(withoutVars(w.cfg.BaseEnv, work.SecretEnv), mapping, run, attempt)
 	outputPath, err := w.outputPath(run.ID, attempt)
@@ -237,6 +261,12 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	_ = os.Remove(outputPath) // left by an earlier execution of the same attempt
 	defer os.Remove(outputPath)
 	env = append(env, "RUN_OUTPUT="+outputPath)
+	lists, removeLists, err := writeFileLists(strings.TrimSuffix(outputPath, ".json"), changes)
+	defer removeLists()
+	if err != nil {
+		return err
+	}
+	env = append(env, lists...)
 	argv, expandErr := ExpandArgv(mapping.Command, env)
 	if w.cfg.Processes != nil {
 		key := orchestrator.AttemptKey{RunID: run.ID, Attempt: attempt}
