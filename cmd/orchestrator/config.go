@@ -89,6 +89,10 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if c.ReconcileInterval, err = time.ParseDuration(env("ORCHESTRATOR_RECONCILE_INTERVAL", jobs.ReconcileIntervalDefault.String())); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_RECONCILE_INTERVAL: %w", err)
 	}
+	c.ChangedFiles = service.ChangedFiles(env("ORCHESTRATOR_CHANGED_FILES", string(service.ChangedFilesAll)))
+	if c.FilesTimeout, err = time.ParseDuration(env("ORCHESTRATOR_FILES_TIMEOUT", orchestrator.FilesTimeoutDefault.String())); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_FILES_TIMEOUT: %w", err)
+	}
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", maxBody, "largest webhook body accepted (ORCHESTRATOR_MAX_BODY_BYTES)")
 	workers := fs.Int("max-workers", int(maxWorkers), "commands run at once by this process (ORCHESTRATOR_MAX_WORKERS)")
 	fs.DurationVar(&c.KillGrace, "kill-grace", killGrace, "time between SIGTERM and SIGKILL when a command is stopped (ORCHESTRATOR_KILL_GRACE)")

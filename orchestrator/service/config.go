@@ -35,6 +35,20 @@ const (
 // Roles lists every role.
 var Roles = []Role{RoleAll, RoleWeb, RoleWorker}
 
+// ChangedFiles says which runs list the files their revision changed.
+type ChangedFiles string
+
+// Which runs list their changed files.
+const (
+	// ChangedFilesAll: every run, so that its page shows them and its command gets them.
+	ChangedFilesAll ChangedFiles = "all"
+	// ChangedFilesFiltered: only the runs of mappings with paths or ignore_paths, which need them to decide.
+	ChangedFilesFiltered ChangedFiles = "filtered"
+)
+
+// ChangedFilesModes lists every choice of which runs list their changed files.
+var ChangedFilesModes = []ChangedFiles{ChangedFilesAll, ChangedFilesFiltered}
+
 // RoleDefault is the role of a Config that names none.
 const RoleDefault = RoleAll
 
@@ -91,6 +105,13 @@ type Config struct {
 	// set, is sent to it for private datasets. Both follow the huggingface_hub conventions.
 	HFEndpoint string
 	HFToken    string
+	// ChangedFiles (ORCHESTRATOR_CHANGED_FILES) says which runs ask the Hub for the files their revision
+	// changed. The serve command defaults it to ChangedFilesAll; a Config built in code lists them only for
+	// the mappings that need them (ChangedFilesFiltered) unless it says otherwise.
+	ChangedFiles ChangedFiles
+	// FilesTimeout (ORCHESTRATOR_FILES_TIMEOUT) bounds a run's look at its changed files, retries of the Hub
+	// included; past it the run goes ahead unchecked. Defaults to orchestrator.FilesTimeoutDefault.
+	FilesTimeout time.Duration
 	// Role (--role, ORCHESTRATOR_ROLE) is RoleAll, RoleWeb or RoleWorker. Defaults to RoleDefault.
 	Role Role
 	// Queues (--queues, ORCHESTRATOR_QUEUES) are the worker pools this process serves; orchestrator.QueueDefault when empty.
@@ -129,6 +150,8 @@ func (c Config) WithDefaults() Config {
 	c.OrphanAfter = cmp.Or(c.OrphanAfter, jobs.OrphanAfterDefault)
 	c.FenceMargin = cmp.Or(c.FenceMargin, jobs.FenceMarginFor(c.OrphanAfter, c.KillGrace))
 	c.Role = cmp.Or(c.Role, RoleDefault)
+	c.ChangedFiles = cmp.Or(c.ChangedFiles, ChangedFilesFiltered)
+	c.FilesTimeout = cmp.Or(c.FilesTimeout, orchestrator.FilesTimeoutDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -162,6 +185,10 @@ func (c *Config) validate() error {
 			c.OrphanAfter, c.FenceMargin, c.HeartbeatInterval)
 	case !slices.Contains(Roles, c.Role):
 		return fmt.Errorf("--role must be %s, not %q", orchestrator.OneOf(Roles), c.Role)
+	case !slices.Contains(ChangedFilesModes, c.ChangedFiles):
+		return fmt.Errorf("ORCHESTRATOR_CHANGED_FILES must be %s, not %q", orchestrator.OneOf(ChangedFilesModes), c.ChangedFiles)
+	case c.FilesTimeout < time.Second:
+		return fmt.Errorf("ORCHESTRATOR_FILES_TIMEOUT (%s) must be at least 1s", c.FilesTimeout)
 	case c.ProtectReads && c.AdminToken == "":
 		return errors.New("ORCHESTRATOR_PROTECT_READS needs ORCHESTRATOR_ADMIN_TOKEN: set a token, or nobody could read the pages")
 	case c.DatabaseURL == "" && c.DataDir == "":

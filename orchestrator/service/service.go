@@ -40,6 +40,7 @@ type Service struct {
 	cluster  *pgcluster.Cluster
 	pool     *pgxpool.Pool
 	store    *orchestrator.Store
+	files    *orchestrator.FileFinder
 	river    *river.Client[pgx.Tx]
 	server   *http.Server
 	listener net.Listener
@@ -87,6 +88,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// with the commits no webhook brought. One registry for the whole process: /metrics shows the webhook's,
 	// the workers' and catch-up's metrics together.
 	hubClient := hub.New(s.config.HFEndpoint, s.config.HFToken)
+	s.files = orchestrator.NewFileFinder(s.store, hubClient, 0)
 	registry := prometheus.NewRegistry()
 	workerMetrics := jobs.NewMetrics(registry)
 	procs, reconciler, err := s.startMaintenance(ctx, hubClient, workerMetrics)
@@ -185,7 +187,8 @@ func (s *Service) startQueue(ctx context.Context, procs *jobs.Processes, hubClie
 		Queues:     cfg.Queues,
 		Worker: jobs.WorkerConfig{KillGrace: cfg.KillGrace, HeartbeatInterval: cfg.HeartbeatInterval,
 			OrphanAfter: cfg.OrphanAfter, FenceMargin: cfg.FenceMargin, Watchdog: cfg.Watchdog,
-			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: metrics, Logger: logger},
+			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: metrics, Logger: logger,
+			Files: s.files, FilesForEveryRun: cfg.ChangedFiles == ChangedFilesAll, FilesTimeout: cfg.FilesTimeout},
 		Notify:         jobs.NotifyConfig{PublicURL: cfg.PublicURL, Getenv: cfg.Getenv, Metrics: metrics, Logger: logger},
 		Reconciler:     reconciler,
 		TracerProvider: tracerProvider,
@@ -226,6 +229,8 @@ func (s *Service) startHTTP(ctx context.Context, registry *prometheus.Registry, 
 		AdminToken:            cfg.AdminToken,
 		ProtectReads:          cfg.ProtectReads,
 		ReconcileInterval:     cfg.ReconcileInterval,
+		Files:                 s.files,
+		FilesTimeout:          cfg.FilesTimeout,
 		RiverUI:               riverUI,
 		Registry:              registry,
 		TracerProvider:        tracerProvider,
