@@ -91,7 +91,12 @@ func (s *Server) runDetail(r *http.Request) (*api.RunDetail, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &api.RunDetail{Run: *run, Attempts: attempts, Notifications: make([]api.Notification, len(notifications))}
+	files, err := s.store.RunFilesGet(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	d := &api.RunDetail{Run: *run, Attempts: attempts, Notifications: make([]api.Notification, len(notifications)),
+		Files: files}
 	if d.Attempts == nil {
 		d.Attempts = []orchestrator.Attempt{}
 	}

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -185,5 +187,35 @@ func (s *Server) handleAPIMappingRun(w http.ResponseWriter, r *http.Request) err
 	}
 	w.Header().Set("Location", fmt.Sprintf("/api/v1/runs/%d", run.ID))
 	writeJSON(w, http.StatusCreated, api.RunResult{Run: *run})
+	return nil
+}
+
+// handleAPIMappingCheck answers POST /api/v1/mappings/{name}/check: would the commit trigger the mapping, and
+// why, by the files it changed. It asks the Hub and queues nothing.
+func (s *Server) handleAPIMappingCheck(w http.ResponseWriter, r *http.Request) error {
+	var req api.MappingCheckRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	m, err := s.store.MappingGetByName(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return err
+	}
+	if s.files == nil {
+		return orchestrator.Errorf(orchestrator.CodeUnavailable, "this process does not ask the Hub about files")
+	}
+	req.Revision, req.OldRevision = strings.TrimSpace(req.Revision), strings.TrimSpace(req.OldRevision)
+	dataset := cmp.Or(strings.TrimSpace(req.Dataset), m.Dataset)
+	if strings.ContainsAny(dataset, "*?[") {
+		return orchestrator.Errorf(orchestrator.CodeInvalid, "mapping %q watches the datasets %q: name one with \"dataset\"", m.Name, m.Dataset)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.filesTimeout)
+	defer cancel()
+	check, err := s.files.CheckMapping(ctx, m, dataset, req.Revision, req.OldRevision)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.MappingCheck{Mapping: m.Name, Dataset: dataset, Revision: req.Revision,
+		OldRevision: check.OldRevision, Trigger: check.Trigger(), Files: check.Files})
 	return nil
 }

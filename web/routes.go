@@ -71,6 +71,7 @@ func (s *Server) Handler() http.Handler {
 		r.Put("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingUpdate))
 		r.Delete("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingDisable))
 		r.Post("/api/v1/mappings/{name}/run", s.handle(s.handleAPIMappingRun))
+		r.Post("/api/v1/mappings/{name}/check", s.handle(s.handleAPIMappingCheck))
 
 		if s.riverUI != nil {
 			r.With(riverUIHeaders).Mount("/riverui", s.riverUI)

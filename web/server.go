@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,10 @@ type Config struct {
 	RiverUI http.Handler
 	// ReconcileInterval is how often catch-up with the Hub runs, for the dashboard; 0 means it is off.
 	ReconcileInterval time.Duration
+	// Files, when set, answers the checks of commits against mappings (POST /api/v1/mappings/{name}/check),
+	// each bounded by FilesTimeout (orchestrator.FilesTimeoutDefault when 0). Nil: those answer 503.
+	Files        *orchestrator.FileFinder
+	FilesTimeout time.Duration
 	// Registry, when set, is where the server registers its metrics and what /metrics serves, so that other
 	// parts of the process (the workers) can add theirs. A registry of its own when nil.
 	Registry *prometheus.Registry
@@ -78,6 +83,8 @@ type Server struct {
 	auth           *auth
 	riverUI        http.Handler
 	reconcileEvery time.Duration
+	files          *orchestrator.FileFinder
+	filesTimeout   time.Duration
 	tracerProvider trace.TracerProvider // nil when tracing is off
 }
 
@@ -111,6 +118,8 @@ func New(cfg Config) (*Server, error) {
 		auth:           newAuth(cfg.AdminToken, cfg.ProtectReads),
 		riverUI:        cfg.RiverUI,
 		reconcileEvery: cfg.ReconcileInterval,
+		files:          cfg.Files,
+		filesTimeout:   cmp.Or(cfg.FilesTimeout, orchestrator.FilesTimeoutDefault),
 		tracerProvider: cfg.TracerProvider,
 	}
 	s.secretFailures = &failureLog{interval: time.Minute, log: func(count int, remotes []string) {

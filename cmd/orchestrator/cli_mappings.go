@@ -17,13 +17,15 @@ import (
 )
 
 // mappingsUsage is the help of "orchestrator mappings".
-const mappingsUsage = `orchestrator mappings: list, inspect, add and disable mappings on a running server.
+const mappingsUsage = `orchestrator mappings: list, inspect, add, check and disable mappings on a running server.
 
 Usage:
   orchestrator mappings list
   orchestrator mappings show NAME
   orchestrator mappings add NAME --dataset D [--ref R]... [--path P]... [--ignore-path P]...
                             [--workdir W] [--env K=V]... [--timeout 2h] [--max-attempts N] -- COMMAND [ARG]...
+  orchestrator mappings check NAME --revision SHA [--old SHA] [--dataset D]
+                                        would this commit trigger NAME, and why (nothing is queued)
   orchestrator mappings disable NAME    stop triggering NAME; its runs are kept
 
 The command after -- is an argv, run without a shell. The server replaces ${DATASET_REVISION} and the other run
@@ -35,13 +37,15 @@ variables in it, so single-quote them to keep your shell from expanding them fir
 --ref (default refs/heads/main), --path, --ignore-path and --env may be repeated. --path and --ignore-path are
 globs of the repository's files, such as 'data/**' or '**/*.md' (quote them from your shell): a run needs a
 changed file matching a --path (none: every file) that no --ignore-path matches. Mappings declared in the
---config file of serve cannot be disabled here: change the file.
+--config file of serve cannot be disabled here: change the file. check compares the commit with --old (default:
+its parent on the Hub) and says which files changed and whether NAME watches them.
 ` + clientFlagsUsage
 
 // runMappings runs "orchestrator mappings <command>".
 func runMappings(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	mappings := &commandGroup{name: "mappings", usage: mappingsUsage, subcommands: map[string]subcommand{
-		"list": mappingsList, "show": mappingsShow, "add": mappingsAdd, "disable": mappingsDisable,
+		"list": mappingsList, "show": mappingsShow, "add": mappingsAdd, "check": mappingsCheck,
+		"disable": mappingsDisable,
 	}}
 	return mappings.run(ctx, args, getenv, stdout, stderr)
 }

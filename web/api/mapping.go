@@ -78,3 +78,22 @@ func NewMappingList(mappings []orchestrator.Mapping) MappingList {
 type MappingResult struct {
 	Mapping Mapping `json:"mapping"`
 }
+
+// MappingCheckRequest is the body of POST /api/v1/mappings/{name}/check: the commit to check, the revision to
+// compare it with (its parent when empty), and, for a mapping whose dataset is a pattern, which dataset.
+type MappingCheckRequest struct {
+	Revision    string `json:"revision"`
+	OldRevision string `json:"old_revision,omitempty"`
+	Dataset     string `json:"dataset,omitempty"`
+}
+
+// MappingCheck is the answer of POST /api/v1/mappings/{name}/check: whether the commit would trigger a run of
+// the mapping, and why, by the files it changed. Nothing is queued.
+type MappingCheck struct {
+	Mapping     string                `json:"mapping"`
+	Dataset     string                `json:"dataset"`
+	Revision    string                `json:"revision"`
+	OldRevision string                `json:"old_revision"`
+	Trigger     bool                  `json:"trigger"`
+	Files       orchestrator.RunFiles `json:"files"`
+}

@@ -22,6 +22,9 @@ type RunDetail struct {
 	Log             string         `json:"log"`
 	LogOmittedBytes int64          `json:"log_omitted_bytes"`
 	Notifications   []Notification `json:"notifications"`
+	// Files is what a worker found of the files the run's revision changed (the first
+	// orchestrator.RunFilesShownMax of them, and the counts); null until a worker looked.
+	Files *orchestrator.RunFiles `json:"files"`
 }
 
 // RunResult is the answer to an action on a run: the new run of a retry or of a run on the latest revision

@@ -114,6 +114,13 @@ func (s *Server) Fail(f Fault) {
 	s.faults = append(s.faults, &f)
 }
 
+// ClearFaults removes every fault: the Hub answers again.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
 // Requests returns how many requests the server got whose (unescaped) URL path contains substr, faults and
 // refusals included.
 func (s *Server) Requests(substr string) int {
