@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
 )
@@ -38,12 +39,15 @@ func (w *RetrainWorker) checkFiles(ctx context.Context, logger *slog.Logger, wor
 	}
 	var changes *orchestrator.FileChanges
 	var rec orchestrator.RunFiles
+	var took time.Duration
 	if w.cfg.Files == nil {
 		rec = orchestrator.RunFiles{Check: orchestrator.FilesUnknown, Reason: unknownReason,
 			Unknown: "this worker has no Hub to ask (no file finder configured)"}
 	} else {
 		lookCtx, cancel := context.WithTimeout(ctx, w.cfg.FilesTimeout)
+		began := time.Now()
 		found, err := w.cfg.Files.Changes(lookCtx, run.Dataset, run.OldRevision, run.Revision)
+		took = time.Since(began)
 		cancel()
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -65,11 +69,17 @@ func (w *RetrainWorker) checkFiles(ctx context.Context, logger *slog.Logger, wor
 		}
 	}
 	if !pending {
-		rec.Check = ""
 		if work.FilesRecorded {
+			// A run that looks again after waiting for a slot: its first look was counted and kept.
 			return changes, false, nil
 		}
+		rec.Check = ""
 	}
+	outcome := rec.Check
+	if rec.Unknown != "" {
+		outcome = orchestrator.FilesUnknown
+	}
+	w.cfg.Metrics.observeFiles(outcome, took)
 	err := w.store.RunFilesRecord(ctx, orchestrator.RunFilesRecordParams{RunID: run.ID, Files: rec})
 	if orchestrator.ErrorCode(err) == orchestrator.CodeConflict {
 		// Cancelled meanwhile, or checked by an earlier execution of the job: RunAttemptStart decides.

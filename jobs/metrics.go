@@ -58,6 +58,9 @@ type Metrics struct {
 	reconcileRevisions *prometheus.CounterVec
 	reconcileFailures  prometheus.Counter
 	reconcileLastOK    prometheus.Gauge
+
+	filesChecks   *prometheus.CounterVec
+	filesDuration prometheus.Histogram
 }
 
 // NewMetrics creates the workers' and catch-up's metrics and registers them with reg.
@@ -92,6 +95,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "orchestrator_reconcile_last_success_timestamp_seconds",
 			Help: "When this process last ended a catch-up pass in which the Hub answered (outcome ok or partial), in Unix seconds; 0 before the first.",
 		}),
+		filesChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orchestrator_changed_files_checks_total",
+			Help: "Looks at a run's changed files, by outcome: watched (the run went ahead), unwatched (skipped), unknown (the Hub could not tell; the run went ahead), listed (a mapping without paths: shown and given to the command).",
+		}, []string{"outcome"}),
+		filesDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orchestrator_changed_files_check_seconds",
+			Help:    "How long a look at a run's changed files took, the Hub's listings (or the kept ones) and the comparison.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+		}),
+	}
+	for _, outcome := range filesOutcomes {
+		m.filesChecks.WithLabelValues(outcome)
 	}
 	for _, outcome := range passOutcomes {
 		m.reconcilePasses.WithLabelValues(string(outcome))
@@ -100,8 +115,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.reconcileRevisions.WithLabelValues(string(result))
 	}
 	reg.MustRegister(m.runsFinished, m.runDuration, m.notifications, m.reconcilePasses, m.reconcileRevisions, m.reconcileFailures,
-		m.reconcileLastOK)
+		m.reconcileLastOK, m.filesChecks, m.filesDuration)
 	return m
+}
+
+// filesOutcomes lists the outcomes of a look at a run's changed files.
+var filesOutcomes = []string{string(orchestrator.FilesWatched), string(orchestrator.FilesUnwatched), string(orchestrator.FilesUnknown), "listed"}
+
+// observeFiles records a look at a run's changed files: its check (empty for a mapping without paths, whose
+// files were listed to be shown, or FilesUnknown) and how long it took.
+func (m *Metrics) observeFiles(check orchestrator.FilesCheck, took time.Duration) {
+	if m == nil {
+		return
+	}
+	outcome := string(check)
+	if check == "" {
+		outcome = "listed"
+	}
+	m.filesChecks.WithLabelValues(outcome).Inc()
+	m.filesDuration.Observe(took.Seconds())
 }
 
 // observe records an attempt that ended.
