@@ -241,9 +241,11 @@ WITH g AS MATERIALIZED (
 			WHERE r.trigger = ` + sqlTriggerWebhook + ` AND m.on_new_revision <> ` + sqlPolicyQueue + ` AND $4 = ''
 				AND c.old_revision = r.revision AND ` + runChild + `
 			UNION ALL
+			-- OFFSET 0 keeps the lookup a subquery run once per step, through the history index: flattened into
+			-- a join, its plan may scan the ref's whole history once instead.
 			SELECT c.id, c.revision, c.replaces, l.depth + 1 FROM later l, LATERAL (
 				SELECT c.id, c.revision, c.status <> ` + sqlStatus(RunSuperseded) + ` AND ` + sqlMayReplace("c") + ` AS replaces
-				FROM runs c WHERE c.old_revision = l.revision AND ` + runChild + `) c
+				FROM runs c WHERE c.old_revision = l.revision AND ` + runChild + ` OFFSET 0) c
 			WHERE NOT l.replaces AND l.depth < ` + fmt.Sprint(historyDepthMax) + `)
 		SELECT l.id, l.revision FROM later l WHERE l.replaces ORDER BY l.depth, l.id LIMIT 1)
 		LIMIT 1

@@ -45,7 +45,7 @@ func startProcess(t *testing.T, bin string, port int, env []string) *process {
 	t.Helper()
 	p := &process{logs: &bytes.Buffer{}, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	p.cmd = exec.Command(bin, "serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port))
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(append(os.Environ(), serveTestEnv...), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	require.NoError(t, p.cmd.Start())
 	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
@@ -59,6 +59,11 @@ func startProcess(t *testing.T, bin string, port int, env []string) *process {
 	}, 30*time.Second, 20*time.Millisecond, "never ready: %s", p.logs)
 	return p
 }
+
+// serveTestEnv is the environment of the serve processes of the tests about faults, whose mappings watch every
+// file: their runs do not ask the Hub, which the tests do not serve, for their changed files (files_test.go
+// covers that).
+var serveTestEnv = []string{"ORCHESTRATOR_CHANGED_FILES=filtered"}
 
 func randomRevision() string {
 	b := make([]byte, 20)

@@ -346,7 +346,7 @@ func startServe(t *testing.T, wrapper []string, bin, addr string, env []string) 
 	argv := append(slices.Clone(wrapper), bin, "serve", "--addr", addr)
 	p := &served{logs: &logtest.Buffer{}, base: "http://" + addr}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(append(os.Environ(), serveTestEnv...), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	require.NoError(t, p.cmd.Start())
 	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
