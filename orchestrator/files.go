@@ -53,10 +53,12 @@ func NewFileFinder(store *Store, hub *hub.Client, max int) *FileFinder {
 // ref) makes every file of revision added.
 func (f *FileFinder) Changes(ctx context.Context, dataset, oldRevision, revision string) (FileChanges, error) {
 	key := [3]string{dataset, oldRevision, revision}
+	// Only commits are kept: a branch name moves.
+	keep := ValidSha(revision) && (oldRevision == "" || ValidSha(oldRevision))
 	f.mu.Lock()
 	c, ok := f.diffs[key]
 	f.mu.Unlock()
-	if ok {
+	if ok && keep {
 		return c, nil
 	}
 	files, err := f.Files(ctx, dataset, revision)
@@ -70,6 +72,9 @@ func (f *FileFinder) Changes(ctx context.Context, dataset, oldRevision, revision
 		}
 	}
 	c = DiffRevisions(old, files)
+	if !keep {
+		return c, nil
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.diffs[key]; !ok {
@@ -89,8 +94,12 @@ func (f *FileFinder) Parent(ctx context.Context, dataset, revision string) (stri
 	return f.hub.ParentCommit(ctx, dataset, revision)
 }
 
-// Files returns the files of a revision of dataset: the kept listing, or the Hub's, which is then kept.
+// Files returns the files of a revision of dataset: the kept listing, or the Hub's, which is then kept. A
+// revision that is not a commit id (a branch name, which moves) is listed every time and never kept.
 func (f *FileFinder) Files(ctx context.Context, dataset, revision string) ([]RevisionFile, error) {
+	if !ValidSha(revision) {
+		return f.list(ctx, dataset, revision)
+	}
 	files, ok, err := f.store.RevisionFilesGet(ctx, dataset, revision)
 	if err != nil || ok {
 		return files, err
@@ -100,29 +109,37 @@ func (f *FileFinder) Files(ctx context.Context, dataset, revision string) ([]Rev
 		if files, ok, err := f.store.RevisionFilesGet(ctx, dataset, revision); err != nil || ok {
 			return files, err
 		}
-		tree, err := f.hub.ListTree(ctx, dataset, revision, f.max)
-		if errors.Is(err, hub.ErrTooManyFiles) {
-			return nil, fmt.Errorf("revision %s of %s has more than %d files, too many to compare: %w", short(revision), dataset, f.max, err)
-		}
+		files, err := f.list(ctx, dataset, revision)
 		if err != nil {
-			return nil, fmt.Errorf("list the files of %s at %s: %w", dataset, short(revision), err)
-		}
-		files := make([]RevisionFile, len(tree))
-		for i, t := range tree {
-			files[i] = RevisionFile{Path: t.Path, OID: t.OID, Size: t.Size}
-			if t.LFS != nil {
-				files[i].LFS = t.LFS.OID
-			}
-		}
-		if err := f.store.RevisionFilesPut(ctx, dataset, revision, files); err != nil {
 			return nil, err
 		}
+		// A listing that could not be kept is still the answer; the next look lists the revision again.
+		_ = f.store.RevisionFilesPut(ctx, dataset, revision, files)
 		return files, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.([]RevisionFile), nil
+}
+
+// list asks the Hub for the files of a revision of dataset.
+func (f *FileFinder) list(ctx context.Context, dataset, revision string) ([]RevisionFile, error) {
+	tree, err := f.hub.ListTree(ctx, dataset, revision, f.max)
+	if errors.Is(err, hub.ErrTooManyFiles) {
+		return nil, fmt.Errorf("revision %s of %s has more than %d files, too many to compare: %w", short(revision), dataset, f.max, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list the files of %s at %s: %w", dataset, short(revision), err)
+	}
+	files := make([]RevisionFile, len(tree))
+	for i, t := range tree {
+		files[i] = RevisionFile{Path: t.Path, OID: t.OID, Size: t.Size}
+		if t.LFS != nil {
+			files[i].LFS = t.LFS.OID
+		}
+	}
+	return files, nil
 }
 
 // short returns the first 12 characters of a revision.
