@@ -171,6 +171,21 @@ func TestChangedFiles(t *testing.T) {
 		require.False(t, ok, "the command is told nothing when nothing is known")
 	})
 
+	t.Run("HubHangsRunGoesAheadAfterTheTimeout", func(t *testing.T) {
+		t.Parallel()
+		b := setupFiles(t, "hang", dataOnly)
+		b.repo.Write("README.md", "card")
+		rev := b.repo.Commit(t, "first")
+		b.hub.Fail(hubtest.Fault{Hang: true})
+		id := b.pushAfter(t, "acme/hang", "refs/heads/main", "", rev)
+		run := b.waitStatus(t, id, 30*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed, orchestrator.RunSkipped)
+		require.Equal(t, orchestrator.RunSucceeded, run.Status)
+		require.Equal(t, orchestrator.FilesUnknown, run.FilesCheck)
+		files, err := b.store.RunFilesGet(ctx, id)
+		require.NoError(t, err)
+		require.Contains(t, files.Unknown, "no answer within")
+	})
+
 	t.Run("RetryIsNotChecked", func(t *testing.T) {
 		t.Parallel()
 		b := setupFiles(t, "retry", dataOnly)

@@ -123,6 +123,15 @@ func TestRunFilesRecord(t *testing.T) {
 		require.Nil(t, none)
 	})
 
+	t.Run("RunOnLatestIsChecked", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, filtered(orchestrator.OnNewRevisionSupersede))
+		pushRev(t, b, "")
+		run, err := b.store.RunOnLatest(ctx, "tickets")
+		require.NoError(t, err)
+		require.Equal(t, orchestrator.FilesPending, run.FilesCheck, "a run on latest is checked as a delivery's run is")
+	})
+
 	t.Run("RetryIsNotChecked", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, filtered(orchestrator.OnNewRevisionSupersede))
