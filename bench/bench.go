@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/retrainhq/orchestrator/jobs"
@@ -28,6 +29,9 @@ type Options struct {
 	ProfileDir string
 	// Logf receives progress lines; nothing is logged when nil.
 	Logf func(format string, args ...any)
+	// TB is the test the benchmark runs in, which the files phase needs for its stand-in Hub (its git
+	// repositories live in the test's temporary directories).
+	TB testing.TB
 }
 
 // bench is one benchmark run in progress.
@@ -36,6 +40,7 @@ type bench struct {
 	env    *env
 	report *Report
 	logf   func(format string, args ...any)
+	tb     testing.TB
 }
 
 // Run measures every selected figure and returns the report. It starts and stops everything it needs.
@@ -80,9 +85,10 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 		report.Postgres = "PostgreSQL " + strings.Fields(version)[0]
 	}
 
-	b := &bench{sizes: sizes, env: e, report: report, logf: opts.Logf}
+	b := &bench{sizes: sizes, env: e, report: report, logf: opts.Logf, tb: opts.TB}
 	// The order matters: ingest and the backlog need the workers stopped, the other phases running; the status
-	// pages show the run of the log capture; the footprint runs once the in-process stack is stopped.
+	// pages show the run of the log capture; the files phase runs a service of its own beside the stack; the
+	// footprint runs once the in-process stack is stopped.
 	phases := []struct {
 		name string
 		run  func(context.Context) error
@@ -92,6 +98,7 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 		{PhaseTrigger, b.trigger},
 		{PhaseLog, b.logCapture},
 		{PhaseStatus, b.statusPages},
+		{PhaseFiles, b.files},
 		{PhaseFootprint, func(ctx context.Context) error {
 			if err := e.stopStack(ctx); err != nil {
 				return err

@@ -43,7 +43,7 @@ func TestBench(t *testing.T) {
 	report, err := Run(t.Context(), Options{
 		Mode: mode, Phases: phases, Workers: workers,
 		ProfileDir: cmp.Or(*flagProfile, os.Getenv("BENCH_PROFILE_DIR")),
-		Logf:       t.Logf,
+		Logf:       t.Logf, TB: t,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,12 @@ func TestBench(t *testing.T) {
 			t.Errorf("%s: limit %v is not positive", row.Name, row.Limit.Value)
 		}
 	}
-	want := map[string]int{PhaseIngest: 3, PhaseRuns: 1, PhaseTrigger: 2, PhaseLog: 1, PhaseStatus: 11, PhaseFootprint: 6}
+	sizes, err := SizesFor(mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{PhaseIngest: 3, PhaseRuns: 1, PhaseTrigger: 2, PhaseLog: 1, PhaseStatus: 11, PhaseFootprint: 6,
+		PhaseFiles: 3*len(sizes.FilesCounts) + 2}
 	total := 0
 	for p, n := range want {
 		if phases[p] {

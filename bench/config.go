@@ -36,6 +36,9 @@ type Sizes struct {
 	StatusSamples    int           // requests per status page
 	FootprintIngest  time.Duration // c=32 ingest against the child process, for its RSS
 	ReadyStarts      int           // child starts on the existing database, for the ready time
+	FilesCounts      []int         // files of the repositories whose changed-file check is measured
+	FilesReps        int           // repetitions of each changed-file check
+	FilesDeliveries  int           // deliveries of each webhook condition of the files phase
 }
 
 // SizesFor returns the sizes of mode.
@@ -47,6 +50,7 @@ func SizesFor(mode Mode) (Sizes, error) {
 			TriggerSpread: 500, TriggerBursts: 10, TriggerBurstSize: 50,
 			Backlog: 5000, BacklogTimeLimit: 5 * time.Minute, LogBytes: 1 << 30, StatusRows: 1_000_000, StatusSamples: 500,
 			FootprintIngest: 10 * time.Second, ReadyStarts: 5,
+			FilesCounts: []int{100, 2_000, 20_000}, FilesReps: 10, FilesDeliveries: 500,
 		}, nil
 	case ModeShort:
 		return Sizes{
@@ -54,6 +58,7 @@ func SizesFor(mode Mode) (Sizes, error) {
 			TriggerSpread: 100, TriggerBursts: 2, TriggerBurstSize: 50,
 			Backlog: 500, BacklogTimeLimit: 90 * time.Second, LogBytes: 64 << 20, StatusRows: 100_000, StatusSamples: 100,
 			FootprintIngest: 3 * time.Second, ReadyStarts: 3,
+			FilesCounts: []int{100, 2_000}, FilesReps: 10, FilesDeliveries: 150,
 		}, nil
 	case ModeSmoke:
 		return Sizes{
@@ -61,6 +66,7 @@ func SizesFor(mode Mode) (Sizes, error) {
 			TriggerSpread: 20, TriggerBursts: 1, TriggerBurstSize: 20,
 			Backlog: 100, BacklogTimeLimit: time.Minute, LogBytes: 8 << 20, StatusRows: 10_000, StatusSamples: 20,
 			FootprintIngest: time.Second, ReadyStarts: 1,
+			FilesCounts: []int{100, 500}, FilesReps: 3, FilesDeliveries: 20,
 		}, nil
 	}
 	return Sizes{}, fmt.Errorf("unknown benchmark mode %q: use %s or %s", mode, ModeShort, ModeFull)
@@ -73,11 +79,12 @@ const (
 	PhaseTrigger   = "trigger"
 	PhaseLog       = "log"
 	PhaseStatus    = "status"
+	PhaseFiles     = "files"
 	PhaseFootprint = "footprint"
 )
 
 // AllPhases lists every phase.
-var AllPhases = []string{PhaseIngest, PhaseRuns, PhaseTrigger, PhaseLog, PhaseStatus, PhaseFootprint}
+var AllPhases = []string{PhaseIngest, PhaseRuns, PhaseTrigger, PhaseLog, PhaseStatus, PhaseFiles, PhaseFootprint}
 
 // ParsePhases parses a comma-separated list of phases; empty means all of them.
 func ParsePhases(s string) (map[string]bool, error) {

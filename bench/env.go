@@ -144,16 +144,21 @@ func (e *env) benchMappings() []orchestrator.Mapping {
 		mappings = append(mappings, orchestrator.Mapping{Name: statusMapping(i), Dataset: statusDataset(i), Command: []string{"true"}})
 	}
 	for i := range mappings {
-		// Every revision gets its run, and the mapping's own concurrency never holds the workers back: the
-		// figures are those of the machinery, not of a mapping's trigger policy.
-		mappings[i].OnNewRevision = orchestrator.OnNewRevisionQueue
-		mappings[i].Concurrency = e.workers
-		mappings[i].MaxAttempts = 1
-		mappings[i].Source = orchestrator.SourceFile
-		mappings[i].Enabled = true
-		mappings[i] = mappings[i].WithDefaults()
+		mappings[i] = e.benchMapping(mappings[i])
 	}
 	return mappings
+}
+
+// benchMapping returns m as the benchmark registers it: every revision gets its run, and the mapping's own
+// concurrency never holds the workers back, so that the figures are those of the machinery, not of a mapping's
+// trigger policy.
+func (e *env) benchMapping(m orchestrator.Mapping) orchestrator.Mapping {
+	m.OnNewRevision = orchestrator.OnNewRevisionQueue
+	m.Concurrency = e.workers
+	m.MaxAttempts = 1
+	m.Source = orchestrator.SourceFile
+	m.Enabled = true
+	return m.WithDefaults()
 }
 
 // startStack starts the orchestrator in this process through the package the serve command runs it with, so

@@ -30,19 +30,29 @@ func newShaGen() *shaGen {
 // next returns a new 40-character lowercase hexadecimal revision.
 func (g *shaGen) next() string { return fmt.Sprintf("%s%024x", g.prefix, g.n.Add(1)) }
 
-// webhookBody returns a Hub delivery announcing that the main branch of the dataset repo moved to sha. It is
-// spelt out rather than encoded from hub.Payload so that the load generator, whose CPU the figures count, costs
-// as little as it can; TestWebhookBody checks that it is the bytes hub.DatasetUpdate encodes.
-func webhookBody(repo, sha string) []byte {
+// webhookBody returns a Hub delivery announcing that the main branch of the dataset repo moved from oldSha (null
+// when empty: a created branch) to sha. It is spelt out rather than encoded from hub.Payload so that the load
+// generator, whose CPU the figures count, costs as little as it can; TestWebhookBody checks that it is the bytes
+// hub.DatasetUpdate encodes.
+func webhookBody(repo, oldSha, sha string) []byte {
+	old := "null"
+	if oldSha != "" {
+		old = `"` + oldSha + `"`
+	}
 	return []byte(`{"event":{"scope":"repo.content","action":"update"},"repo":{"type":"dataset","name":"` + repo +
-		`","id":"66a1f0c2b9e4d3a1f2c3d4e5"},"updatedRefs":[{"ref":"refs/heads/main","oldSha":null,"newSha":"` + sha + `"}]}`)
+		`","id":"66a1f0c2b9e4d3a1f2c3d4e5"},"updatedRefs":[{"ref":"refs/heads/main","oldSha":` + old + `,"newSha":"` + sha + `"}]}`)
 }
 
 // deliver posts a delivery of a new revision of repo to the server at baseURL, and returns the run it created
 // and when the answer was complete. Anything but a 200 that created exactly one run is an error.
 func deliver(ctx context.Context, client *http.Client, baseURL, repo, sha string) (int64, time.Time, error) {
+	return deliverMove(ctx, client, baseURL, repo, "", sha)
+}
+
+// deliverMove is deliver for a main branch that moved from oldSha to sha.
+func deliverMove(ctx context.Context, client *http.Client, baseURL, repo, oldSha, sha string) (int64, time.Time, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/webhooks/huggingface",
-		bytes.NewReader(webhookBody(repo, sha)))
+		bytes.NewReader(webhookBody(repo, oldSha, sha)))
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("build request: %w", err)
 	}

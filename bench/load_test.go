@@ -12,8 +12,11 @@ import (
 // TestWebhookBody: the deliveries the benchmark posts are the bytes of the Hub's payload type.
 func TestWebhookBody(t *testing.T) {
 	t.Parallel()
-	sha := newShaGen().next()
-	want, err := json.Marshal(hub.DatasetUpdate("acme/bench", "66a1f0c2b9e4d3a1f2c3d4e5", hub.NewUpdatedRef("refs/heads/main", "", sha)))
-	require.NoError(t, err)
-	require.Equal(t, string(want), string(webhookBody("acme/bench", sha)))
+	shas := newShaGen()
+	for _, oldSha := range []string{"", shas.next()} {
+		sha := shas.next()
+		want, err := json.Marshal(hub.DatasetUpdate("acme/bench", "66a1f0c2b9e4d3a1f2c3d4e5", hub.NewUpdatedRef("refs/heads/main", oldSha, sha)))
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(webhookBody("acme/bench", oldSha, sha)), "old sha %q", oldSha)
+	}
 }

@@ -12,11 +12,13 @@ import (
 	"time"
 )
 
-// Figure is one measured quantity: a value in a unit and, for latencies, its median and 99th percentile.
+// Figure is one measured quantity: a value in a unit and, for latencies, its median and 99th percentile (or,
+// for a few repetitions, its 90th).
 type Figure struct {
 	Value float64  `json:"value"`
 	Unit  string   `json:"unit"`
 	P50Ms *float64 `json:"p50_ms,omitempty"`
+	P90Ms *float64 `json:"p90_ms,omitempty"`
 	P99Ms *float64 `json:"p99_ms,omitempty"`
 	// N is the number of samples behind the percentiles, or of operations behind a rate.
 	N int `json:"n,omitempty"`
@@ -168,10 +170,13 @@ func (f Figure) String() string {
 	if f.P50Ms != nil && f.Unit != "ms" {
 		s += ", p50 " + formatMs(*f.P50Ms)
 	}
+	if f.Unit == "ms" && (f.P90Ms != nil || f.P99Ms != nil) {
+		s = "p50 " + s
+	}
+	if f.P90Ms != nil {
+		s += ", p90 " + formatMs(*f.P90Ms)
+	}
 	if f.P99Ms != nil {
-		if f.Unit == "ms" {
-			s = "p50 " + s
-		}
 		s += ", p99 " + formatMs(*f.P99Ms)
 	}
 	return s
@@ -224,6 +229,12 @@ func (l Latencies) Percentile(p float64) time.Duration {
 func (l Latencies) figure() Figure {
 	p50, p99 := ms(l.Percentile(50)), ms(l.Percentile(99))
 	return Figure{Value: p50, Unit: "ms", P50Ms: &p50, P99Ms: &p99, N: len(l)}
+}
+
+// figure90 returns the latency figure of a few repetitions: the median as its value, in ms, with p50 and p90.
+func (l Latencies) figure90() Figure {
+	p50, p90 := ms(l.Percentile(50)), ms(l.Percentile(90))
+	return Figure{Value: p50, Unit: "ms", P50Ms: &p50, P90Ms: &p90, N: len(l)}
 }
 
 // rate returns a throughput figure of n operations in d, with the percentiles of l.

@@ -210,7 +210,7 @@ func (b *bench) withdrawBacklog(ctx context.Context, mappingID int64) error {
 // queueBacklog records n deliveries for the backlog mapping through the store, 8 at a time.
 func (b *bench) queueBacklog(ctx context.Context, n int) error {
 	return concurrently(ctx, n, 8, func(int) error {
-		d, err := orchestrator.ParseDelivery(webhookBody(datasetBacklog, b.env.shas.next()))
+		d, err := orchestrator.ParseDelivery(webhookBody(datasetBacklog, "", b.env.shas.next()))
 		if err == nil {
 			_, err = b.env.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: d, RemoteAddr: "127.0.0.1"})
 		}

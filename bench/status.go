@@ -24,7 +24,7 @@ func (b *bench) statusPages(ctx context.Context) error {
 	n := b.sizes.StatusRows
 	// A mapping whose runs are all older than the rows loaded below, as a mapping that ran long ago, or was
 	// disabled, has: at least one run of the backlog mapping.
-	d, err := orchestrator.ParseDelivery(webhookBody(datasetBacklog, b.env.shas.next()))
+	d, err := orchestrator.ParseDelivery(webhookBody(datasetBacklog, "", b.env.shas.next()))
 	if err != nil {
 		return fmt.Errorf("parse delivery: %w", err)
 	}
