@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -48,13 +49,14 @@ func (w *RetrainWorker) checkFiles(ctx context.Context, logger *slog.Logger, wor
 		began := time.Now()
 		found, err := w.cfg.Files.Changes(lookCtx, run.Dataset, run.OldRevision, run.Revision)
 		took = time.Since(began)
+		timedOut := errors.Is(lookCtx.Err(), context.DeadlineExceeded)
 		cancel()
 		switch {
 		case err != nil && ctx.Err() != nil:
 			// Shutting down: the job is put back, and the next worker looks again.
 			return nil, false, ctx.Err()
 		case err != nil:
-			if lookCtx.Err() != nil {
+			if timedOut {
 				err = fmt.Errorf("no answer within %s: %w", w.cfg.FilesTimeout, err)
 			}
 			logger.WarnContext(ctx, "could not tell which files the revision changed; the run goes ahead", "error", err)

@@ -167,6 +167,7 @@ func TestChangedFiles(t *testing.T) {
 		files, err := b.store.RunFilesGet(ctx, id)
 		require.NoError(t, err)
 		require.Contains(t, files.Unknown, "503")
+		require.NotContains(t, files.Unknown, "no answer within", "the Hub answered, with an error")
 		_, _, ok := b.lists(t, id)
 		require.False(t, ok, "the command is told nothing when nothing is known")
 	})
