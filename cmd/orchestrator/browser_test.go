@@ -280,6 +280,7 @@ mappings:
 	require.Equal(t, [][]string{{"README.md", "modified", "8 B → 28 B"}}, cells(t, ctx, "#changed-files"))
 	require.Equal(t, "Run anyway", text(t, ctx, "#retry"), "a retry is not checked: it trains")
 	require.Equal(t, "None: the command never started.", text(t, ctx, "#no-attempts"))
+	require.Zero(t, count(t, ctx, "#log"), "no output to wait for")
 	// Its delivery: the decision became ignored, with the reason and the run.
 	loc = clickAndLoad(t, ctx, `#run dl.facts a[href^="/deliveries/"]`)
 	require.Regexp(t, `^`+regexp.QuoteMeta(base)+`/deliveries/\d+$`, loc)
