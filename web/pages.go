@@ -67,6 +67,14 @@ var templateFuncs = template.FuncMap{
 		}
 		return stop.Sub(*start).Round(time.Second).String()
 	},
+	// finalStatuses lists the statuses a run never leaves, for the run page's script.
+	"finalStatuses": func() string {
+		names := make([]string, len(orchestrator.RunFinalStatuses))
+		for i, s := range orchestrator.RunFinalStatuses {
+			names[i] = string(s)
+		}
+		return strings.Join(names, " ")
+	},
 }
 
 // parseTemplates parses every page with the shared layout, once, at start-up.

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrainhq/orchestrator/orchestrator/dbtest"
+	"github.com/retrainhq/orchestrator/orchestrator/hub/hubtest"
 	"github.com/retrainhq/orchestrator/orchestrator/service"
 )
 
@@ -37,8 +38,9 @@ const (
 // TestBrowser drives the pages in a real headless Chromium against the whole orchestrator started in-process:
 // the dashboard, a failed run whose ref and output are hostile HTML, the login a retry leads to, the retry
 // itself followed live to success, the cancel of a long run, a notify target registered and edited in the
-// mapping form, and paths typed into it. Set UPDATE_SCREENSHOTS=1 to also write the
-// screenshots to docs/.
+// mapping form, paths typed into it, and the changed files of runs on a stand-in Hub: a card-only commit
+// followed live to skipped, a data commit's table of changes, and the delivery and runs list that say so. Set
+// UPDATE_SCREENSHOTS=1 to also write the screenshots to docs/.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	chrome := findChromium(t)
@@ -61,11 +63,35 @@ mappings:
     command: ["sleep", "600"]
     env: `+yamlValue(t, map[string]string{"BROWSER_TEST_SLEEP": sleepMark})+`
     max_attempts: 1
+  - name: shards
+    dataset: acme/shards
+    command: `+yamlValue(t, []string{"sh", "-c", `if [ -z "$DATASET_CHANGED_FILES" ]; then echo "training on every file"; exit; fi; ` +
+		`echo "training on $(wc -l < "$DATASET_CHANGED_FILES") new or changed files:"; cat "$DATASET_CHANGED_FILES"`})+`
+    paths: ["data/**"]
+    ignore_paths: ["**/*.md"]
+    on_new_revision: queue
+    max_attempts: 1
 `)
+	// The stand-in Hub serves acme/shards; acme/x and acme/long are unknown to it, so their runs go ahead
+	// without knowing what changed.
+	shards := hubtest.NewRepo(t, "acme/shards")
+	hubSrv := hubtest.NewServer(t, shards)
 	dbURL, _ := dbtest.NewSchema(t)
 	svc := startService(t, service.Config{Addr: "127.0.0.1:0", ConfigPath: cfgPath, DatabaseURL: dbURL, WebhookSecret: e2eSecret,
-		AdminToken: browserAdminToken, MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, Logger: errorLogger()})
+		AdminToken: browserAdminToken, MaxBodyBytes: 1 << 20, MaxWorkers: 4, KillGrace: time.Second, Logger: errorLogger(),
+		HFEndpoint: hubSrv.URL, ChangedFiles: service.ChangedFilesAll, FilesTimeout: 20 * time.Second})
 	base := "http://" + svc.Addr()
+
+	// The first commit of acme/shards: a new ref, every file added, so it trains.
+	shards.Write("README.md", "# shards")
+	shards.Write(".gitattributes", "*.parquet filter=lfs diff=lfs merge=lfs -text")
+	shards.Write("data/labels.csv", "id,label\n1,spam\n")
+	shards.Write("data/stale.csv", "id\n0\n")
+	shards.WriteLFS("data/train-00000.parquet", strings.Repeat("r", 2<<20))
+	firstShard := shards.Commit(t, "first shards")
+	firstID := onlyRun(t, base, pushOf("acme/shards", "refs/heads/main", "", firstShard))
+	run := waitRun(t, base, firstID, "succeeded", "failed", "skipped")
+	require.Equal(t, "succeeded", run.Status, run.Error)
 
 	// The deliveries: a failing command on a hostile branch name, and a long one.
 	matched, err := path.Match("refs/heads/*", hostileRef)
@@ -82,6 +108,31 @@ mappings:
 		require.Empty(t, dialogs(), "a JavaScript dialog opened: page content ran as script")
 	}
 
+	// A card-only commit, watched live: the Hub answers its listing late (429, retry after 3 s), so the run
+	// page opens while the run waits on its check, and reloads by itself when the run is skipped.
+	shards.Write("README.md", "# shards, with a better card")
+	card := shards.Commit(t, "card")
+	hubSrv.Fail(hubtest.Fault{Path: "/tree/" + card, Status: http.StatusTooManyRequests, RetryAfter: "3", Times: 1})
+	skippedID := onlyRun(t, base, pushOf("acme/shards", "refs/heads/main", firstShard, card))
+	browse(t, ctx, chromedp.Navigate(fmt.Sprintf("%s/runs/%d", base, skippedID)))
+	require.Equal(t, "queued", text(t, ctx, "#run .status"), "the run was decided before its page opened")
+	require.Zero(t, count(t, ctx, "#run-files"), "the page opened after the check")
+	waitStatus(t, ctx, "skipped")
+	require.Equal(t, "1 file changed: 0 added, 1 modified, 0 removed — no watched file changed (README.md).",
+		text(t, ctx, "#run-files > p"), "the page reloaded when the run was skipped")
+	// A data commit, which trains and tells its command what changed; then one the Hub does not know.
+	shards.Write("README.md", "# shards, with a second training shard")
+	shards.Write("data/labels.csv", "id,label\n1,spam\n2,ham\n3,spam\n")
+	shards.Remove("data/stale.csv")
+	shards.WriteLFS("data/train-00001.parquet", strings.Repeat("s", 3<<20))
+	data := shards.Commit(t, "a new shard")
+	dataID := onlyRun(t, base, pushOf("acme/shards", "refs/heads/main", card, data))
+	unknownID := onlyRun(t, base, pushOf("acme/shards", "refs/heads/main", data, strings.Repeat("d", 40)))
+	for _, id := range []int64{dataID, unknownID} {
+		run := waitRun(t, base, id, "succeeded", "failed", "skipped")
+		require.Equal(t, "succeeded", run.Status, run.Error)
+	}
+
 	// The dashboard: a row per mapping, statuses as words.
 	browse(t, ctx, chromedp.Navigate(base+"/"))
 	require.Equal(t, "flaky", text(t, ctx, `#mappings tr[data-mapping="flaky"] td:first-child`))
@@ -90,6 +141,12 @@ mappings:
 	require.Equal(t, "long", text(t, ctx, `#mappings tr[data-mapping="long"] td:first-child`))
 	require.Contains(t, []string{"queued", "running"}, text(t, ctx, `#mappings tr[data-mapping="long"] td.latest`))
 	require.Zero(t, count(t, ctx, "main img"), "the hostile ref became an element")
+	require.Equal(t, []string{"succeeded", "succeeded", "skipped", "succeeded"},
+		texts(t, ctx, `#mappings tr[data-mapping="shards"] ol.strip a`), "the history, newest first")
+	glyph, err := chromedp.Run(ctx, chromedp.Evaluate[string](
+		`getComputedStyle(document.querySelector('#mappings tr[data-mapping="shards"] ol.strip a.status-skipped'), "::before").content`))
+	require.NoError(t, err)
+	require.Equal(t, `"○"`, glyph, "a skipped run has its own mark in the history")
 	saveScreenshot(t, ctx, "dashboard.png")
 	noDialog()
 
@@ -101,6 +158,7 @@ mappings:
 	require.Zero(t, count(t, ctx, "#log script"), "the output became a script element")
 	require.Contains(t, text(t, ctx, "main"), hostileRef)
 	require.Zero(t, count(t, ctx, "main img"), "the ref became an img element")
+	require.Regexp(t, `^Could not tell which files changed: .*404`, text(t, ctx, "#run-files"), "acme/x is unknown to the Hub")
 	noDialog()
 
 	// Retry without a session: the login form, then back to the run, then the retry.
@@ -121,7 +179,6 @@ mappings:
 	waitStatus(t, ctx, "succeeded")
 	require.Contains(t, text(t, ctx, "#log"), "ok")
 	require.Contains(t, text(t, ctx, "#run dl.facts"), fmt.Sprintf("retry of run #%d", failedID))
-	saveScreenshot(t, ctx, "run.png")
 	var retried struct {
 		Status  string `json:"status"`
 		RetryOf *int64 `json:"retry_of"`
@@ -212,6 +269,55 @@ mappings:
 	errs := consoleErrors()
 	require.Len(t, errs, 1, "errors in the browser console: %v", errs)
 	require.Regexp(t, `^`+regexp.QuoteMeta(base)+`/mappings: .*status of 400`, errs[0], "the only error is the refused form's answer")
+
+	// The skipped run, from its mark in the dashboard's history: why, and what changed.
+	browse(t, ctx, chromedp.Navigate(base+"/"))
+	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, skippedID),
+		clickAndLoad(t, ctx, `#mappings tr[data-mapping="shards"] ol.strip a.status-skipped`))
+	require.Equal(t, "skipped", text(t, ctx, "#run .status"))
+	require.Equal(t, "no watched file changed (README.md)", text(t, ctx, "#run-error"))
+	require.Equal(t, 1, count(t, ctx, "#run-error.note"), "a skip is not shown as an error")
+	require.Equal(t, [][]string{{"README.md", "modified", "8 B → 28 B"}}, cells(t, ctx, "#changed-files"))
+	require.Equal(t, "Run anyway", text(t, ctx, "#retry"), "a retry is not checked: it trains")
+	require.Equal(t, "None: the command never started.", text(t, ctx, "#no-attempts"))
+	require.Zero(t, count(t, ctx, "#log"), "no output to wait for")
+	// Its delivery: the decision became ignored, with the reason and the run.
+	loc = clickAndLoad(t, ctx, `#run dl.facts a[href^="/deliveries/"]`)
+	require.Regexp(t, `^`+regexp.QuoteMeta(base)+`/deliveries/\d+$`, loc)
+	require.Equal(t, fmt.Sprintf("ignored shards refs/heads/main: no watched file changed (README.md) → run #%d (skipped)", skippedID),
+		text(t, ctx, "ul.decisions li"))
+	require.Equal(t, "ignored", text(t, ctx, "ul.decisions li .decision-ignored"))
+	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, skippedID), clickAndLoad(t, ctx, fmt.Sprintf(`ul.decisions li a[href="/runs/%d"]`, skippedID)))
+	// The runs list, filtered by status: the skipped run alone.
+	require.Equal(t, base+"/runs", clickAndLoad(t, ctx, `header nav a[href="/runs"]`))
+	browse(t, ctx, chromedp.SetValue(chromedp.CSS(`select[name="status"]`), "skipped"))
+	loc = clickAndLoad(t, ctx, "form.filters button")
+	filtered, err := url.Parse(loc)
+	require.NoError(t, err)
+	require.Equal(t, "skipped", filtered.Query().Get("status"))
+	rows := cells(t, ctx, "table.runs")
+	require.Len(t, rows, 1, "runs listed: %v", rows)
+	require.Equal(t, []string{fmt.Sprintf("#%d", skippedID), "skipped", "shards"}, rows[0][:3])
+	// The data commit's run, from the mapping's page: the table of its changes, and what its command got.
+	browse(t, ctx, chromedp.Navigate(base+"/mappings/shards"))
+	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, dataID), clickAndLoad(t, ctx, fmt.Sprintf(`table.runs tr[data-run="%d"] a[href="/runs/%d"]`, dataID, dataID)))
+	require.Equal(t, "succeeded", text(t, ctx, "#run .status"))
+	require.Equal(t, "4 files changed: 1 added, 2 modified, 1 removed — watched files changed (data/labels.csv, data/stale.csv, data/train-00001.parquet).",
+		text(t, ctx, "#run-files > p"))
+	require.Equal(t, [][]string{
+		{"README.md", "modified", "28 B → 38 B"},
+		{"data/labels.csv", "modified", "16 B → 29 B"},
+		{"data/stale.csv", "removed", "5 B"},
+		{"data/train-00001.parquet", "added", "3.0 MiB"},
+	}, cells(t, ctx, "#changed-files"))
+	require.Equal(t, "training on 3 new or changed files:\nREADME.md\ndata/labels.csv\ndata/train-00001.parquet", text(t, ctx, "#log"))
+	saveScreenshot(t, ctx, "run.png")
+	// The commit the Hub does not know: the run went ahead, and says why it did not check.
+	browse(t, ctx, chromedp.Navigate(fmt.Sprintf("%s/runs/%d", base, unknownID)))
+	require.Regexp(t, `^Could not tell which files changed: .*\. The run went ahead without checking its mapping's paths\.$`,
+		text(t, ctx, "#run-files"))
+	require.Zero(t, count(t, ctx, "#changed-files"))
+	noDialog()
 
 	// Every page forbids inline script.
 	for _, p := range []string{"/", fmt.Sprintf("/runs/%d", failedID), "/login", "/runs"} {
@@ -328,6 +434,26 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// texts returns the visible text of every element that matches the CSS selector.
+func texts(t *testing.T, ctx context.Context, sel string) []string {
+	t.Helper()
+	expr := fmt.Sprintf(`Array.from(document.querySelectorAll(%q), function (e) { return e.innerText.trim(); })`, sel)
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](expr))
+	require.NoError(t, err, "texts of %s", sel)
+	return s
+}
+
+// cells returns the visible text of the cells of the body rows of the table that matches the CSS selector.
+func cells(t *testing.T, ctx context.Context, table string) [][]string {
+	t.Helper()
+	expr := fmt.Sprintf(`Array.from(document.querySelectorAll(%q), function (r) {
+		return Array.from(r.cells, function (c) { return c.innerText.trim(); });
+	})`, table+" tbody tr")
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](expr))
+	require.NoError(t, err, "cells of %s", table)
+	return rows
 }
 
 // count returns how many elements match the CSS selector.

@@ -14,6 +14,7 @@
   var log = document.getElementById("log");
   var errorText = document.getElementById("run-error");
   var omitted = document.getElementById("log-omitted");
+  var finalStatuses = (root.dataset.final || "").split(" ");
 
   function follow() {
     return window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
@@ -29,8 +30,7 @@
       })
       .then(function (run) {
         var attempt = String(run.attempts.length ? run.attempts[run.attempts.length - 1].attempt : 0);
-        if (run.status === "succeeded" || run.status === "failed" || run.status === "cancelled" ||
-            (!pinned && attempt !== shownAttempt)) {
+        if (finalStatuses.indexOf(run.status) >= 0 || (!pinned && attempt !== shownAttempt)) {
           window.location.reload();
           return;
         }
