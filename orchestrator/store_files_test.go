@@ -18,18 +18,11 @@ var filesSeq atomic.Int64
 // and its run (0 when none was created).
 func pushRev(t *testing.T, b *testBundle, old string) (string, int64) {
 	t.Helper()
-	rev := fmt.Sprintf("%040x", filesSeq.Add(1)<<20)
-	res, err := b.store.DeliveryInsert(context.Background(), orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
-		Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/support-tickets",
-		RepoID: "66a1f0c2b9e4d3a1f2c3d4e5", Raw: []byte(`{}`),
-		Refs: []orchestrator.RefUpdate{{Ref: "refs/heads/main", OldSha: old, NewSha: rev}},
-	}})
-	require.NoError(t, err)
-	if len(res.RunIDs) == 0 {
-		return rev, 0
-	}
-	return rev, res.RunIDs[0]
+	return pushRevFrom(t, b, old, newRev())
 }
+
+// newRev returns a revision no other test of this file uses.
+func newRev() string { return fmt.Sprintf("%040x", filesSeq.Add(1)<<20) }
 
 // filtered returns a mapping that watches data/ only, with the given policy.
 func filtered(policy orchestrator.NewRevisionPolicy) orchestrator.Mapping {
@@ -147,7 +140,6 @@ func TestRunFilesRecord(t *testing.T) {
 // training of an older one: it supersedes, stops and shadows nothing until its check lets it go ahead.
 func TestPendingRunsReplaceNothing(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 
 	t.Run("SupersedeWaitsForTheCheck", func(t *testing.T) {
 		t.Parallel()
@@ -220,14 +212,9 @@ func TestPendingRunsReplaceNothing(t *testing.T) {
 		b := setup(t, filtered(orchestrator.OnNewRevisionSupersede))
 		a, first := pushRev(t, b, "")
 		checked(t, b, first, orchestrator.FilesWatched, "data/x")
-		bRev := fmt.Sprintf("%040x", filesSeq.Add(1)<<20)
-		res, err := b.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{Delivery: &orchestrator.Delivery{
-			Scope: "repo.content", Action: "update", RepoType: "dataset", RepoName: "acme/support-tickets",
-			RepoID: "66a1f0c2b9e4d3a1f2c3d4e5", Raw: []byte(`{}`),
-			Refs: []orchestrator.RefUpdate{{Ref: "refs/heads/main", OldSha: bRev, NewSha: fmt.Sprintf("%040x", filesSeq.Add(1)<<20)}},
-		}})
-		require.NoError(t, err)
-		checked(t, b, res.RunIDs[0], orchestrator.FilesUnwatched, "README.md")
+		bRev := newRev()
+		_, card := pushRev(t, b, bRev)
+		checked(t, b, card, orchestrator.FilesUnwatched, "README.md")
 		_, late := pushRevFrom(t, b, a, bRev)
 		require.NotZero(t, late, "the late delivery of b gets a run")
 	})
