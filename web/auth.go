@@ -174,17 +174,22 @@ func (s *Server) requireRead(next http.Handler) http.Handler {
 // unauthenticated sends a browser to the login form and answers anything else 401.
 func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request) {
 	if isBrowserRequest(r) {
-		next := r.URL.RequestURI()
-		if !isSafeMethod(r.Method) {
-			// After logging in, go back to the page the form was on, not to the action.
-			next = safeNext(refererPath(r))
-		}
-		http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+		http.Redirect(w, r, loginURL(r), http.StatusSeeOther)
 		return
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="orchestrator", Basic realm="orchestrator"`)
 	s.writeError(w, r, orchestrator.Errorf(orchestrator.CodeUnauthorized,
 		"this needs the admin token: send Authorization: Bearer <ORCHESTRATOR_ADMIN_TOKEN>"))
+}
+
+// loginURL returns the login form that leads back to the page of r: the page itself, or for a form post the
+// page the form was on, not the action.
+func loginURL(r *http.Request) string {
+	next := r.URL.RequestURI()
+	if !isSafeMethod(r.Method) {
+		next = refererPath(r)
+	}
+	return "/login?next=" + url.QueryEscape(safeNext(next))
 }
 
 func isSafeMethod(m string) bool {

@@ -56,6 +56,8 @@ func TestPages(t *testing.T) {
 	runID := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
 	b.finish(t, runID, "epoch 1 loss 0.3\n", orchestrator.RunFailed, 2)
 	queued := b.pushRun(t, "refs/heads/main", strings.Repeat("b", 40))
+	// As the admin: the pages offer their buttons.
+	admin := map[string]string{"Authorization": "Basic " + basicAuth("me", adminToken)}
 
 	cases := []struct {
 		path  string
@@ -121,7 +123,7 @@ func TestPages(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.path, func(t *testing.T) {
 			t.Parallel()
-			p := b.getPage(t, tc.path, nil)
+			p := b.getPage(t, tc.path, admin)
 			require.Equal(t, http.StatusOK, p.status, p.raw)
 			require.Contains(t, p.header.Get("Content-Security-Policy"), "script-src 'self'")
 			require.Equal(t, "nosniff", p.header.Get("X-Content-Type-Options"))
@@ -137,6 +139,88 @@ func TestPages(t *testing.T) {
 			require.Len(t, find(p.root, byAttr("class", "error-message")), 1, path)
 		}
 	})
+}
+
+// TestPagesOfferLogin checks that a page offers a button that changes state only to a browser that may press it:
+// logged out while an admin token is set, a link to the login form that leads back to the page stands in its
+// place, and the form to register a mapping asks for the login before it is shown.
+func TestPagesOfferLogin(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		token   string
+		header  map[string]string
+		buttons bool // the buttons are offered; otherwise the links to the login form
+	}{
+		{"LoggedOut", adminToken, nil, false},
+		{"LoggedIn", adminToken, map[string]string{"Authorization": "Basic " + basicAuth("me", adminToken)}, true},
+		{"NoTokenConfigured", "", nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupWithOpts(t, setupOpts{adminToken: tc.token, mappings: []orchestrator.Mapping{anyMapping()}})
+			finished := b.pushRun(t, "refs/heads/main", strings.Repeat("a", 40))
+			b.finish(t, finished, "epoch 1\n", orchestrator.RunFailed, 2)
+			queued := b.pushRun(t, "refs/heads/main", strings.Repeat("b", 40))
+			_, err := b.store.MappingCreate(context.Background(), orchestrator.Mapping{
+				Name: "faces", Dataset: "acme/faces", Command: []string{"true"}})
+			require.NoError(t, err)
+
+			pages := []struct {
+				path    string
+				buttons []string // ids of the buttons
+				links   []string // ids of the links that stand in for them
+			}{
+				{fmt.Sprintf("/runs/%d", finished), []string{"retry"}, []string{"retry-login"}},
+				{fmt.Sprintf("/runs/%d", queued), []string{"cancel"}, []string{"cancel-login"}},
+				{"/mappings/faces", []string{"run-latest", "disable", "save"}, []string{"run-latest-login", "disable-login", "edit-login"}},
+				{"/mappings/tickets", []string{"run-latest"}, []string{"run-latest-login"}},
+			}
+			for _, pg := range pages {
+				p := b.getPage(t, pg.path, tc.header)
+				require.Equal(t, http.StatusOK, p.status, pg.path)
+				offered, missing := pg.buttons, pg.links
+				if !tc.buttons {
+					offered, missing = pg.links, pg.buttons
+				}
+				for _, id := range offered {
+					require.Len(t, find(p.root, byID(id)), 1, "%s offers #%s", pg.path, id)
+				}
+				for _, id := range missing {
+					require.Empty(t, find(p.root, byID(id)), "%s offers #%s", pg.path, id)
+				}
+				if tc.buttons {
+					continue
+				}
+				require.Empty(t, find(p.root, byTag("button")), "%s offers a button to a logged-out browser", pg.path)
+				// Each link leads to the login form, and the login back to the page.
+				for _, id := range pg.links {
+					href := attr(p.one(t, byID(id)), "href")
+					require.Equal(t, "/login?next="+url.QueryEscape(pg.path), href, "#%s", id)
+				}
+				resp := b.form(t, "/login", url.Values{"token": {adminToken}, "next": {pg.path}}, nil, nil)
+				require.Equal(t, pg.path, resp.Header.Get("Location"))
+			}
+
+			home := b.getPage(t, "/", tc.header)
+			newMapping := home.one(t, byID("new-mapping"))
+			form := b.getPage(t, "/mappings/new", tc.header)
+			if !tc.buttons {
+				require.Equal(t, "Log in to register a mapping", text(newMapping))
+				require.Equal(t, "/login?next=%2Fmappings%2Fnew", attr(newMapping, "href"))
+				require.Equal(t, http.StatusSeeOther, form.status, "the form asks for the login before it is shown")
+				require.Equal(t, "/login?next=%2Fmappings%2Fnew", form.header.Get("Location"))
+				return
+			}
+			require.Equal(t, "New mapping", text(newMapping))
+			require.Equal(t, "/mappings/new", attr(newMapping, "href"))
+			require.Equal(t, http.StatusOK, form.status)
+			require.Len(t, find(form.root, byID("save")), 1)
+			require.Equal(t, tc.token == "", len(find(form.root, byID("no-admin-token"))) == 1,
+				"the form says saving needs ORCHESTRATOR_ADMIN_TOKEN exactly when none is set")
+		})
+	}
 }
 
 func TestPagesEscapeUserData(t *testing.T) {

@@ -222,8 +222,13 @@ type mappingPage struct {
 	Chart    *metricsChart
 }
 
-// handleMappingNew renders the form that registers a mapping.
+// handleMappingNew renders the form that registers a mapping. A browser without the admin token is asked for it
+// first, so that nothing typed into the form is lost to the login.
 func (s *Server) handleMappingNew(w http.ResponseWriter, r *http.Request) error {
+	if s.auth.configured() && s.auth.identify(r) == authNone {
+		http.Redirect(w, r, loginURL(r), http.StatusSeeOther)
+		return nil
+	}
 	return s.render(w, http.StatusOK, "mapping.html", mappingPage{
 		basePage: s.base(r, "New mapping"), Editable: true,
 		Form: mappingForm{Refs: strings.Join(orchestrator.RefsDefault, "\n"),

@@ -108,15 +108,22 @@ type basePage struct {
 	LoggedIn bool
 	// AdminConfigured tells whether an admin token is set at all.
 	AdminConfigured bool
+	// LoginNeeded tells whether the page offers links to the login form in place of its buttons that change
+	// state: an admin token is set and the browser does not hold it.
+	LoginNeeded bool
+	// LoginURL is the login form that leads back to this page.
+	LoginURL string
 	// RiverUI tells whether River's UI is mounted.
 	RiverUI bool
 }
 
 // base returns the basePage of a request.
 func (s *Server) base(r *http.Request, title string) basePage {
+	loggedIn := s.auth.identify(r) != authNone
 	return basePage{
-		Title: title, Now: time.Now(), CSRF: s.auth.csrfToken(r), LoggedIn: s.auth.identify(r) != authNone,
-		AdminConfigured: s.auth.configured(), RiverUI: s.riverUI != nil,
+		Title: title, Now: time.Now(), CSRF: s.auth.csrfToken(r), LoggedIn: loggedIn,
+		AdminConfigured: s.auth.configured(), LoginNeeded: s.auth.configured() && !loggedIn,
+		LoginURL: loginURL(r), RiverUI: s.riverUI != nil,
 	}
 }
 

@@ -36,9 +36,9 @@ const (
 )
 
 // TestBrowser drives the pages in a real headless Chromium against the whole orchestrator started in-process:
-// the dashboard, a failed run whose ref and output are hostile HTML, the login a retry leads to, the retry
-// itself followed live to success, the cancel of a long run, a notify target registered and edited in the
-// mapping form, paths typed into it, and the changed files of runs on a stand-in Hub: a card-only commit
+// the dashboard, a failed run whose ref and output are hostile HTML, the links to log in that stand for Retry,
+// Cancel and New mapping while logged out and lead back to them, the retry followed live to success, the
+// cancel of a long run, a notify target registered and edited in the mapping form, paths typed into it, and the changed files of runs on a stand-in Hub: a card-only commit
 // followed live to skipped, a data commit's table of changes, and the delivery and runs list that say so. Set
 // UPDATE_SCREENSHOTS=1 to also write the screenshots to docs/.
 func TestBrowser(t *testing.T) {
@@ -161,14 +161,11 @@ mappings:
 	require.Regexp(t, `^Could not tell which files changed: .*404`, text(t, ctx, "#run-files"), "acme/x is unknown to the Hub")
 	noDialog()
 
-	// Retry without a session: the login form, then back to the run, then the retry.
-	loc = clickAndLoad(t, ctx, "#retry")
-	login, err := url.Parse(loc)
-	require.NoError(t, err)
-	require.Equal(t, "/login", login.Path, "retry without a session goes to the login form, not %s", loc)
-	require.Equal(t, fmt.Sprintf("/runs/%d", failedID), login.Query().Get("next"))
-	browse(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), browserAdminToken))
-	loc = clickAndLoad(t, ctx, "#login")
+	// Without a session the run offers no Retry, but a link to log in; the login leads back to the run, where
+	// one click retries it.
+	require.Zero(t, count(t, ctx, "#retry"), "a logged-out browser is offered a button that would ask for the login")
+	require.Equal(t, "Log in to retry", text(t, ctx, "#retry-login"))
+	loc = logInThrough(t, ctx, "#retry-login", fmt.Sprintf("/runs/%d", failedID))
 	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, failedID), loc, "the login leads back to the run")
 	loc = clickAndLoad(t, ctx, "#retry")
 	match := regexp.MustCompile(`^` + regexp.QuoteMeta(base) + `/runs/(\d+)$`).FindStringSubmatch(loc)
@@ -189,11 +186,18 @@ mappings:
 	require.Equal(t, failedID, *retried.RetryOf)
 	noDialog()
 
-	// Cancel the long run from its page; the page follows it to the end.
+	// Cancel the long run from its page, logged out first: a link to log in stands for Cancel, and leads back
+	// to the run, where one click cancels it; the page follows it to the end.
+	require.Equal(t, base+"/", clickAndLoad(t, ctx, `form[action="/logout"] button`))
 	browse(t, ctx, chromedp.Navigate(fmt.Sprintf("%s/runs/%d", base, longID)))
 	waitStatus(t, ctx, "running")
 	require.Eventually(t, func() bool { return len(processesWithEnv(t, "BROWSER_TEST_SLEEP="+sleepMark)) == 1 },
 		5*time.Second, 20*time.Millisecond, "the long run's sleep is not running")
+	require.Zero(t, count(t, ctx, "#cancel"), "a logged-out browser is offered a button that would ask for the login")
+	require.Equal(t, "Log in to cancel", text(t, ctx, "#cancel-login"))
+	loc = logInThrough(t, ctx, "#cancel-login", fmt.Sprintf("/runs/%d", longID))
+	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, longID), loc, "the login leads back to the run")
+	waitStatus(t, ctx, "running")
 	loc = clickAndLoad(t, ctx, "#cancel")
 	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, longID), loc)
 	waitStatus(t, ctx, "cancelled")
@@ -210,10 +214,20 @@ mappings:
 	require.Empty(t, processesWithEnv(t, "BROWSER_TEST_SLEEP="+sleepMark), "the sleep outlived its cancelled run")
 	noDialog()
 
+	// The Quickstart's way to a new mapping, logged out: the dashboard offers to log in to register one, the
+	// login leads to the form, empty, and the mapping typed into it is registered with one click.
+	require.Equal(t, base+"/", clickAndLoad(t, ctx, `form[action="/logout"] button`))
+	require.Equal(t, "Log in to register a mapping", text(t, ctx, "#new-mapping"))
+	require.Equal(t, base+"/mappings/new", logInThrough(t, ctx, "#new-mapping", "/mappings/new"), "the login leads to the form")
+	for _, field := range []string{`input[name="name"]`, `input[name="dataset"]`, `textarea[name="command"]`} {
+		typed, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(field)))
+		require.NoError(t, err)
+		require.Empty(t, typed, "the new form's %s", field)
+	}
 	// A mapping with a notify target, registered and then edited in the form: the row shows the URL shortened,
 	// and saving it unchanged keeps the full URL.
 	const hook = "https://hooks.slack.com/services/T0/B0/browsersecret"
-	browse(t, ctx, chromedp.Navigate(base+"/mappings/new"),
+	browse(t, ctx,
 		chromedp.SendKeys(chromedp.CSS(`input[name="name"]`), "notified"),
 		chromedp.SendKeys(chromedp.CSS(`input[name="dataset"]`), "acme/notified"),
 		chromedp.SendKeys(chromedp.CSS(`textarea[name="command"]`), "true"),
@@ -472,6 +486,20 @@ func clickAndLoad(t *testing.T, ctx context.Context, sel string) string {
 	loc, err := chromedp.Run(ctx, chromedp.Location())
 	require.NoError(t, err)
 	return loc
+}
+
+// logInThrough clicks the link that stands for an action of a logged-out page, checks that it leads to the
+// login form that goes on to next, logs in there by typing the admin token, and returns the URL the login
+// leads to.
+func logInThrough(t *testing.T, ctx context.Context, link, next string) string {
+	t.Helper()
+	loc := clickAndLoad(t, ctx, link)
+	login, err := url.Parse(loc)
+	require.NoError(t, err)
+	require.Equal(t, "/login", login.Path, "%s leads to the login form, not %s", link, loc)
+	require.Equal(t, next, login.Query().Get("next"))
+	browse(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), browserAdminToken))
+	return clickAndLoad(t, ctx, "#login")
 }
 
 // waitStatus waits until the run page shows the status, without reloading: the page updates itself.
