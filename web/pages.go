@@ -49,6 +49,7 @@ var templateFuncs = template.FuncMap{
 		return s
 	},
 	"join":         strings.Join,
+	"shellJoin":    orchestrator.ShellJoin,
 	"notifyEvents": func() []orchestrator.NotifyEvent { return orchestrator.NotifyEvents },
 	"envLines":     envLines,
 	"datasetURL":   func(dataset string) string { return "https://huggingface.co/datasets/" + dataset },

@@ -43,6 +43,9 @@ const (
 // UPDATE_SCREENSHOTS=1 to also write the screenshots to docs/.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
+	shardsScript := `if [ -z "$DATASET_CHANGED_FILES" ]; then echo "training on every file"; exit; fi; ` +
+		`echo "training on $(wc -l < "$DATASET_CHANGED_FILES") new or changed files:"; cat "$DATASET_CHANGED_FILES"`
+	shardsCommand := []string{"sh", "-c", shardsScript, "it's shards"} // the last is the script's $0
 	chrome := findChromium(t)
 
 	dir := t.TempDir()
@@ -65,8 +68,7 @@ mappings:
     max_attempts: 1
   - name: shards
     dataset: acme/shards
-    command: `+yamlValue(t, []string{"sh", "-c", `if [ -z "$DATASET_CHANGED_FILES" ]; then echo "training on every file"; exit; fi; ` +
-		`echo "training on $(wc -l < "$DATASET_CHANGED_FILES") new or changed files:"; cat "$DATASET_CHANGED_FILES"`})+`
+    command: `+yamlValue(t, shardsCommand)+`
     paths: ["data/**"]
     ignore_paths: ["**/*.md"]
     on_new_revision: queue
@@ -314,6 +316,7 @@ mappings:
 	require.Equal(t, []string{fmt.Sprintf("#%d", skippedID), "skipped", "shards"}, rows[0][:3])
 	// The data commit's run, from the mapping's page: the table of its changes, and what its command got.
 	browse(t, ctx, chromedp.Navigate(base+"/mappings/shards"))
+	checkCommand(t, ctx, "#command", shardsCommand, "sh -c '"+shardsScript+`' 'it'\''s shards'`)
 	require.Equal(t, fmt.Sprintf("%s/runs/%d", base, dataID), clickAndLoad(t, ctx, fmt.Sprintf(`table.runs tr[data-run="%d"] a[href="/runs/%d"]`, dataID, dataID)))
 	require.Equal(t, "succeeded", text(t, ctx, "#run .status"))
 	require.Equal(t, "4 files changed: 1 added, 2 modified, 1 removed — watched files changed (data/labels.csv, data/stale.csv, data/train-00001.parquet).",
@@ -325,6 +328,7 @@ mappings:
 		{"data/train-00001.parquet", "added", "3.0 MiB"},
 	}, cells(t, ctx, "#changed-files"))
 	require.Equal(t, "training on 3 new or changed files:\nREADME.md\ndata/labels.csv\ndata/train-00001.parquet", text(t, ctx, "#log"))
+	checkCommand(t, ctx, "#attempts tbody tr:first-child", shardsCommand, "sh -c '"+shardsScript+`' 'it'\''s shards'`)
 	saveScreenshot(t, ctx, "run.png")
 	// The commit the Hub does not know: the run went ahead, and says why it did not check.
 	browse(t, ctx, chromedp.Navigate(fmt.Sprintf("%s/runs/%d", base, unknownID)))
@@ -519,6 +523,18 @@ func waitStatus(t *testing.T, ctx context.Context, want string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("the run page never showed %q: it shows %q (last error: %v)", want, got, err)
+}
+
+// checkCommand checks the command shown inside the element that matches the CSS selector: one element per
+// argument with the argument as its text, and the line to paste into a shell.
+func checkCommand(t *testing.T, ctx context.Context, sel string, argv []string, line string) {
+	t.Helper()
+	expr := fmt.Sprintf(`Array.from(document.querySelectorAll(%q), function (e) { return e.textContent; })`, sel+" ol.argv > li")
+	args, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](expr))
+	require.NoError(t, err, "arguments in %s", sel)
+	require.Equal(t, argv, args, "arguments in %s", sel)
+	require.Equal(t, line, text(t, ctx, sel+" pre.cmdline"), "command line in %s", sel)
+	require.Equal(t, 1, count(t, ctx, sel+" button.copy"), "copy button in %s", sel)
 }
 
 // saveScreenshot saves a full-page PNG of the tab in the test's temporary directory, and also in docs/ when

@@ -69,7 +69,7 @@ func mappingsList(ctx context.Context, args []string, getenv func(string) string
 	fmt.Fprintln(tw, "NAME\tDATASET\tREFS\tSOURCE\tENABLED\tTIMEOUT\tCOMMAND")
 	for _, m := range list.Mappings {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Dataset, strings.Join(m.Refs, ","), m.Source,
-			yesNo(m.Enabled), shortDuration(string(m.Timeout)), shellJoin(m.Command))
+			yesNo(m.Enabled), shortDuration(string(m.Timeout)), orchestrator.ShellJoin(m.Command))
 	}
 	return tw.Flush()
 }
@@ -96,7 +96,7 @@ func printMapping(w io.Writer, m *api.Mapping) error {
 	facts.line("refs", strings.Join(m.Refs, ", "))
 	facts.line("paths", cmp.Or(strings.Join(m.Paths, ", "), "every file"))
 	facts.line("ignore_paths", cmp.Or(strings.Join(m.IgnorePaths, ", "), "none"))
-	facts.line("command", shellJoin(m.Command))
+	facts.line("command", orchestrator.ShellJoin(m.Command))
 	facts.line("workdir", m.Workdir)
 	keys := make([]string, 0, len(m.Env))
 	for k := range m.Env {
@@ -105,7 +105,7 @@ func printMapping(w io.Writer, m *api.Mapping) error {
 	slices.Sort(keys)
 	env := make([]string, 0, len(keys))
 	for _, k := range keys {
-		env = append(env, shellQuote(k+"="+m.Env[k]))
+		env = append(env, orchestrator.ShellQuote(k+"="+m.Env[k]))
 	}
 	facts.line("env", strings.Join(env, " "))
 	facts.line("timeout", shortDuration(string(m.Timeout)))

@@ -83,11 +83,11 @@ func runsList(ctx context.Context, args []string, getenv func(string) string, st
 	if list.NextBefore != nil {
 		next := []string{"orchestrator", "runs", "list"}
 		if c.serverSet {
-			next = append(next, "--server", shellQuote(c.server))
+			next = append(next, "--server", orchestrator.ShellQuote(c.server))
 		}
 		for _, name := range runListFilters {
 			if v, ok := q[name]; ok {
-				next = append(next, "--"+name, shellQuote(v[0]))
+				next = append(next, "--"+name, orchestrator.ShellQuote(v[0]))
 			}
 		}
 		next = append(next, "--before", strconv.FormatInt(*list.NextBefore, 10))
@@ -154,7 +154,7 @@ func printRun(w io.Writer, d *api.RunDetail) error {
 			result += fmt.Sprintf(" (%d dropped)", a.LogDropped)
 		}
 		fmt.Fprintf(w, "  %d: %s, %s to %s\n", a.Number, result, formatTime(a.StartedAt), formatTimePtr(a.FinishedAt))
-		fmt.Fprintf(w, "     argv: %s\n", shellJoin(a.Argv))
+		fmt.Fprintf(w, "     argv: %s\n", orchestrator.ShellJoin(a.Argv))
 		if a.Error != "" {
 			fmt.Fprintf(w, "     error: %s\n", a.Error)
 		}

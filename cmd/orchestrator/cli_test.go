@@ -336,16 +336,6 @@ func TestCLIFormat(t *testing.T) {
 	} {
 		require.Equal(t, want, shortDuration(in), in)
 	}
-	for in, want := range map[string]string{
-		"acme/x":              "acme/x",
-		"":                    "''",
-		"${DATASET_REVISION}": "'${DATASET_REVISION}'",
-		"it's":                `'it'\''s'`,
-		"acme/*":              "'acme/*'",
-		"KEY=a b":             "'KEY=a b'",
-	} {
-		require.Equal(t, want, shellQuote(in), in)
-	}
 	require.Equal(t, "run 7: 404: gone", fmt.Sprintf("run 7: %v", &api.Error{Status: http.StatusNotFound, Message: "gone"}))
 	require.Equal(t, "Bad Gateway", errorMessage(http.StatusBadGateway, []byte("<html>proxy</html>")))
 	require.Equal(t, "upstream down", errorMessage(http.StatusBadGateway, []byte("upstream down\n")))
