@@ -24,7 +24,7 @@ help: ## Show the targets
 
 .PHONY: run
 run: deps ## Run the orchestrator on the embedded PostgreSQL with examples/orchestrator.yaml on :8080
-	go run ./cmd/orchestrator serve --config examples/orchestrator.yaml
+	ORCHESTRATOR_DEV=1 go run ./cmd/orchestrator serve --config examples/orchestrator.yaml
 
 .PHONY: lint
 lint: ## Run go vet and staticcheck (its default checks)

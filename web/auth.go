@@ -97,7 +97,7 @@ func (a *auth) identify(r *http.Request) authMethod {
 		}
 		return authNone
 	}
-	if c, err := r.Cookie(sessionCookieName); err == nil && a.validSession(c.Value, time.Now()) {
+	if c, err := sessionCookie(r); err == nil && a.validSession(c.Value, time.Now()) {
 		return authSession
 	}
 	return authNone
@@ -110,7 +110,7 @@ func (a *auth) csrfToken(r *http.Request) string {
 		return ""
 	}
 	binding := "basic"
-	if c, err := r.Cookie(sessionCookieName); err == nil {
+	if c, err := sessionCookie(r); err == nil {
 		binding = c.Value
 	}
 	return a.sign("csrf:" + binding)
@@ -140,7 +140,11 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 			s.writeError(w, r, errNoAdminToken)
 			return
 		}
-		method := s.auth.identify(r)
+		method, err := s.identifyThrottled(w, r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		if method == authNone {
 			s.unauthenticated(w, r)
 			return
@@ -162,7 +166,12 @@ func (s *Server) requireRead(next http.Handler) http.Handler {
 				s.writeError(w, r, errNoAdminToken)
 				return
 			}
-			if s.auth.identify(r) == authNone {
+			method, err := s.identifyThrottled(w, r)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			if method == authNone {
 				s.unauthenticated(w, r)
 				return
 			}

@@ -20,6 +20,8 @@ func statusOf(err error) int {
 	switch orchestrator.ErrorCode(err) {
 	case codeForbidden:
 		return http.StatusForbidden
+	case codeTooManyRequests:
+		return http.StatusTooManyRequests
 	case orchestrator.CodeInvalid:
 		return http.StatusBadRequest
 	case orchestrator.CodeUnauthorized:
@@ -44,7 +46,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch status {
 	case http.StatusMethodNotAllowed:
 		msg = "method not allowed"
-	case http.StatusForbidden:
+	case http.StatusForbidden, http.StatusTooManyRequests:
 		var e *orchestrator.Error
 		if errors.As(err, &e) {
 			msg = e.Message

@@ -39,6 +39,8 @@ type metrics struct {
 	webhookDuration prometheus.Histogram
 	secretFailures  prometheus.Counter
 	previousSecret  prometheus.Counter
+	authFailures    prometheus.Counter
+	authThrottled   prometheus.Counter
 }
 
 func newMetrics(registry *prometheus.Registry, store *orchestrator.Store) *metrics {
@@ -68,6 +70,14 @@ func newMetrics(registry *prometheus.Registry, store *orchestrator.Store) *metri
 			Name: "orchestrator_webhook_previous_secret_total",
 			Help: "Deliveries authenticated with HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS: the rotation is not finished while this grows.",
 		}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orchestrator_admin_auth_failures_total",
+			Help: "Wrong admin tokens on the login form, as Bearer or as Basic password: a steady rise is someone guessing.",
+		}),
+		authThrottled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orchestrator_admin_auth_throttled_total",
+			Help: "Admin authentications refused with 429 because their client had failed too often.",
+		}),
 	}
 	for _, outcome := range deliveryOutcomes {
 		m.deliveries.WithLabelValues(string(outcome))
@@ -75,7 +85,8 @@ func newMetrics(registry *prometheus.Registry, store *orchestrator.Store) *metri
 	for _, cause := range orchestrator.IgnoreCauses {
 		m.ignored.WithLabelValues(string(cause))
 	}
-	m.registry.MustRegister(m.deliveries, m.ignored, m.webhookDuration, m.secretFailures, m.previousSecret, queueCollector{store},
+	m.registry.MustRegister(m.deliveries, m.ignored, m.webhookDuration, m.secretFailures, m.previousSecret, m.authFailures, m.authThrottled,
+		queueCollector{store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -17,7 +17,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		next.ServeHTTP(ww, r)
 		s.logger.InfoContext(r.Context(), "http request",
 			"method", r.Method, "path", r.URL.Path, "status", ww.Status(), "bytes", ww.BytesWritten(),
-			"duration", time.Since(start).Round(time.Microsecond), "request_id", middleware.GetReqID(r.Context()))
+			"duration", time.Since(start).Round(time.Microsecond), "remote", s.clientAddr(r), "request_id", middleware.GetReqID(r.Context()))
 	})
 }
 

@@ -24,24 +24,26 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if !s.auth.configured() {
 		return errNoAdminToken
 	}
+	client := s.clientAddr(r)
+	if err := s.checkThrottle(w, client); err != nil {
+		return err
+	}
 	if !s.auth.tokenMatches(r.PostFormValue("token")) {
-		s.logger.WarnContext(r.Context(), "failed login", "remote", remoteHost(r))
+		s.authFailed(client)
+		s.logger.WarnContext(r.Context(), "failed login", "remote", client)
 		return s.render(w, http.StatusUnauthorized, "login.html", loginPage{
 			basePage: s.base(r, "Log in"), Next: next, Error: "That is not the admin token.",
 		})
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name: sessionCookieName, Value: s.auth.newSession(time.Now()), Path: "/", MaxAge: int(sessionTTL.Seconds()),
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
-	})
+	s.throttle.succeed(client)
+	s.setSessionCookie(w, r, s.auth.newSession(time.Now()))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 	return nil
 }
 
 // handleLogout clears the session cookie.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) error {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
-		SameSite: http.SameSiteLaxMode})
+	clearSessionCookies(w)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +54,11 @@ type Config struct {
 	// TracerProvider, when set, traces each webhook delivery: the request, its recording, and the jobs it
 	// queues, whose trace goes on in the workers. Nil: tracing is off, and nothing of it is installed.
 	TracerProvider trace.TracerProvider
+	// TrustedProxies are the proxies whose X-Forwarded-For, Forwarded and X-Forwarded-Proto headers are believed
+	// (ORCHESTRATOR_TRUSTED_PROXIES). Empty: none are, and the peer is the client.
+	TrustedProxies []netip.Prefix
+	// PublicURL is the address the console is reached at; when it is https the session cookie is always Secure.
+	PublicURL string
 	// Logger receives request and error log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -86,6 +93,9 @@ type Server struct {
 	files          *orchestrator.FileFinder
 	filesTimeout   time.Duration
 	tracerProvider trace.TracerProvider // nil when tracing is off
+	trustedProxies []netip.Prefix
+	publicHTTPS    bool
+	throttle       *authThrottle
 }
 
 // New returns a Server, parsing its templates; a template error fails here, at start-up.
@@ -121,6 +131,9 @@ func New(cfg Config) (*Server, error) {
 		files:          cfg.Files,
 		filesTimeout:   cmp.Or(cfg.FilesTimeout, orchestrator.FilesTimeoutDefault),
 		tracerProvider: cfg.TracerProvider,
+		trustedProxies: cfg.TrustedProxies,
+		publicHTTPS:    strings.HasPrefix(strings.ToLower(cfg.PublicURL), "https://"),
+		throttle:       newAuthThrottle(time.Now, throttleMaxClients),
 	}
 	s.secretFailures = &failureLog{interval: time.Minute, log: func(count int, remotes []string) {
 		s.logger.Warn("webhook requests with a missing or wrong secret: the Hub retries them and may suspend the webhook; "+

@@ -49,7 +49,7 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 	if !current && !previous {
 		refuseUnread(w, r)
 		s.metrics.secretFailures.Inc()
-		s.secretFailures.add(time.Now(), remoteHost(r))
+		s.secretFailures.add(time.Now(), s.clientAddr(r))
 		return outcomeUnauthorized, orchestrator.Errorf(orchestrator.CodeUnauthorized, "missing or wrong webhook secret")
 	}
 	secret := orchestrator.SecretCurrent
@@ -86,7 +86,7 @@ func (s *Server) receiveDelivery(w http.ResponseWriter, r *http.Request, start t
 	defer cancel()
 	ctx, span := s.startDeliverySpan(ctx, delivery)
 	res, err := s.store.DeliveryInsert(ctx, orchestrator.DeliveryInsertParams{
-		Delivery: delivery, RemoteAddr: remoteHost(r), Secret: secret,
+		Delivery: delivery, RemoteAddr: s.clientAddr(r), Secret: secret,
 	})
 	endDeliverySpan(span, res, err)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +52,18 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		}
 		c.ProtectReads = protect
 	}
+	if v := getenv("ORCHESTRATOR_DEV"); v != "" {
+		dev, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("ORCHESTRATOR_DEV must be true or false, not %q", v)
+		}
+		c.Dev = dev
+	}
+	proxies, err := parseTrustedProxies(getenv("ORCHESTRATOR_TRUSTED_PROXIES"))
+	if err != nil {
+		return nil, err
+	}
+	c.TrustedProxies = proxies
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Addr, "addr", env("ORCHESTRATOR_ADDR", AddrDefault), "address to listen on (ORCHESTRATOR_ADDR)")
@@ -65,7 +78,6 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 
 	var maxBody, maxWorkers int64
 	var killGrace time.Duration
-	var err error
 	if maxBody, err = strconv.ParseInt(env("ORCHESTRATOR_MAX_BODY_BYTES", strconv.Itoa(web.MaxBodyBytesDefault)), 10, 64); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_MAX_BODY_BYTES: %w", err)
 	}
@@ -148,6 +160,30 @@ func (c *options) newService(getenv func(string) string, stderr io.Writer) (*ser
 	cfg.Logger = newLogger(c.LogFormat, stderr)
 	cfg.Getenv = getenv
 	return service.New(cfg)
+}
+
+// parseTrustedProxies reads ORCHESTRATOR_TRUSTED_PROXIES: CIDRs separated by commas, such as
+// "10.0.0.0/8, 192.168.1.7/32"; a bare address stands for itself alone.
+func parseTrustedProxies(v string) ([]netip.Prefix, error) {
+	var prefixes []netip.Prefix
+	for _, entry := range strings.Split(v, ",") {
+		if entry = strings.TrimSpace(entry); entry == "" {
+			continue
+		}
+		if addr, err := netip.ParseAddr(entry); err == nil {
+			prefixes = append(prefixes, netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(entry)
+		if err != nil {
+			return nil, fmt.Errorf("ORCHESTRATOR_TRUSTED_PROXIES: %q is not a CIDR such as 10.0.0.0/8 or fd00::/8", entry)
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(0, p.Bits()-96))
+		}
+		prefixes = append(prefixes, p.Masked())
+	}
+	return prefixes, nil
 }
 
 // newLogger returns the process logger in the configured format.

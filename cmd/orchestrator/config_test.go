@@ -117,3 +117,42 @@ func parseServe(args []string, env map[string]string) (service.Config, error) {
 	}
 	return svc.Config(), nil
 }
+
+func TestConfigTrustedProxies(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		value   string
+		want    []string
+		wantErr string
+	}{
+		{value: "", want: nil},
+		{value: "10.0.0.0/8, 192.168.1.7 ,fd00::/8", want: []string{"10.0.0.0/8", "192.168.1.7/32", "fd00::/8"}},
+		{value: "10.1.2.3/8", want: []string{"10.0.0.0/8"}},
+		{value: "::ffff:10.0.0.0/104", want: []string{"10.0.0.0/8"}},
+		{value: "10.0.0.0/8,nginx", wantErr: `"nginx" is not a CIDR`},
+		{value: "10.0.0.0/33", wantErr: `"10.0.0.0/33" is not a CIDR`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			t.Parallel()
+			getenv := func(k string) string {
+				if k == "ORCHESTRATOR_TRUSTED_PROXIES" {
+					return tt.value
+				}
+				return ""
+			}
+			c, err := parseConfig("serve", nil, getenv, io.Discard)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, "ORCHESTRATOR_TRUSTED_PROXIES")
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			var got []string
+			for _, p := range c.TrustedProxies {
+				got = append(got, p.String())
+			}
+			require.Equal(t, tt.want, got)
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -119,6 +120,12 @@ type Config struct {
 	// PublicURL (--public-url, ORCHESTRATOR_PUBLIC_URL) is the address the console is reached at; run
 	// notifications link to run pages under it.
 	PublicURL string
+	// TrustedProxies (ORCHESTRATOR_TRUSTED_PROXIES) are the proxies whose X-Forwarded-For, Forwarded and
+	// X-Forwarded-Proto headers are believed; empty, none are and the peer is the client.
+	TrustedProxies []netip.Prefix
+	// Dev (ORCHESTRATOR_DEV, set by `make run`) says the development secrets are meant: Run does not warn about
+	// them.
+	Dev bool
 	// Tracing (ORCHESTRATOR_TRACING) is tracing.ModeOTLP or tracing.ModeOff: whether deliveries are traced with
 	// OpenTelemetry, their spans sent with OTLP over HTTP where the standard OTEL_EXPORTER_OTLP_* variables say.
 	// The serve command turns it on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is

@@ -73,6 +73,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.config.WebhookSecret == "" {
 		return errors.New("no webhook secret configured")
 	}
+	s.config.warnWeakSecrets()
 	tracerProvider, err := s.startTracing(ctx)
 	if err != nil {
 		return err
@@ -235,6 +236,8 @@ func (s *Service) startHTTP(ctx context.Context, registry *prometheus.Registry, 
 		Registry:              registry,
 		TracerProvider:        tracerProvider,
 		Ready:                 s.ready,
+		TrustedProxies:        cfg.TrustedProxies,
+		PublicURL:             cfg.PublicURL,
 		Logger:                logger,
 	})
 	if err != nil {
