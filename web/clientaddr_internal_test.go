@@ -39,7 +39,7 @@ func TestClientAddr(t *testing.T) {
 		{name: "trusted proxy without headers", proxies: trusted, peer: "10.1.2.3:80", want: "10.1.2.3"},
 		{name: "Forwarded with IPv6 and port", proxies: trusted, peer: "[fd00::1]:80",
 			header: map[string][]string{"Forwarded": {`for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.2`}},
-			want: "2001:db8:cafe::17", https: true},
+			want:   "2001:db8:cafe::17", https: true},
 		{name: "Forwarded proto http", proxies: trusted, peer: "10.1.2.3:80",
 			header: map[string][]string{"Forwarded": {"for=192.0.2.60;proto=http"}}, want: "192.0.2.60"},
 		{name: "X-Forwarded-For wins over Forwarded", proxies: trusted, peer: "10.1.2.3:80",
