@@ -74,10 +74,10 @@ type AuditEntry struct {
 	ID      int64        `json:"id"`
 	At      time.Time    `json:"at"`
 	Action  AuditAction  `json:"action"`
-	Target  string       `json:"target"`  // a run's id, a mapping's name; empty for a login
+	Target  string       `json:"target"` // a run's id, a mapping's name; empty for a login
 	Outcome AuditOutcome `json:"outcome"`
-	Status  int          `json:"status"`  // the HTTP status answered
-	Client  string       `json:"client"`  // the client's address
+	Status  int          `json:"status"` // the HTTP status answered
+	Client  string       `json:"client"` // the client's address
 	Auth    AuditAuth    `json:"auth"`
 	Detail  string       `json:"detail"` // what changed, or why it was refused
 }
