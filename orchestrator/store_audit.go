@@ -167,6 +167,9 @@ func (s *Store) AuditList(ctx context.Context, p AuditListParams) ([]AuditEntry,
 	return entries, nil
 }
 
+// AuditRetentionDefault is how long the serve command keeps audit entries (ORCHESTRATOR_AUDIT_RETENTION).
+const AuditRetentionDefault = 90 * 24 * time.Hour
+
 // AuditPrune deletes the audit entries older than olderThan and returns how many it deleted. A retention of 0
 // or less keeps everything.
 func (s *Store) AuditPrune(ctx context.Context, olderThan time.Duration) (int64, error) {
