@@ -42,3 +42,6 @@ func (s *Store) CachedMappings(ctx context.Context) ([]Mapping, error) {
 	_, mappings, err := s.mappings.get(ctx, s)
 	return mappings, err
 }
+
+// AuditListSQL is the statement of AuditList, for tests that look at what it reads.
+var AuditListSQL = auditListSQL

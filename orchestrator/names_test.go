@@ -37,12 +37,17 @@ func TestVocabularies(t *testing.T) {
 		{"NotifyEvents", func(t *testing.T) { distinct(t, NotifyEvents) }, "failed, succeeded, recovered"},
 		{"NotifyFormats", func(t *testing.T) { distinct(t, NotifyFormats) }, "json, slack"},
 		{"NotificationStates", func(t *testing.T) { distinct(t, NotificationStates) }, "pending, delivered, failed"},
+		{"AuditActions", func(t *testing.T) { distinct(t, AuditActions) }, "run.retry, run.cancel, mapping.run_latest, " +
+			"mapping.create, mapping.update, mapping.disable, login"},
+		{"AuditOutcomes", func(t *testing.T) { distinct(t, AuditOutcomes) }, "ok, refused, failed"},
+		{"AuditAuths", func(t *testing.T) { distinct(t, AuditAuths) }, "session, bearer, basic, none"},
 	}
 	got := map[string]string{
 		"DecisionKinds": Names(DecisionKinds), "IgnoreCauses": Names(IgnoreCauses), "Triggers": Names(Triggers),
 		"NewRevisionPolicies": Names(NewRevisionPolicies), "MappingSources": Names(MappingSources),
 		"DeliverySources": Names(DeliverySources), "NotifyEvents": Names(NotifyEvents),
 		"NotifyFormats": Names(NotifyFormats), "NotificationStates": Names(NotificationStates),
+		"AuditActions": Names(AuditActions), "AuditOutcomes": Names(AuditOutcomes), "AuditAuths": Names(AuditAuths),
 	}
 	require.Len(t, got, len(cases))
 	for _, tc := range cases {

@@ -67,7 +67,11 @@ func (s *Server) runRetry(r *http.Request) (*orchestrator.Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.store.RunRetry(r.Context(), id)
+	run, err := s.store.RunRetry(r.Context(), id)
+	if err == nil {
+		noteAudit(r, "", fmt.Sprintf("new run %d", run.ID))
+	}
+	return run, err
 }
 
 // runCancel cancels the run the path names, for the API and the Cancel button alike.
@@ -76,7 +80,11 @@ func (s *Server) runCancel(r *http.Request) (*orchestrator.Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.store.RunCancel(r.Context(), id)
+	run, err := s.store.RunCancel(r.Context(), id)
+	if err == nil {
+		noteAudit(r, "", "run is "+string(run.Status))
+	}
+	return run, err
 }
 
 // handleAPIRunRetry answers POST /api/v1/runs/{id}/retry with the new run.
@@ -121,6 +129,7 @@ func (s *Server) handleAPIMappingCreate(w http.ResponseWriter, r *http.Request) 
 	if err := decodeJSON(w, r, &spec); err != nil {
 		return err
 	}
+	noteAudit(r, strings.TrimSpace(spec.Name), "")
 	m, err := specMapping(spec)
 	if err != nil {
 		return err
@@ -161,6 +170,7 @@ func (s *Server) handleAPIMappingUpdate(w http.ResponseWriter, r *http.Request) 
 	if m.Notify, err = orchestrator.ResolveNotifyURLs(m.Notify, current.Notify); err != nil {
 		return err
 	}
+	noteAudit(r, "", notifyChanges(current.Notify, m.Notify))
 	updated, err := s.store.MappingUpdate(r.Context(), m)
 	if err != nil {
 		return err
@@ -185,6 +195,7 @@ func (s *Server) handleAPIMappingRun(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
+	noteAudit(r, "", fmt.Sprintf("new run %d", run.ID))
 	w.Header().Set("Location", fmt.Sprintf("/api/v1/runs/%d", run.ID))
 	writeJSON(w, http.StatusCreated, api.RunResult{Run: *run})
 	return nil

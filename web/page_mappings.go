@@ -270,6 +270,7 @@ func (s *Server) renderMapping(w http.ResponseWriter, r *http.Request, status in
 func (s *Server) formError(w http.ResponseWriter, r *http.Request, m *orchestrator.Mapping, form mappingForm, err error) error {
 	switch orchestrator.ErrorCode(err) {
 	case orchestrator.CodeInvalid, orchestrator.CodeConflict:
+		noteAudit(r, "", orchestrator.ErrorMessage(err))
 		return s.renderMapping(w, r, statusOf(err), m, form, orchestrator.ErrorMessage(err))
 	}
 	return err
@@ -278,6 +279,7 @@ func (s *Server) formError(w http.ResponseWriter, r *http.Request, m *orchestrat
 // handleMappingCreateForm registers a mapping from the form.
 func (s *Server) handleMappingCreateForm(w http.ResponseWriter, r *http.Request) error {
 	form := readMappingForm(r, nil)
+	noteAudit(r, strings.TrimSpace(form.Name), "")
 	in, err := form.input()
 	if err != nil {
 		return s.formError(w, r, nil, form, err)
@@ -318,6 +320,7 @@ func (s *Server) handleMappingUpdateForm(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return s.formError(w, r, current, form, err)
 	}
+	noteAudit(r, "", notifyChanges(current.Notify, m.Notify))
 	if _, err := s.store.MappingUpdate(r.Context(), m); err != nil {
 		return s.formError(w, r, current, form, notifyRowError(err, rowNums))
 	}
@@ -345,10 +348,12 @@ func (s *Server) handleMappingRunForm(w http.ResponseWriter, r *http.Request) er
 			if getErr != nil {
 				return getErr
 			}
+			noteAudit(r, "", appErr.Message)
 			return s.renderMapping(w, r, http.StatusConflict, m, formFromMapping(m), appErr.Message)
 		}
 		return err
 	}
+	noteAudit(r, "", "new run "+strconv.FormatInt(run.ID, 10))
 	http.Redirect(w, r, "/runs/"+strconv.FormatInt(run.ID, 10), http.StatusSeeOther)
 	return nil
 }

@@ -33,7 +33,7 @@ func (s *Server) Handler() http.Handler {
 	r.Method(http.MethodPost, "/webhooks/huggingface", s.traceWebhook(s.handle(s.handleWebhook)))
 	r.Handle("/static/*", staticHandler())
 	r.Get("/login", s.handle(s.handleLoginForm))
-	r.Post("/login", s.handle(s.handleLogin))
+	r.Post("/login", s.handle(s.audited(orchestrator.AuditLogin, s.handleLogin)))
 	r.Post("/logout", s.handle(s.handleLogout))
 
 	// Reading: open unless ORCHESTRATOR_PROTECT_READS is set.
@@ -58,20 +58,23 @@ func (s *Server) Handler() http.Handler {
 	// Changing state: the admin token, and a CSRF token from browsers.
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireAdmin)
-		r.Post("/runs/{id}/retry", s.handle(s.handleRunRetryForm))
-		r.Post("/runs/{id}/cancel", s.handle(s.handleRunCancelForm))
-		r.Post("/mappings", s.handle(s.handleMappingCreateForm))
-		r.Post("/mappings/{name}", s.handle(s.handleMappingUpdateForm))
-		r.Post("/mappings/{name}/disable", s.handle(s.handleMappingDisableForm))
-		r.Post("/mappings/{name}/run", s.handle(s.handleMappingRunForm))
+		r.Post("/runs/{id}/retry", s.handle(s.audited(orchestrator.AuditRunRetry, s.handleRunRetryForm)))
+		r.Post("/runs/{id}/cancel", s.handle(s.audited(orchestrator.AuditRunCancel, s.handleRunCancelForm)))
+		r.Post("/mappings", s.handle(s.audited(orchestrator.AuditMappingCreate, s.handleMappingCreateForm)))
+		r.Post("/mappings/{name}", s.handle(s.audited(orchestrator.AuditMappingUpdate, s.handleMappingUpdateForm)))
+		r.Post("/mappings/{name}/disable", s.handle(s.audited(orchestrator.AuditMappingDisable, s.handleMappingDisableForm)))
+		r.Post("/mappings/{name}/run", s.handle(s.audited(orchestrator.AuditMappingRunLatest, s.handleMappingRunForm)))
 
-		r.Post("/api/v1/runs/{id}/retry", s.handle(s.handleAPIRunRetry))
-		r.Post("/api/v1/runs/{id}/cancel", s.handle(s.handleAPIRunCancel))
-		r.Post("/api/v1/mappings", s.handle(s.handleAPIMappingCreate))
-		r.Put("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingUpdate))
-		r.Delete("/api/v1/mappings/{name}", s.handle(s.handleAPIMappingDisable))
-		r.Post("/api/v1/mappings/{name}/run", s.handle(s.handleAPIMappingRun))
+		r.Post("/api/v1/runs/{id}/retry", s.handle(s.audited(orchestrator.AuditRunRetry, s.handleAPIRunRetry)))
+		r.Post("/api/v1/runs/{id}/cancel", s.handle(s.audited(orchestrator.AuditRunCancel, s.handleAPIRunCancel)))
+		r.Post("/api/v1/mappings", s.handle(s.audited(orchestrator.AuditMappingCreate, s.handleAPIMappingCreate)))
+		r.Put("/api/v1/mappings/{name}", s.handle(s.audited(orchestrator.AuditMappingUpdate, s.handleAPIMappingUpdate)))
+		r.Delete("/api/v1/mappings/{name}", s.handle(s.audited(orchestrator.AuditMappingDisable, s.handleAPIMappingDisable)))
+		r.Post("/api/v1/mappings/{name}/run", s.handle(s.audited(orchestrator.AuditMappingRunLatest, s.handleAPIMappingRun)))
 		r.Post("/api/v1/mappings/{name}/check", s.handle(s.handleAPIMappingCheck))
+
+		r.Get("/audit", s.handle(s.handleAuditList))
+		r.Get("/api/v1/audit", s.handle(s.handleAPIAuditList))
 
 		if s.riverUI != nil {
 			r.With(riverUIHeaders).Mount("/riverui", s.riverUI)

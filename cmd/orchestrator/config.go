@@ -101,6 +101,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if c.ReconcileInterval, err = time.ParseDuration(env("ORCHESTRATOR_RECONCILE_INTERVAL", jobs.ReconcileIntervalDefault.String())); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_RECONCILE_INTERVAL: %w", err)
 	}
+	if c.AuditRetention, err = time.ParseDuration(env("ORCHESTRATOR_AUDIT_RETENTION", orchestrator.AuditRetentionDefault.String())); err != nil {
+		return nil, fmt.Errorf("ORCHESTRATOR_AUDIT_RETENTION: %w", err)
+	}
 	c.ChangedFiles = service.ChangedFiles(env("ORCHESTRATOR_CHANGED_FILES", string(service.ChangedFilesAll)))
 	if c.FilesTimeout, err = time.ParseDuration(env("ORCHESTRATOR_FILES_TIMEOUT", orchestrator.FilesTimeoutDefault.String())); err != nil {
 		return nil, fmt.Errorf("ORCHESTRATOR_FILES_TIMEOUT: %w", err)

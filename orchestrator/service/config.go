@@ -102,6 +102,10 @@ type Config struct {
 	// every dataset a mapping names and runs the commits no webhook brought; 0 turns catch-up off. The serve
 	// command defaults it to jobs.ReconcileIntervalDefault; a Config built in code has it off unless it sets it.
 	ReconcileInterval time.Duration
+	// AuditRetention (ORCHESTRATOR_AUDIT_RETENTION) is how long audit entries are kept: older ones are deleted
+	// every AuditPruneInterval; 0 keeps them forever. The serve command defaults it to
+	// orchestrator.AuditRetentionDefault; a Config built in code keeps them forever unless it sets it.
+	AuditRetention time.Duration
 	// HFEndpoint (HF_ENDPOINT) is the Hub's address, https://huggingface.co when empty; HFToken (HF_TOKEN), when
 	// set, is sent to it for private datasets. Both follow the huggingface_hub conventions.
 	HFEndpoint string
@@ -200,6 +204,8 @@ func (c *Config) validate() error {
 		return errors.New("ORCHESTRATOR_PROTECT_READS needs ORCHESTRATOR_ADMIN_TOKEN: set a token, or nobody could read the pages")
 	case c.DatabaseURL == "" && c.DataDir == "":
 		return errors.New("--data-dir must not be empty when DATABASE_URL is unset")
+	case c.AuditRetention < 0:
+		return fmt.Errorf("ORCHESTRATOR_AUDIT_RETENTION (%s) must be 0 (keep forever) or positive", c.AuditRetention)
 	case c.ReconcileInterval < 0 || (c.ReconcileInterval > 0 && c.ReconcileInterval < time.Second):
 		return fmt.Errorf("ORCHESTRATOR_RECONCILE_INTERVAL (%s) must be 0 (catch-up off) or at least 1s", c.ReconcileInterval)
 	}

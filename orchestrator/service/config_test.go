@@ -87,6 +87,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "embedded without a data dir", modify: func(c *Config) { c.DatabaseURL = "" },
 			wantErr: "--data-dir must not be empty when DATABASE_URL is unset"},
 		{name: "embedded", modify: func(c *Config) { c.DatabaseURL, c.DataDir = "", "./data" }},
+		{name: "negative audit retention", modify: func(c *Config) { c.AuditRetention = -time.Hour },
+			wantErr: "ORCHESTRATOR_AUDIT_RETENTION (-1h0m0s) must be 0 (keep forever) or positive"},
 		{name: "catch-up too often", modify: func(c *Config) { c.ReconcileInterval = 500 * time.Millisecond },
 			wantErr: "ORCHESTRATOR_RECONCILE_INTERVAL (500ms) must be 0 (catch-up off) or at least 1s"},
 		{name: "public URL without scheme", modify: func(c *Config) { c.PublicURL = "orchestrator.example.com" },

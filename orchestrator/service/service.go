@@ -174,7 +174,33 @@ func (s *Service) startMaintenance(ctx context.Context, hubClient *hub.Client, m
 	}
 	reaper := &jobs.Reaper{Store: s.store, OrphanAfter: cfg.OrphanAfter, Reconciler: reconciler, Logger: logger}
 	go reaper.Run(maintCtx, cfg.OrphanAfter/4)
+	if cfg.AuditRetention > 0 {
+		go pruneAudit(maintCtx, s.store, cfg.AuditRetention, AuditPruneInterval, logger)
+	}
 	return procs, reconciler, nil
+}
+
+// AuditPruneInterval is how often the audit entries older than Config.AuditRetention are deleted.
+const AuditPruneInterval = time.Hour
+
+// pruneAudit deletes the audit entries older than retention at once and then every interval, until ctx ends.
+func pruneAudit(ctx context.Context, store *orchestrator.Store, retention, interval time.Duration, logger *slog.Logger) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		n, err := store.AuditPrune(ctx, retention)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Error("prune audit entries", "error", err)
+		case n > 0:
+			logger.Info("audit entries pruned", "deleted", n, "retention", retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
 }
 
 // startQueue creates the River client, gives the store its queue and, unless Config.DeferWorkers is set,
