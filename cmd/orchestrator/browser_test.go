@@ -337,6 +337,26 @@ mappings:
 	require.Zero(t, count(t, ctx, "#changed-files"))
 	noDialog()
 
+	// The audit trail, from the header's link: the logins, the retry, the cancel and the registration done above.
+	browse(t, ctx, chromedp.Navigate(base+"/"))
+	require.Equal(t, base+"/audit", clickAndLoad(t, ctx, "#audit-link"))
+	actions := texts(t, ctx, "#audit td.action")
+	for _, want := range []string{"login", "run.retry", "run.cancel", "mapping.create"} {
+		require.Contains(t, actions, want, "audit entries: %v", actions)
+	}
+	// Filtered by action, by choosing it in the list.
+	browse(t, ctx, chromedp.SendKeys(chromedp.CSS("#audit-action"), "run.retry"))
+	audited, err := url.Parse(clickAndLoad(t, ctx, "form.filters button"))
+	require.NoError(t, err)
+	require.Equal(t, "run.retry", audited.Query().Get("action"))
+	retries := cells(t, ctx, "#audit")
+	require.NotEmpty(t, retries)
+	for _, row := range retries {
+		require.Equal(t, "run.retry", row[2], "only retries: %v", retries)
+		require.Equal(t, "ok (303)", row[4], "the form's answer: a redirect to the new run")
+		require.Equal(t, "session", row[6], "the browser's session did it")
+	}
+
 	// Every page forbids inline script.
 	for _, p := range []string{"/", fmt.Sprintf("/runs/%d", failedID), "/login", "/runs"} {
 		resp, err := http.Get(base + p)
