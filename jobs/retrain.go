@@ -147,7 +147,8 @@ const HeartbeatIntervalDefault = 10 * time.Second
 
 // SecretEnv lists the orchestrator's own secrets, which a training command never sees.
 var SecretEnv = []string{
-	"HUGGINGFACE_WEBHOOK_SECRET", "HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS", "ORCHESTRATOR_ADMIN_TOKEN", "DATABASE_URL",
+	"HUGGINGFACE_WEBHOOK_SECRET", "HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS", "ORCHESTRATOR_ADMIN_TOKEN",
+	"ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS", "DATABASE_URL",
 }
 
 // ScrubbedEnv returns env without the variables in SecretEnv.

@@ -425,7 +425,8 @@ func TestRunEnv(t *testing.T) {
 func TestScrubbedEnv(t *testing.T) {
 	t.Parallel()
 	got := jobs.ScrubbedEnv([]string{"PATH=/bin", "HUGGINGFACE_WEBHOOK_SECRET=s", "DATABASE_URL=postgres://x",
-		"ORCHESTRATOR_ADMIN_TOKEN=t", "HF_TOKEN=kept", "HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS=p"})
+		"ORCHESTRATOR_ADMIN_TOKEN=t", "HF_TOKEN=kept", "HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS=p",
+		"ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS=old"})
 	require.Equal(t, []string{"PATH=/bin", "HF_TOKEN=kept"}, got)
 }
 

@@ -2,6 +2,7 @@ package web
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -33,41 +34,72 @@ const (
 )
 
 // auth checks the admin token. Sessions and CSRF tokens are HMACs keyed by the token, so every process that
-// shares the token accepts them, and changing the token ends every session.
+// shares the token accepts them, and changing the token ends every session. During a rotation the previous
+// token is accepted too, and a session stays bound to the token that created it: it ends when that token is
+// no longer configured.
 type auth struct {
-	token        []byte
-	key          []byte
-	protectReads bool
+	current, previous adminToken
+	protectReads      bool
 }
 
-func newAuth(token string, protectReads bool) *auth {
-	a := &auth{token: []byte(token), protectReads: protectReads}
-	if token != "" {
-		mac := hmac.New(sha256.New, []byte(token))
-		mac.Write([]byte("orchestrator session key v1"))
-		a.key = mac.Sum(nil)
+// adminToken is one accepted admin token and the key its sessions are signed with.
+type adminToken struct {
+	token []byte
+	key   []byte
+}
+
+func newAdminToken(token string) adminToken {
+	if token == "" {
+		return adminToken{}
 	}
-	return a
+	mac := hmac.New(sha256.New, []byte(token))
+	mac.Write([]byte("orchestrator session key v1"))
+	return adminToken{token: []byte(token), key: mac.Sum(nil)}
 }
 
-func (a *auth) configured() bool { return len(a.token) > 0 }
+func newAuth(token, previous string, protectReads bool) *auth {
+	return &auth{current: newAdminToken(token), previous: newAdminToken(previous), protectReads: protectReads}
+}
+
+func (a *auth) configured() bool { return len(a.current.token) > 0 }
+
+// matchToken returns the configured token given is, if any. Both tokens are always compared, in constant
+// time, so that neither the answer's timing nor its path tells which one came close.
+func (a *auth) matchToken(given string) (adminToken, bool) {
+	current, previous := secretMatches(given, a.current.token), secretMatches(given, a.previous.token)
+	switch {
+	case !a.configured():
+		return adminToken{}, false
+	case current:
+		return a.current, true
+	case previous:
+		return a.previous, true
+	}
+	return adminToken{}, false
+}
 
 func (a *auth) tokenMatches(given string) bool {
-	return a.configured() && secretMatches(given, a.token)
+	_, ok := a.matchToken(given)
+	return ok
 }
 
-func (a *auth) sign(msg string) string {
-	mac := hmac.New(sha256.New, a.key)
+func (t adminToken) sign(msg string) string {
+	mac := hmac.New(sha256.New, t.key)
 	mac.Write([]byte(msg))
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// newSession returns a session cookie value valid until now + sessionTTL.
-func (a *auth) newSession(now time.Time) string {
+// sign signs msg with the current token's key.
+func (a *auth) sign(msg string) string { return a.current.sign(msg) }
+
+// newSession returns a session cookie value valid until now + sessionTTL, bound to the token t it was made with.
+func (t adminToken) newSession(now time.Time) string {
 	exp := strconv.FormatInt(now.Add(sessionTTL).Unix(), 10)
-	return exp + "." + a.sign("session:"+exp)
+	return exp + "." + t.sign("session:"+exp)
 }
 
+// validSession reports whether value is an unexpired session made with the current or the previous token;
+// both signatures are always compared.
 func (a *auth) validSession(value string, now time.Time) bool {
 	exp, mac, ok := strings.Cut(value, ".")
 	if !ok || !a.configured() {
@@ -77,7 +109,12 @@ func (a *auth) validSession(value string, now time.Time) bool {
 	if err != nil || now.Unix() > expUnix {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(mac), []byte(a.sign("session:"+exp))) == 1
+	current := subtle.ConstantTimeCompare([]byte(mac), []byte(a.current.sign("session:"+exp)))
+	previous := 0
+	if len(a.previous.key) > 0 {
+		previous = subtle.ConstantTimeCompare([]byte(mac), []byte(a.previous.sign("session:"+exp)))
+	}
+	return current|previous == 1
 }
 
 // identify returns how r is authenticated as admin, if at all.
@@ -122,6 +159,35 @@ func (a *auth) validCSRF(r *http.Request) bool {
 		given = r.PostFormValue(csrfFieldName)
 	}
 	return given != "" && subtle.ConstantTimeCompare([]byte(given), []byte(a.csrfToken(r))) == 1
+}
+
+// loginCSRFCookieName holds a random value the login form's CSRF token is bound to: the browser has no
+// session yet, so the form's token is the cookie's value signed, and a post from another site, which can
+// neither read the cookie nor the form, cannot send a matching pair.
+const loginCSRFCookieName = "orchestrator_login_csrf"
+
+// loginCSRFCookie returns the login CSRF cookie of r, or a new one (set reports whether it is new and must be
+// sent).
+func loginCSRFCookie(r *http.Request) (c *http.Cookie, set bool) {
+	if c, err := r.Cookie(loginCSRFCookieName); err == nil {
+		if b, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil && len(b) == 32 {
+			return c, false
+		}
+	}
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return &http.Cookie{Name: loginCSRFCookieName, Value: base64.RawURLEncoding.EncodeToString(b), Path: "/login",
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode}, true
+}
+
+// loginCSRFToken returns the token the login form sends back with the cookie c.
+func (a *auth) loginCSRFToken(c *http.Cookie) string { return a.sign("login-csrf:" + c.Value) }
+
+// validLoginCSRF reports whether r carries the login CSRF cookie and the token that matches it.
+func (a *auth) validLoginCSRF(r *http.Request) bool {
+	c, err := r.Cookie(loginCSRFCookieName)
+	given := r.PostFormValue(csrfFieldName)
+	return err == nil && given != "" && subtle.ConstantTimeCompare([]byte(given), []byte(a.loginCSRFToken(c))) == 1
 }
 
 // errNoAdminToken answers state-changing requests when no admin token is configured.

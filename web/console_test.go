@@ -199,7 +199,7 @@ func TestPagesOfferLogin(t *testing.T) {
 					href := attr(p.one(t, byID(id)), "href")
 					require.Equal(t, "/login?next="+url.QueryEscape(pg.path), href, "#%s", id)
 				}
-				resp := b.form(t, "/login", url.Values{"token": {adminToken}, "next": {pg.path}}, nil, nil)
+				resp := b.login(t, adminToken, pg.path)
 				require.Equal(t, pg.path, resp.Header.Get("Location"))
 			}
 
@@ -265,6 +265,15 @@ func (b *testBundle) form(t *testing.T, path string, values url.Values, cookies 
 	return resp
 }
 
+// login logs in through the form as a browser does: it loads the form, for its CSRF token and the cookie that
+// token is bound to, and posts token with them.
+func (b *testBundle) login(t *testing.T, token, next string) *http.Response {
+	t.Helper()
+	p := b.getPage(t, "/login?next="+url.QueryEscape(next), nil)
+	require.Equal(t, http.StatusOK, p.status, p.raw)
+	return b.form(t, "/login", url.Values{"token": {token}, "next": {next}, "csrf_token": {csrfFrom(t, p)}}, p.cookies(), nil)
+}
+
 // csrfFrom reads the CSRF token from a page's form.
 func csrfFrom(t *testing.T, p *page) string {
 	t.Helper()
@@ -315,11 +324,11 @@ func TestAdminAccess(t *testing.T) {
 		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 		require.Equal(t, "/login?next="+url.QueryEscape(runPage), resp.Header.Get("Location"))
 
-		resp = b.form(t, "/login", url.Values{"token": {"wrong"}, "next": {runPage}}, nil, nil)
+		resp = b.login(t, "wrong", runPage)
 		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 		require.Empty(t, resp.Cookies())
 
-		resp = b.form(t, "/login", url.Values{"token": {adminToken}, "next": {runPage}}, nil, nil)
+		resp = b.login(t, adminToken, runPage)
 		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 		require.Equal(t, runPage, resp.Header.Get("Location"))
 		cookies := resp.Cookies()
@@ -344,7 +353,7 @@ func TestAdminAccess(t *testing.T) {
 
 		// Open redirects are refused.
 		for _, next := range []string{"//evil.example/x", "https://evil.example/", "/\\evil.example"} {
-			resp = b.form(t, "/login", url.Values{"token": {adminToken}, "next": {next}}, nil, nil)
+			resp = b.login(t, adminToken, next)
 			require.Equal(t, "/", resp.Header.Get("Location"), next)
 		}
 	})

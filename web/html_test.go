@@ -33,12 +33,21 @@ func (b *testBundle) getPage(t *testing.T, path string, header map[string]string
 	resp, err := noRedirect.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
+	return pageFrom(t, resp)
+}
+
+// pageFrom reads and parses the page of resp.
+func pageFrom(t *testing.T, resp *http.Response) *page {
+	t.Helper()
 	data, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	root, err := html.Parse(strings.NewReader(string(data)))
 	require.NoError(t, err)
 	return &page{status: resp.StatusCode, header: resp.Header, root: root, raw: string(data)}
 }
+
+// cookies returns the cookies the page's response set.
+func (p *page) cookies() []*http.Cookie { return (&http.Response{Header: p.header}).Cookies() }
 
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 

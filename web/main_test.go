@@ -45,9 +45,11 @@ func setup(t *testing.T, mappings ...orchestrator.Mapping) *testBundle {
 
 // setupOpts configures setupWithOpts.
 type setupOpts struct {
-	adminToken   string
-	protectReads bool
-	mappings     []orchestrator.Mapping
+	adminToken string
+	// adminTokenPrevious is accepted beside adminToken, as during a rotation.
+	adminTokenPrevious string
+	protectReads       bool
+	mappings           []orchestrator.Mapping
 	// maxBody is the webhook body limit: 64 KiB when 0, the server's default (web.MaxBodyBytesDefault) when
 	// negative.
 	maxBody int64
@@ -82,7 +84,7 @@ func setupServer(t testing.TB, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 		maxBody = 0
 	}
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: maxBody,
-		AdminToken: opts.adminToken, ProtectReads: opts.protectReads, Logger: quietLogger})
+		AdminToken: opts.adminToken, AdminTokenPrevious: opts.adminTokenPrevious, ProtectReads: opts.protectReads, Logger: quietLogger})
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)

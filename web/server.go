@@ -38,6 +38,9 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// AdminToken guards every state-changing endpoint and River's UI. Without it those answer 403.
 	AdminToken string
+	// AdminTokenPrevious, when set, is accepted beside AdminToken while the token is rotated; sessions made
+	// with it end when it is removed. It needs AdminToken and must differ from it.
+	AdminTokenPrevious string
 	// ProtectReads puts the pages and the read-only API behind the admin token too.
 	ProtectReads bool
 	// RiverUI, when set, is mounted under /riverui/ behind the admin token.
@@ -69,6 +72,12 @@ func (c *Config) validate() error {
 	}
 	if c.WebhookSecret == "" {
 		return errors.New("web: a webhook secret is required")
+	}
+	if c.AdminTokenPrevious != "" && c.AdminToken == "" {
+		return errors.New("web: AdminTokenPrevious needs AdminToken: the previous token is accepted only beside a current one")
+	}
+	if c.AdminTokenPrevious != "" && c.AdminTokenPrevious == c.AdminToken {
+		return errors.New("web: AdminTokenPrevious must differ from AdminToken")
 	}
 	if c.MaxBodyBytes < 0 {
 		return errors.New("web: MaxBodyBytes must not be negative")
@@ -125,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 		ready:          cfg.Ready,
 		logger:         cfg.Logger,
 		templates:      templates,
-		auth:           newAuth(cfg.AdminToken, cfg.ProtectReads),
+		auth:           newAuth(cfg.AdminToken, cfg.AdminTokenPrevious, cfg.ProtectReads),
 		riverUI:        cfg.RiverUI,
 		reconcileEvery: cfg.ReconcileInterval,
 		files:          cfg.Files,

@@ -44,7 +44,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	c := &options{Config: service.Config{DatabaseURL: getenv("DATABASE_URL"), WebhookSecret: getenv("HUGGINGFACE_WEBHOOK_SECRET"),
 		AdminToken: getenv("ORCHESTRATOR_ADMIN_TOKEN"), WebhookSecretPrevious: getenv("HUGGINGFACE_WEBHOOK_SECRET_PREVIOUS"),
-		HFEndpoint: getenv("HF_ENDPOINT"), HFToken: getenv("HF_TOKEN")}}
+		AdminTokenPrevious: getenv("ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS"), HFEndpoint: getenv("HF_ENDPOINT"), HFToken: getenv("HF_TOKEN")}}
 	if v := getenv("ORCHESTRATOR_PROTECT_READS"); v != "" {
 		protect, err := strconv.ParseBool(v)
 		if err != nil {

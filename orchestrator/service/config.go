@@ -73,6 +73,9 @@ type Config struct {
 	WebhookSecretPrevious string
 	// AdminToken (ORCHESTRATOR_ADMIN_TOKEN) guards retry, cancel, mapping writes and River's UI.
 	AdminToken string
+	// AdminTokenPrevious (ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS) is accepted too while the admin token is rotated;
+	// sessions made with it end when it is removed.
+	AdminTokenPrevious string
 	// ProtectReads (ORCHESTRATOR_PROTECT_READS) puts the pages and the read API behind the token too.
 	ProtectReads bool
 	// MaxBodyBytes (--max-body-bytes, ORCHESTRATOR_MAX_BODY_BYTES) is the largest webhook body accepted.
@@ -200,6 +203,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("ORCHESTRATOR_CHANGED_FILES must be %s, not %q", orchestrator.OneOf(ChangedFilesModes), c.ChangedFiles)
 	case c.FilesTimeout < time.Second:
 		return fmt.Errorf("ORCHESTRATOR_FILES_TIMEOUT (%s) must be at least 1s", c.FilesTimeout)
+	case c.AdminTokenPrevious != "" && c.AdminToken == "":
+		return errors.New("ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS needs ORCHESTRATOR_ADMIN_TOKEN: set the new token as " +
+			"ORCHESTRATOR_ADMIN_TOKEN and keep the old one as ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS")
+	case c.AdminTokenPrevious != "" && c.AdminTokenPrevious == c.AdminToken:
+		return errors.New("ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS must differ from ORCHESTRATOR_ADMIN_TOKEN: " +
+			"set the new token as ORCHESTRATOR_ADMIN_TOKEN and the old one as ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS")
 	case c.ProtectReads && c.AdminToken == "":
 		return errors.New("ORCHESTRATOR_PROTECT_READS needs ORCHESTRATOR_ADMIN_TOKEN: set a token, or nobody could read the pages")
 	case c.DatabaseURL == "" && c.DataDir == "":

@@ -248,12 +248,17 @@ func (s *Service) startHTTP(ctx context.Context, registry *prometheus.Registry, 
 	if err := riverUI.Start(uiCtx); err != nil {
 		return fmt.Errorf("start river UI: %w", err)
 	}
+	if cfg.AdminTokenPrevious != "" {
+		logger.Info("a previous admin token (ORCHESTRATOR_ADMIN_TOKEN_PREVIOUS) is accepted beside ORCHESTRATOR_ADMIN_TOKEN, " +
+			"and so are its sessions: remove it once every client uses the new token")
+	}
 	srv, err := web.New(web.Config{
 		Store:                 s.store,
 		WebhookSecret:         cfg.WebhookSecret,
 		WebhookSecretPrevious: cfg.WebhookSecretPrevious,
 		MaxBodyBytes:          cfg.MaxBodyBytes,
 		AdminToken:            cfg.AdminToken,
+		AdminTokenPrevious:    cfg.AdminTokenPrevious,
 		ProtectReads:          cfg.ProtectReads,
 		ReconcileInterval:     cfg.ReconcileInterval,
 		Files:                 s.files,
