@@ -35,6 +35,12 @@ func TestAuditTrail(t *testing.T) {
 		return func(t *testing.T) int { return b.form(t, path, values, nil, header).StatusCode }
 	}
 	withCSRF := url.Values{"csrf_token": {csrf}}
+	login := func(token string) func(t *testing.T) int {
+		return func(t *testing.T) int {
+			loginToken, cookies := b.loginCSRF(t, nil)
+			return b.form(t, "/login", url.Values{"token": {token}, "csrf_token": {loginToken}}, cookies, nil).StatusCode
+		}
+	}
 	mappingBody := func(notify string) string {
 		return `{"name":"faces","dataset":"acme/faces","command":["true"],"notify":[` + notify + `]}`
 	}
@@ -44,9 +50,9 @@ func TestAuditTrail(t *testing.T) {
 		send func(t *testing.T) int
 		want orchestrator.AuditEntry // ID, At and Client not compared; Detail is a part of the detail
 	}{
-		{"LoginWrongToken", form("/login", url.Values{"token": {"wrong-" + adminToken}}, nil),
+		{"LoginWrongToken", login("wrong-" + adminToken),
 			orchestrator.AuditEntry{Action: orchestrator.AuditLogin, Outcome: orchestrator.AuditRefused, Status: 401, Auth: orchestrator.AuditAuthNone, Detail: "Unauthorized"}},
-		{"Login", form("/login", url.Values{"token": {adminToken}}, nil),
+		{"Login", login(adminToken),
 			orchestrator.AuditEntry{Action: orchestrator.AuditLogin, Outcome: orchestrator.AuditOK, Status: 303, Auth: orchestrator.AuditAuthSession}},
 		{"RetryAPI", api(http.MethodPost, "/api/v1/runs/"+run+"/retry", ""),
 			orchestrator.AuditEntry{Action: orchestrator.AuditRunRetry, Target: run, Outcome: orchestrator.AuditOK, Status: 201, Auth: orchestrator.AuditAuthBearer, Detail: "new run "}},

@@ -267,11 +267,33 @@ func (b *testBundle) form(t *testing.T, path string, values url.Values, cookies 
 
 // login logs in through the form as a browser does: it loads the form, for its CSRF token and the cookie that
 // token is bound to, and posts token with them.
-func (b *testBundle) login(t *testing.T, token, next string) *http.Response {
+func (b *testBundle) login(t *testing.T, token, next string, header ...map[string]string) *http.Response {
 	t.Helper()
-	p := b.getPage(t, "/login?next="+url.QueryEscape(next), nil)
+	var h map[string]string
+	if len(header) > 0 {
+		h = header[0]
+	}
+	p := b.getPage(t, "/login?next="+url.QueryEscape(next), h)
 	require.Equal(t, http.StatusOK, p.status, p.raw)
-	return b.form(t, "/login", url.Values{"token": {token}, "next": {next}, "csrf_token": {csrfFrom(t, p)}}, p.cookies(), nil)
+	return b.form(t, "/login", url.Values{"token": {token}, "next": {next}, "csrf_token": {csrfFrom(t, p)}}, p.cookies(), h)
+}
+
+// loginCSRF loads the login form with header, as a browser does, and returns its CSRF token and the cookies the
+// token is bound to.
+func (b *testBundle) loginCSRF(t *testing.T, header map[string]string) (string, []*http.Cookie) {
+	t.Helper()
+	p := b.getPage(t, "/login", header)
+	require.Equal(t, http.StatusOK, p.status, p.raw)
+	return csrfFrom(t, p), p.cookies()
+}
+
+// cookieHeader returns cookies as the value of a Cookie header.
+func cookieHeader(cookies []*http.Cookie) string {
+	parts := make([]string, len(cookies))
+	for i, c := range cookies {
+		parts[i] = c.Name + "=" + c.Value
+	}
+	return strings.Join(parts, "; ")
 }
 
 // csrfFrom reads the CSRF token from a page's form.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,8 @@ type setupOpts struct {
 	// maxBody is the webhook body limit: 64 KiB when 0, the server's default (web.MaxBodyBytesDefault) when
 	// negative.
 	maxBody int64
+	// trustedProxies are believed about the client's address (each try of a test as a client of its own).
+	trustedProxies []netip.Prefix
 }
 
 func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Mapping) *testBundle {
@@ -84,7 +87,8 @@ func setupServer(t testing.TB, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 		maxBody = 0
 	}
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: maxBody,
-		AdminToken: opts.adminToken, AdminTokenPrevious: opts.adminTokenPrevious, ProtectReads: opts.protectReads, Logger: quietLogger})
+		AdminToken: opts.adminToken, AdminTokenPrevious: opts.adminTokenPrevious, ProtectReads: opts.protectReads,
+		TrustedProxies: opts.trustedProxies, Logger: quietLogger})
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)

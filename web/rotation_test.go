@@ -1,9 +1,12 @@
 package web_test
 
 import (
+	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,12 +24,19 @@ func TestAdminTokenRotation(t *testing.T) {
 	const oldToken, newToken = "old-admin-token-for-tests", "new-admin-token-for-tests"
 	pool, _ := dbtest.NewMigratedPool(t)
 	start := func(token, previous string) *testBundle {
-		return setupServer(t, pool, setupOpts{adminToken: token, adminTokenPrevious: previous, protectReads: true})
+		return setupServer(t, pool, setupOpts{adminToken: token, adminTokenPrevious: previous, protectReads: true,
+			trustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}})
 	}
 	before, during, after := start(oldToken, ""), start(newToken, oldToken), start(newToken, "")
 
+	// Every try comes from a client of its own, so that the wrong tokens tried here never throttle the right ones.
+	var clients atomic.Int64
+	client := func() map[string]string {
+		n := clients.Add(1)
+		return map[string]string{"X-Forwarded-For": fmt.Sprintf("10.%d.%d.%d", n>>16&255, n>>8&255, n&255)}
+	}
 	session := func(b *testBundle, token string) *http.Cookie {
-		resp := b.login(t, token, "/")
+		resp := b.login(t, token, "/", client())
 		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 		for _, c := range resp.Cookies() {
 			if c.Name == "orchestrator_session" {
@@ -44,6 +54,9 @@ func TestAdminTokenRotation(t *testing.T) {
 	reads := func(b *testBundle, header map[string]string, cookie *http.Cookie) bool {
 		req, err := http.NewRequest(http.MethodGet, b.server.URL+"/api/v1/runs", nil)
 		require.NoError(t, err)
+		for k, v := range client() {
+			req.Header.Set(k, v)
+		}
 		for k, v := range header {
 			req.Header.Set(k, v)
 		}
@@ -66,7 +79,7 @@ func TestAdminTokenRotation(t *testing.T) {
 	}
 	login := func(token string) func(*testBundle) bool {
 		return func(b *testBundle) bool {
-			resp := b.login(t, token, "/")
+			resp := b.login(t, token, "/", client())
 			require.Contains(t, []int{http.StatusSeeOther, http.StatusUnauthorized}, resp.StatusCode)
 			return resp.StatusCode == http.StatusSeeOther
 		}

@@ -44,19 +44,20 @@ func TestAdminGuessingThrottled(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
-		wrong func(client string) (string, string, string, map[string]string) // method, path, body, header
+		wrong func(client string, login loginForm) (string, string, string, map[string]string) // method, path, body, header
 		html  bool
 	}{
-		{name: "bearer", wrong: func(client string) (string, string, string, map[string]string) {
+		{name: "bearer", wrong: func(client string, _ loginForm) (string, string, string, map[string]string) {
 			return "POST", "/api/v1/runs/1/retry", "", map[string]string{"Authorization": "Bearer wrong", "X-Forwarded-For": client}
 		}},
-		{name: "basic", wrong: func(client string) (string, string, string, map[string]string) {
+		{name: "basic", wrong: func(client string, _ loginForm) (string, string, string, map[string]string) {
 			return "POST", "/api/v1/runs/1/cancel", "", map[string]string{"Authorization": "Basic " +
 				"YWRtaW46d3Jvbmc=", "X-Forwarded-For": client}
 		}},
-		{name: "login form", html: true, wrong: func(client string) (string, string, string, map[string]string) {
-			return "POST", "/login", url.Values{"token": {"wrong"}, "next": {"/"}}.Encode(), map[string]string{
-				"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html", "X-Forwarded-For": client}
+		{name: "login form", html: true, wrong: func(client string, login loginForm) (string, string, string, map[string]string) {
+			return "POST", "/login", url.Values{"token": {"wrong"}, "next": {"/"}, "csrf_token": {login.token}}.Encode(), map[string]string{
+				"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html", "X-Forwarded-For": client,
+				"Cookie": login.cookie}
 		}},
 	}
 	for _, tt := range tests {
@@ -64,8 +65,11 @@ func TestAdminGuessingThrottled(t *testing.T) {
 			t.Parallel()
 			b := setupBehindProxy(t, "")
 			const attacker, bystander = "198.51.100.66", "198.51.100.7"
+			// The login form's CSRF token, as the attacker's browser got it: refused logins are not guesses.
+			token, cookies := b.loginCSRF(t, map[string]string{"X-Forwarded-For": attacker})
+			login := loginForm{token: token, cookie: cookieHeader(cookies)}
 			wrong := func() (int, http.Header, []byte) {
-				method, path, body, header := tt.wrong(attacker)
+				method, path, body, header := tt.wrong(attacker, login)
 				return b.rawRequest(t, method, path, body, header)
 			}
 			for i := range 5 {
@@ -135,11 +139,15 @@ func TestSessionCookieSecure(t *testing.T) {
 			for k, v := range tt.header {
 				header[k] = v
 			}
+			loginToken, loginCookies := b.loginCSRF(t, tt.header)
 			req, err := http.NewRequest("POST", b.server.URL+"/login",
-				strings.NewReader(url.Values{"token": {throttleToken}, "next": {"/"}}.Encode()))
+				strings.NewReader(url.Values{"token": {throttleToken}, "next": {"/"}, "csrf_token": {loginToken}}.Encode()))
 			require.NoError(t, err)
 			for k, v := range header {
 				req.Header.Set(k, v)
+			}
+			for _, c := range loginCookies {
+				req.AddCookie(c)
 			}
 			resp, err := http.DefaultTransport.RoundTrip(req)
 			require.NoError(t, err)
@@ -167,3 +175,6 @@ func TestSessionCookieSecure(t *testing.T) {
 		})
 	}
 }
+
+// loginForm is the CSRF token of a login form and the Cookie header it is bound to.
+type loginForm struct{ token, cookie string }
