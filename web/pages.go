@@ -48,7 +48,6 @@ var templateFuncs = template.FuncMap{
 		}
 		return s
 	},
-	"join":         strings.Join,
 	"shellJoin":    orchestrator.ShellJoin,
 	"notifyEvents": func() []orchestrator.NotifyEvent { return orchestrator.NotifyEvents },
 	"envLines":     envLines,
