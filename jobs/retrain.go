@@ -176,6 +176,7 @@ type RetrainWorker struct {
 	store  *orchestrator.Store
 	cfg    WorkerConfig
 	tracer trace.Tracer // nil when tracing is off
+	local  Executor
 
 	outputsMu sync.Mutex
 	outputs   string // the private directory of the RUN_OUTPUT files, made at the first run
@@ -205,6 +206,7 @@ func (w *RetrainWorker) outputPath(runID int64, attempt int) (string, error) {
 // NewRetrainWorker returns a worker that records into store.
 func NewRetrainWorker(store *orchestrator.Store, cfg WorkerConfig) *RetrainWorker {
 	w := &RetrainWorker{store: store, cfg: cfg.WithDefaults()}
+	w.local = localExecutor{killGrace: w.cfg.KillGrace}
 	if cfg.TracerProvider != nil {
 		w.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
@@ -253,26 +255,36 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		return nil
 	}
 
-	// The secrets that sign notifications are the orchestrator's, not the command's.
-	env := RunEnv(withoutVars(w.cfg.BaseEnv, work.SecretEnv), mapping, run, attempt)
-	outputPath, err := w.outputPath(run.ID, attempt)
-	if err != nil {
-		return err
-	}
-	_ = os.Remove(outputPath) // left by an earlier execution of the same attempt
-	defer os.Remove(outputPath)
-	env = append(env, "RUN_OUTPUT="+outputPath)
-	lists, removeLists, err := writeFileLists(strings.TrimSuffix(outputPath, ".json"), changes)
-	defer removeLists()
-	if err != nil {
-		return err
-	}
-	env = append(env, lists...)
-	argv, expandErr := ExpandArgv(mapping.Command, env)
-	if w.cfg.Processes != nil {
-		key := orchestrator.AttemptKey{RunID: run.ID, Attempt: attempt}
-		env = append(env, w.cfg.Processes.marker(key))
-		defer w.cfg.Processes.start(key)()
+	executor := w.executorFor(mapping)
+	var env, argv []string
+	var outputPath string
+	var expandErr error
+	if executor.Local() {
+		// The secrets that sign notifications are the orchestrator's, not the command's.
+		env = RunEnv(withoutVars(w.cfg.BaseEnv, work.SecretEnv), mapping, run, attempt)
+		outputPath, err = w.outputPath(run.ID, attempt)
+		if err != nil {
+			return err
+		}
+		_ = os.Remove(outputPath) // left by an earlier execution of the same attempt
+		defer os.Remove(outputPath)
+		env = append(env, "RUN_OUTPUT="+outputPath)
+		lists, removeLists, err := writeFileLists(strings.TrimSuffix(outputPath, ".json"), changes)
+		defer removeLists()
+		if err != nil {
+			return err
+		}
+		env = append(env, lists...)
+		argv, expandErr = ExpandArgv(mapping.Command, env)
+		if w.cfg.Processes != nil {
+			key := orchestrator.AttemptKey{RunID: run.ID, Attempt: attempt}
+			env = append(env, w.cfg.Processes.marker(key))
+			defer w.cfg.Processes.start(key)()
+		}
+	} else {
+		// An execution elsewhere gets the run's variables and the mapping's env: nothing of this machine's.
+		env = RunEnv(nil, mapping, run, attempt)
+		argv, expandErr = ExpandArgv(mapping.Command, env)
 	}
 	if expandErr != nil {
 		argv = mapping.Command
@@ -333,10 +345,13 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	spanCtx, span := startCommandSpan(cmdCtx, w.tracer, mapping, run, attempt, argv)
 	watch := w.newWatchdog(logger)
 	heartbeatDone := w.holdLease(cmdCtx, logger, run.ID, attempt, leaseFrom, stopCmd, watch)
-	res := RunCommand(spanCtx, Command{
-		Argv: argv, Dir: mapping.Workdir, Env: tracing.CommandEnv(spanCtx, env), Timeout: mapping.Timeout,
-		KillGrace: w.cfg.KillGrace, Output: output, OnStart: watch.onStart(),
-	})
+	a := &Attempt{Run: run, Mapping: mapping, Number: attempt, Argv: argv, Env: tracing.CommandEnv(spanCtx, env),
+		Output: output, Logger: logger}
+	if executor.Local() {
+		a.OnStart = watch.onStart()
+	}
+	execution, out := execute(spanCtx, executor, a)
+	res := out.Result
 	stopCmd(nil)
 	<-heartbeatDone
 	output.Close()
@@ -361,8 +376,12 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	if res.ExitCode >= 0 {
 		finish.ExitCode = &res.ExitCode
 	}
-	runOutput, outputErr := readRunOutput(outputPath)
-	_ = os.Remove(outputPath) // gone before the run is recorded finished
+	var runOutput []byte
+	var outputErr error
+	if outputPath != "" {
+		runOutput, outputErr = readRunOutput(outputPath)
+		_ = os.Remove(outputPath) // gone before the run is recorded finished
+	}
 	finish.Output = runOutput
 	finish.Signal = res.Signal
 	var retErr error
@@ -375,6 +394,12 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 	case res.Cancelled && errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely):
 		finish.Transition = orchestrator.TransitionCancel
 		finish.Error = "cancelled by an operator"
+		if execution != nil {
+			if err := execution.Cancel(finishCtx); err != nil {
+				logger.WarnContext(ctx, "could not stop the execution", "error", err)
+				finish.Error += "; stopping its execution failed: " + err.Error()
+			}
+		}
 		retErr = river.JobCancel(errors.New(finish.Error))
 	case res.Cancelled:
 		// The client is stopping: River puts the job back without spending the attempt when the worker
@@ -383,20 +408,40 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 		finish.Error = "interrupted by shutdown; it will run again"
 		retErr = ctx.Err()
 	default:
-		finish.Transition, finish.Error = orchestrator.TransitionRetry, res.Describe()
-		if lastAttempt {
+		finish.Transition, finish.Error = orchestrator.TransitionRetry, out.Describe()
+		if lastAttempt || out.Final {
 			finish.Transition = orchestrator.TransitionFail
 		}
 		retErr = errors.New(finish.Error)
+		if out.Final {
+			retErr = river.JobCancel(retErr) // retrying will not help
+		}
 	}
-	logger.InfoContext(ctx, "command ended", "result", res.Describe(), "status", finish.Transition.To(),
+	logger.InfoContext(ctx, "command ended", "result", out.Describe(), "status", finish.Transition.To(),
 		"duration", res.Finished.Sub(res.Started).Round(time.Millisecond))
 	w.cfg.Metrics.observe(mapping.Name, finish.Transition.To(), res.Finished.Sub(res.Started))
 	endCommandSpan(span, res, string(finish.Transition.To()))
 	if err := w.store.RunAttemptFinish(finishCtx, finish); err != nil {
-		return fmt.Errorf("record result (%s): %w", res.Describe(), err)
+		return fmt.Errorf("record result (%s): %w", out.Describe(), err)
 	}
 	return retErr
+}
+
+// executorFor returns the executor of the mapping's runs.
+func (w *RetrainWorker) executorFor(*orchestrator.Mapping) Executor {
+	return w.local
+}
+
+// execute starts the attempt's execution and follows it to its end. An execution that could not start is
+// returned nil, with an Outcome that says why.
+func execute(ctx context.Context, executor Executor, a *Attempt) (Execution, Outcome) {
+	started := time.Now()
+	execution, err := executor.Start(ctx, a)
+	if err == nil {
+		return execution, execution.Wait(ctx)
+	}
+	res := Result{ExitCode: -1, StartErr: err, Started: started, Finished: time.Now(), Cancelled: ctx.Err() != nil}
+	return nil, Outcome{Result: res, Final: isFinal(err)}
 }
 
 // start starts the attempt. When the recorded history of the run's ref cannot tell whether another run of it
