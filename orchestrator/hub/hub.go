@@ -41,6 +41,7 @@ type Client struct {
 	endpoint string
 	token    string
 	http     *http.Client
+	logIdle  time.Duration // of JobLogs; JobLogIdleDefault when zero
 }
 
 // New returns a client of the Hub at endpoint (EndpointDefault when empty; a trailing slash is ignored). The
