@@ -7,6 +7,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,7 @@ type Client struct {
 	endpoint string
 	token    string
 	http     *http.Client
+	logIdle  time.Duration // of JobLogs; JobLogIdleDefault when zero
 }
 
 // New returns a client of the Hub at endpoint (EndpointDefault when empty; a trailing slash is ignored). The
@@ -218,19 +220,32 @@ func (c *Client) get(ctx context.Context, repo, suffix string) (*http.Response, 
 
 // getURL sends GET rawURL, an address of the Hub's about dataset repo, with the client's token.
 func (c *Client) getURL(ctx context.Context, repo, rawURL string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	return c.send(ctx, "dataset "+repo, http.MethodGet, rawURL, nil)
+}
+
+// send sends one request to rawURL, an address of the Hub's about what (e.g. "dataset owner/name"), with the
+// client's token and body, when not nil, as JSON.
+func (c *Client) send(ctx context.Context, what, method, rawURL string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, rd)
 	if err != nil {
-		return nil, fmt.Errorf("dataset %s: %w", repo, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", userAgent)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// *url.Error names the method and URL, never the headers.
-		return nil, fmt.Errorf("ask the Hub about dataset %s: %w", repo, err)
+		return nil, fmt.Errorf("ask the Hub about %s: %w", what, err)
 	}
 	return resp, nil
 }

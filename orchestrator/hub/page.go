@@ -4,19 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 )
 
-// eachPage reads a paginated listing from first: each page (a JSON array of T) goes to fn, and the next is the
-// target of the page's Link rel="next", which must stay on the client's endpoint. fn returns whether to read on.
-// where names the page for messages.
+// eachPage reads a paginated listing of dataset repo from first: see eachPageOf.
 func eachPage[T any](ctx context.Context, c *Client, repo, first string, fn func(where string, items []T) (bool, error)) error {
+	get := func(rawURL string) ([]byte, http.Header, error) { return c.getRetrying(ctx, repo, rawURL) }
+	return eachPageOf(c, get, first, fn)
+}
+
+// eachPageOf reads a paginated listing from first, each page fetched by get: each page (a JSON array of T) goes
+// to fn, and the next is the target of the page's Link rel="next", which must stay on the client's endpoint. fn
+// returns whether to read on. where names the page for messages.
+func eachPageOf[T any](c *Client, get func(rawURL string) ([]byte, http.Header, error), first string, fn func(where string, items []T) (bool, error)) error {
 	next := first
 	seen := map[string]bool{}
 	for {
 		seen[next] = true
-		body, header, err := c.getRetrying(ctx, repo, next)
+		body, header, err := get(next)
 		if err != nil {
 			return err
 		}

@@ -34,9 +34,15 @@ var errPastDeadline = errors.New("the wait would pass the deadline")
 // getRetrying sends GET rawURL until it is answered 200, as the listings retry (see ListTree), and returns the
 // body, of at most bodyLimit bytes, and the header of the answer.
 func (c *Client) getRetrying(ctx context.Context, repo, rawURL string) ([]byte, http.Header, error) {
+	return retrying(ctx, func() ([]byte, http.Header, error) { return c.getOK(ctx, repo, rawURL) })
+}
+
+// retrying calls try until it succeeds, as the listings retry (see ListTree): a 429 waited out, a 5xx or no
+// answer tried again, anything else returned at once.
+func retrying(ctx context.Context, try func() ([]byte, http.Header, error)) ([]byte, http.Header, error) {
 	rateLimited, failures := 0, 0
 	for {
-		body, header, err := c.getOK(ctx, repo, rawURL)
+		body, header, err := try()
 		if err == nil {
 			return body, header, nil
 		}
@@ -72,16 +78,22 @@ func (c *Client) getRetrying(ctx context.Context, repo, rawURL string) ([]byte, 
 	}
 }
 
-// getOK sends GET rawURL once and returns the body and header of a 200 answer; any other answer is an error
+// getOK sends GET rawURL once and returns the body and header of a 2xx answer; any other answer is an error
 // wrapping a *StatusError.
 func (c *Client) getOK(ctx context.Context, repo, rawURL string) ([]byte, http.Header, error) {
-	resp, err := c.getURL(ctx, repo, rawURL)
+	return c.sendOK(ctx, "dataset "+repo, http.MethodGet, rawURL, nil)
+}
+
+// sendOK sends one request (see send) and returns the body and header of a 2xx answer; any other answer is an
+// error wrapping a *StatusError.
+func (c *Client) sendOK(ctx context.Context, what, method, rawURL string, reqBody []byte) ([]byte, http.Header, error) {
+	resp, err := c.send(ctx, what, method, rawURL, reqBody)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer drain(resp.Body)
 	where := resp.Request.Method + " " + resp.Request.URL.Redacted()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		return nil, nil, fmt.Errorf("%s: %w", where, statusError(resp))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, bodyLimit+1))

@@ -38,6 +38,7 @@ type Server struct {
 	paths    []string // of every request, in order
 	trees    map[string][]entry
 	logs     map[string][]commit
+	jobs     *JobsServer // answers /api/jobs/ when mounted
 }
 
 // Fault is an answer the server gives instead of the real one, to requests whose path matches.
@@ -100,6 +101,14 @@ func (s *Server) SetPageSize(n int) {
 	s.pageSize = n
 }
 
+// MountJobs makes the server answer the Jobs API (/api/jobs/...) with j, so that datasets and Jobs are at one
+// endpoint. The dataset faults (Fail) do not apply to those requests: j has its own.
+func (s *Server) MountJobs(j *JobsServer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jobs = j
+}
+
 // Fail adds a fault. Faults are tried in the order they were added; the first that matches a request answers it.
 func (s *Server) Fail(f Fault) {
 	s.t.Helper()
@@ -143,6 +152,13 @@ type hubError struct {
 }
 
 func (s *Server) serve(w http.ResponseWriter, req *http.Request) {
+	s.mu.Lock()
+	jobs := s.jobs
+	s.mu.Unlock()
+	if jobs != nil && strings.HasPrefix(req.URL.Path, "/api/jobs") {
+		jobs.ServeHTTP(w, req)
+		return
+	}
 	if f := s.record(req.URL.Path); f != nil {
 		if f.Hang {
 			select {
@@ -460,13 +476,19 @@ func paginate[T any](s *Server, req *http.Request, list []T) (any, *hubError) {
 	s.mu.Lock()
 	size := s.pageSize
 	s.mu.Unlock()
+	return pageOf(size, s.URL, req, list)
+}
+
+// pageOf returns the page of list, size entries, the request's cursor points at, linking the next page by base
+// (the server's address) and the request's own path and query with another cursor.
+func pageOf[T any](size int, base string, req *http.Request, list []T) (page, *hubError) {
 	q := req.URL.Query()
 	start := 0
 	if c := q.Get("cursor"); c != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(c)
 		n, err2 := strconv.Atoi(string(raw))
 		if err != nil || err2 != nil || n < 0 {
-			return nil, &hubError{http.StatusBadRequest, "", "invalid cursor"}
+			return page{}, &hubError{http.StatusBadRequest, "", "invalid cursor"}
 		}
 		start = n
 	}
@@ -474,7 +496,7 @@ func paginate[T any](s *Server, req *http.Request, list []T) (any, *hubError) {
 	p := page{items: append([]T{}, list[start:min(start+size, len(list))]...)}
 	if start+size < len(list) {
 		q.Set("cursor", base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(start+size))))
-		p.next = s.URL + req.URL.EscapedPath() + "?" + q.Encode()
+		p.next = base + req.URL.EscapedPath() + "?" + q.Encode()
 	}
 	return p, nil
 }
