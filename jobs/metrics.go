@@ -61,6 +61,9 @@ type Metrics struct {
 
 	filesChecks   *prometheus.CounterVec
 	filesDuration prometheus.Histogram
+
+	hfJobs    *prometheus.CounterVec
+	hfJobCost prometheus.Counter
 }
 
 // NewMetrics creates the workers' and catch-up's metrics and registers them with reg.
@@ -104,6 +107,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long a look at a run's changed files took, the Hub's listings (or the kept ones) and the comparison.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
 		}),
+		hfJobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orchestrator_hf_jobs_total",
+			Help: "Hugging Face Jobs this process followed to their end, by outcome: completed, error, timeout, canceled, deleted.",
+		}, []string{"outcome"}),
+		hfJobCost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orchestrator_hf_jobs_cost_usd_total",
+			Help: "Estimated cost in US dollars of the Hugging Face Jobs this process followed to their end: running minutes, each begun minute counted, times the flavor's price per minute.",
+		}),
+	}
+	for _, outcome := range hfJobOutcomes {
+		m.hfJobs.WithLabelValues(outcome)
 	}
 	for _, outcome := range filesOutcomes {
 		m.filesChecks.WithLabelValues(outcome)
@@ -115,12 +129,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.reconcileRevisions.WithLabelValues(string(result))
 	}
 	reg.MustRegister(m.runsFinished, m.runDuration, m.notifications, m.reconcilePasses, m.reconcileRevisions, m.reconcileFailures,
-		m.reconcileLastOK, m.filesChecks, m.filesDuration)
+		m.reconcileLastOK, m.filesChecks, m.filesDuration, m.hfJobs, m.hfJobCost)
 	return m
 }
 
 // filesOutcomes lists the outcomes of a look at a run's changed files.
 var filesOutcomes = []string{string(orchestrator.FilesWatched), string(orchestrator.FilesUnwatched), string(orchestrator.FilesUnknown), "listed"}
+
+// hfJobOutcomes lists the outcomes of a Hugging Face Job followed to its end.
+var hfJobOutcomes = []string{"completed", "error", "timeout", "canceled", "deleted"}
+
+// observeHFJob counts a Hugging Face Job that ended, and its estimated cost in micro-USD.
+func (m *Metrics) observeHFJob(outcome string, costMicroUSD int64) {
+	if m == nil {
+		return
+	}
+	m.hfJobs.WithLabelValues(outcome).Inc()
+	m.hfJobCost.Add(float64(costMicroUSD) / 1e6)
+}
 
 // observeFiles records a look at a run's changed files: its check (empty for a mapping without paths, whose
 // files were listed to be shown, or FilesUnknown) and how long it took.

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/orchestrator/hub"
 	"github.com/retrainhq/orchestrator/orchestrator/tracing"
 )
 
@@ -84,6 +85,14 @@ type WorkerConfig struct {
 	// TracerProvider, when set, traces each command in a span of its job's trace, and gives the command that
 	// span as TRACEPARENT (and TRACESTATE). Nil: no span, and no TRACEPARENT.
 	TracerProvider trace.TracerProvider
+	// HFJobs, when set, is the Hub client (with HF_TOKEN) that runs the attempts of hf-jobs mappings as
+	// Hugging Face Jobs. Nil: such attempts fail, saying that the orchestrator has no HF_TOKEN.
+	HFJobs *hub.Client
+	// HFJobsPoll is how often a followed Job's stage is asked of the Hub. Defaults to HFJobsPollDefault.
+	HFJobsPoll time.Duration
+	// Getenv reads the orchestrator's environment variables that hf-jobs mappings send as Job secrets.
+	// Defaults to os.Getenv.
+	Getenv func(string) string
 	// BaseEnv is the environment every command starts from. Defaults to the orchestrator's own environment
 	// without its secrets (see ScrubbedEnv).
 	BaseEnv []string
@@ -116,6 +125,12 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 	}
 	if c.FilesTimeout == 0 {
 		c.FilesTimeout = orchestrator.FilesTimeoutDefault
+	}
+	if c.HFJobsPoll == 0 {
+		c.HFJobsPoll = HFJobsPollDefault
+	}
+	if c.Getenv == nil {
+		c.Getenv = os.Getenv
 	}
 	if c.BaseEnv == nil {
 		c.BaseEnv = ScrubbedEnv(os.Environ())
@@ -177,6 +192,7 @@ type RetrainWorker struct {
 	cfg    WorkerConfig
 	tracer trace.Tracer // nil when tracing is off
 	local  Executor
+	hfJobs Executor
 
 	outputsMu sync.Mutex
 	outputs   string // the private directory of the RUN_OUTPUT files, made at the first run
@@ -207,6 +223,8 @@ func (w *RetrainWorker) outputPath(runID int64, attempt int) (string, error) {
 func NewRetrainWorker(store *orchestrator.Store, cfg WorkerConfig) *RetrainWorker {
 	w := &RetrainWorker{store: store, cfg: cfg.WithDefaults()}
 	w.local = localExecutor{killGrace: w.cfg.KillGrace}
+	w.hfJobs = &hfJobsExecutor{client: w.cfg.HFJobs, store: store, poll: w.cfg.HFJobsPoll, getenv: w.cfg.Getenv,
+		metrics: w.cfg.Metrics, logger: w.cfg.Logger}
 	if cfg.TracerProvider != nil {
 		w.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
@@ -428,7 +446,10 @@ func (w *RetrainWorker) Work(ctx context.Context, job *river.Job[RetrainArgs]) e
 }
 
 // executorFor returns the executor of the mapping's runs.
-func (w *RetrainWorker) executorFor(*orchestrator.Mapping) Executor {
+func (w *RetrainWorker) executorFor(m *orchestrator.Mapping) Executor {
+	if m.Executor == orchestrator.ExecutorHFJobs {
+		return w.hfJobs
+	}
 	return w.local
 }
 
