@@ -74,7 +74,10 @@ func (x *hfExecution) observe(ctx context.Context, job *hub.Job, force bool) {
 	now := time.Now()
 	stage := job.Status.Stage
 	changed := force || string(stage) != x.rec.Stage || job.Status.Message != x.rec.Message
-	if stage != "" && stage != hub.JobScheduling && x.rec.RunningAt == nil && !(stage.Terminal() && x.rec.Stage == string(hub.JobScheduling)) {
+	// A Job seen running, or ended otherwise than cancelled or deleted, ran (when it went from SCHEDULING to
+	// its end between two looks: since about now).
+	neverRan := (stage == hub.JobCanceled || stage == hub.JobDeleted) && x.rec.Stage == string(hub.JobScheduling)
+	if stage != "" && stage != hub.JobScheduling && x.rec.RunningAt == nil && !neverRan {
 		x.rec.RunningAt = &now
 	}
 	if stage.Terminal() && x.rec.EndedAt == nil {
@@ -124,7 +127,7 @@ func (x *hfExecution) Wait(ctx context.Context) Outcome {
 	defer stopLogs()
 	running, ended := make(chan struct{}), make(chan struct{})
 	logsDone := make(chan struct{})
-	go x.followLogs(logsCtx, running, ended, logsDone)
+	go x.followLogs(logsCtx, x.job.ID, running, ended, logsDone)
 	runningClosed := false
 	poll := time.NewTicker(x.e.poll)
 	defer poll.Stop()
@@ -280,11 +283,11 @@ func (x *hfExecution) Cancel(ctx context.Context) error {
 	}
 }
 
-// followLogs copies the Job's log into the attempt's Output from when the Job runs (running closed) until the
+// followLogs copies the log of the Job id into the attempt's Output from when the Job runs (running closed) until the
 // stream ends after the Job did (ended closed), or ctx ends. Each connection replays the log from its first
 // event: the events seen already are counted and skipped, so that a line is neither repeated nor lost. The
 // banner the Hub writes first is left out, and keep-alives only say the Hub is there.
-func (x *hfExecution) followLogs(ctx context.Context, running, ended <-chan struct{}, done chan<- struct{}) {
+func (x *hfExecution) followLogs(ctx context.Context, id string, running, ended <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	select {
 	case <-ctx.Done():
@@ -295,7 +298,7 @@ func (x *hfExecution) followLogs(ctx context.Context, running, ended <-chan stru
 	wait := hfLogRetryMin
 	for {
 		before, n := seen, 0
-		err := x.e.client.JobLogs(ctx, x.namespace, x.job.ID, func(ev hub.JobLogEvent) error {
+		err := x.e.client.JobLogs(ctx, x.namespace, id, func(ev hub.JobLogEvent) error {
 			if ev.KeepAlive {
 				return nil
 			}
@@ -319,7 +322,7 @@ func (x *hfExecution) followLogs(ctx context.Context, running, ended <-chan stru
 			wait = hfLogRetryMin
 		}
 		if err != nil {
-			x.a.Logger.DebugContext(ctx, "the Job's log stream broke; opening it again", "job", x.job.ID, "error", err, "wait", wait)
+			x.a.Logger.DebugContext(ctx, "the Job's log stream broke; opening it again", "job", id, "error", err, "wait", wait)
 		}
 		// Once the Job ended, the stream is only given its last lines: no long wait, which hfLogDrain bounds.
 		pause, wake := wait, ended
