@@ -110,9 +110,13 @@ type Config struct {
 	// orchestrator.AuditRetentionDefault; a Config built in code keeps them forever unless it sets it.
 	AuditRetention time.Duration
 	// HFEndpoint (HF_ENDPOINT) is the Hub's address, https://huggingface.co when empty; HFToken (HF_TOKEN), when
-	// set, is sent to it for private datasets. Both follow the huggingface_hub conventions.
+	// set, is sent to it for private datasets, and runs the Hugging Face Jobs of hf-jobs mappings (without it,
+	// their runs fail saying so). Both follow the huggingface_hub conventions.
 	HFEndpoint string
 	HFToken    string
+	// HFJobsPoll is how often the stage of a followed Hugging Face Job is asked of the Hub. Defaults to
+	// jobs.HFJobsPollDefault.
+	HFJobsPoll time.Duration
 	// ChangedFiles (ORCHESTRATOR_CHANGED_FILES) says which runs ask the Hub for the files their revision
 	// changed. The serve command defaults it to ChangedFilesAll; a Config built in code lists them only for
 	// the mappings that need them (ChangedFilesFiltered) unless it says otherwise.

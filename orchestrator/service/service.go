@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -140,6 +141,31 @@ func (s *Service) syncMappings(ctx context.Context) error {
 		for _, warning := range orchestrator.MissingNotifySecrets(mappings, cfg.Getenv) {
 			logger.Warn(warning)
 		}
+		if err := cfg.checkHFJobs(mappings); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkHFJobs refuses to start a process that runs commands when a mapping of the config file runs on Hugging
+// Face Jobs without what its Jobs need: HF_TOKEN, and the environment variables it sends as secrets.
+func (c *Config) checkHFJobs(mappings []orchestrator.Mapping) error {
+	var problems []string
+	for _, m := range mappings {
+		if m.Executor != orchestrator.ExecutorHFJobs || !m.Enabled {
+			continue
+		}
+		if c.HFToken == "" {
+			problems = append(problems, fmt.Sprintf("mapping %q runs on Hugging Face Jobs, but HF_TOKEN is not set", m.Name))
+		}
+		lookup := func(name string) (string, bool) { v := c.Getenv(name); return v, v != "" }
+		for _, name := range m.MissingSecrets(lookup) {
+			problems = append(problems, fmt.Sprintf("mapping %q sends %s as a Job secret, but it is not set", m.Name, name))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("cannot run the Hugging Face Jobs of the mappings: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }
@@ -215,7 +241,8 @@ func (s *Service) startQueue(ctx context.Context, procs *jobs.Processes, hubClie
 		Worker: jobs.WorkerConfig{KillGrace: cfg.KillGrace, HeartbeatInterval: cfg.HeartbeatInterval,
 			OrphanAfter: cfg.OrphanAfter, FenceMargin: cfg.FenceMargin, Watchdog: cfg.Watchdog,
 			Processes: procs, Revisions: hubClient, Heads: hubClient, Metrics: metrics, Logger: logger,
-			Files: s.files, FilesForEveryRun: cfg.ChangedFiles == ChangedFilesAll, FilesTimeout: cfg.FilesTimeout},
+			Files: s.files, FilesForEveryRun: cfg.ChangedFiles == ChangedFilesAll, FilesTimeout: cfg.FilesTimeout,
+			HFJobs: s.jobsClient(hubClient), HFJobsPoll: cfg.HFJobsPoll, Getenv: cfg.Getenv},
 		Notify:         jobs.NotifyConfig{PublicURL: cfg.PublicURL, Getenv: cfg.Getenv, Metrics: metrics, Logger: logger},
 		Reconciler:     reconciler,
 		TracerProvider: tracerProvider,
@@ -229,6 +256,15 @@ func (s *Service) startQueue(ctx context.Context, procs *jobs.Processes, hubClie
 		return nil
 	}
 	return s.StartWorkers(ctx)
+}
+
+// jobsClient returns the Hub client that runs the attempts of hf-jobs mappings as Hugging Face Jobs: nil
+// without HF_TOKEN, and then such attempts fail saying so.
+func (s *Service) jobsClient(hubClient *hub.Client) *hub.Client {
+	if s.config.HFToken == "" {
+		return nil
+	}
+	return hubClient
 }
 
 // startHTTP starts River's UI and the HTTP server: the whole web interface, or only the health endpoints in a
