@@ -3,6 +3,8 @@ package jobs_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -315,4 +317,40 @@ func TestHFJobsShutdownLeavesTheJobForTheNextWorker(t *testing.T) {
 	require.Equal(t, 1, b.jobs.JobsCreated(), "the next attempt adopted the Job: none was created")
 	require.Equal(t, jobID, b.execution(t, runID, 2).ExternalID)
 	require.Equal(t, "attempt 1\nfinished\n", b.log(t, runID, 2), "the adopted Job's log, with the variables it was created with")
+}
+
+// TestHFJobsLeaseLostLeavesTheJob cuts the worker off from the database while its Job runs: the worker stops
+// following the Job before its lease can expire, without cancelling it, and once the link is back the attempt
+// is recorded interrupted and the next one adopts the same Job.
+func TestHFJobsLeaseLostLeavesTheJob(t *testing.T) {
+	t.Parallel()
+	gate := filepath.Join(t.TempDir(), "gate")
+	srv := hubtest.NewJobsServer(t, hfToken)
+	b, l := setupThrough(t, func(cfg *jobs.ClientConfig) {
+		cfg.Worker.HFJobs = hub.New(srv.URL(), hfToken)
+		cfg.Worker.HFJobsPoll = 50 * time.Millisecond
+	}, hfMapping("leased", `echo started; while [ ! -e `+gate+` ]; do sleep 0.05; done; echo finished`,
+		func(m *orchestrator.Mapping) { m.MaxAttempts = 1 }))
+	hb := &hfBundle{testBundle: b, jobs: srv}
+	runID := b.push(t, "acme/leased", "refs/heads/main", shaB)
+	jobID := hb.waitStage(t, runID, 1, hub.JobRunning)
+
+	l.cut()
+	// Past the lease's term the worker has stopped following; the link then comes back.
+	time.Sleep(leaseTerm + time.Second)
+	l.restore()
+	job, _ := srv.Job(jobID)
+	require.Equal(t, "RUNNING", job.Stage, "a lost lease does not cancel the Job")
+
+	hb.waitStage(t, runID, 2, hub.JobRunning)
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	run := b.waitStatus(t, runID, 30*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
+	require.Equal(t, orchestrator.RunSucceeded, run.Status, run.Error)
+	attempts, err := b.store.RunAttemptList(context.Background(), runID)
+	require.NoError(t, err)
+	require.Len(t, attempts, 2)
+	require.Equal(t, orchestrator.AttemptInterrupted, attempts[0].Status)
+	require.Equal(t, 1, srv.JobsCreated(), "the next attempt adopted the Job")
+	require.Equal(t, jobID, hb.execution(t, runID, 2).ExternalID)
+	require.Equal(t, "started\nfinished\n", b.log(t, runID, 2))
 }
