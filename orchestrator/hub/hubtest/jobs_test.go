@@ -45,16 +45,17 @@ type jobAnswer struct {
 
 func createJob(t *testing.T, srv *hubtest.JobsServer, body string) jobAnswer {
 	t.Helper()
-	a := do(t, http.MethodPost, srv.URL()+"/api/jobs/acme", body, auth...)
-	require.Equal(t, http.StatusOK, a.status, "%s", a.body)
-	var j jobAnswer
-	a.decode(t, &j)
-	return j
+	return jobOf(t, do(t, http.MethodPost, srv.URL()+"/api/jobs/acme", body, auth...))
 }
 
 func inspect(t *testing.T, srv *hubtest.JobsServer, id string) jobAnswer {
 	t.Helper()
-	a := get(t, srv.URL()+"/api/jobs/acme/"+id, auth...)
+	return jobOf(t, get(t, srv.URL()+"/api/jobs/acme/"+id, auth...))
+}
+
+// jobOf decodes a 200 answer holding a Job.
+func jobOf(t *testing.T, a answer) jobAnswer {
+	t.Helper()
 	require.Equal(t, http.StatusOK, a.status, "%s", a.body)
 	var j jobAnswer
 	a.decode(t, &j)
