@@ -1,7 +1,8 @@
 // Package hub is what the orchestrator knows of the Hugging Face Hub: the body of its webhooks (Payload, parsed
 // leniently by ParsePayload, built by DatasetUpdate, shortened for storage by ShortenPayload), and a small client
 // of its API (Client): the refs of a dataset, its id, whether a revision exists in it, the files of a revision
-// (ListTree) and a commit's parent (ParentCommit). The client follows the huggingface_hub conventions: the
+// (ListTree) and a commit's parent (ParentCommit); and Hugging Face Jobs (RunJob, InspectJob, ListJobs,
+// CancelJob, JobLogs, JobHardware). The client follows the huggingface_hub conventions: the
 // endpoint is HF_ENDPOINT (https://huggingface.co when unset) and the optional token, for private datasets, is
 // sent as a Bearer token.
 package hub

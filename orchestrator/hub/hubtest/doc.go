@@ -18,6 +18,33 @@
 //	GET  /api/datasets/{id}/commits/{rev}            [{id, title, message, date, authors: [{user}]}], newest first, in
 //	                                                 pages linked by Link rel="next" like the tree
 //
+// A JobsServer (NewJobsServer; MountJobs puts it on a Server too, so datasets and Jobs share one endpoint) is a
+// stand-in Hugging Face Jobs API, shaped after huggingface_hub's run_job, inspect_job, list_jobs, cancel_job,
+// fetch_job_logs and list_jobs_hardware:
+//
+//	POST /api/jobs/{ns}                {dockerImage | spaceId, command, arguments, environment, secrets, flavor,
+//	                                   timeoutSeconds, labels, volumes} -> the Job: {id, createdAt, ..., secrets
+//	                                   by name only, status: {stage, message}, owner: {id, name, type}}
+//	GET  /api/jobs/{ns}[?label=k=v&stage=S]  the Jobs, by creation, in pages (SetPageSize) linked by Link rel="next"
+//	GET  /api/jobs/{ns}/{id}           the Job
+//	POST /api/jobs/{ns}/{id}/cancel    kills its process group; CANCELED; a no-op once it ended
+//	GET  /api/jobs/{ns}/{id}/logs      server-sent events from the first line: data: {"data", "timestamp"}, a
+//	                                   "===== Job started at ... =====" banner first, ": keep-alive" comments
+//	GET  /api/jobs/hardware            [{name, prettyName, cpu, ram, unitCostMicroUSD, unitCostUSD, unitLabel}]
+//
+// Each Job's command runs as a local process in a process group of its own (killed with the test process too),
+// in a directory of its own, with PATH, HOME and the Job's environment and secrets as its only environment. A
+// Job goes SCHEDULING (held there by HoldScheduling until Release) -> RUNNING -> COMPLETED, or ERROR with
+// "exit code N", or "Job timeout" once timeoutSeconds (30 minutes when absent) passed; the whole process group
+// is killed when the main process ends, on timeout, on cancel and when the test ends. Faults: FailCreates (create
+// the Job, answer 500), RateLimit (429 with Retry-After), DropLogStreams (break a stream after N lines),
+// KeepLogStreamsOpen (no end after the last line), and the bearer token NewJobsServer was given (401 without).
+//
+// What the JobsServer does not model: containers and images (the command runs on the test's machine, the image
+// and Space are only recorded), volumes (recorded, not mounted), flavors' hardware (recorded; the prices are
+// illustrative), DELETED and other stages, scheduled Jobs, the Hub's id and cursor formats, log lines the Hub
+// itself adds other than the banner, and a 401 versus 403 distinction.
+//
 // {rev} is one path segment (URL-escaped): a full commit id, a branch or tag name, or a full ref name
 // (refs/heads/main). An unknown repository, revision or path answers 404 with {"error": "..."} and an
 // X-Error-Code header (RepoNotFound, RevisionNotFound, EntryNotFound). SetPrivate makes a repository answer 401

@@ -307,7 +307,7 @@ func (s *JobsServer) streamLogs(w http.ResponseWriter, req *http.Request, j *fak
 			}
 			ticker.Reset(keepAlive)
 		}
-		if finished && len(pending) == 0 {
+		if finished { // every line, taken with finished, was sent
 			if sent == dropAfter {
 				drop(rc)
 				return
