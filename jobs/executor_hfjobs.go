@@ -203,7 +203,7 @@ func (x *hfExecution) createOrAdopt(ctx context.Context, spec hub.JobSpec) error
 			return &FinalError{fmt.Errorf("the Hub refused the token: %w", err)}
 		case !hub.JobMayExist(err) && errors.As(err, &se):
 			return &FinalError{fmt.Errorf("the Hub refused the Job: %w", err)}
-		case try == hfCreateTries:
+		case try == hfCreateTries && !hub.JobMayExist(err):
 			return fmt.Errorf("create the Job (%d tries): %w", try, err)
 		}
 		pause := wait
@@ -226,6 +226,9 @@ func (x *hfExecution) createOrAdopt(ctx context.Context, spec hub.JobSpec) error
 		if found != nil {
 			a.Logger.InfoContext(ctx, "the failed create did create the Job: following it", "job", found.ID)
 			return x.begin(ctx, found)
+		}
+		if try == hfCreateTries {
+			return fmt.Errorf("create the Job (%d tries, none found by its labels after): %w", try, err)
 		}
 	}
 }
