@@ -226,11 +226,12 @@ func (x *hfExecution) outcome(ctx context.Context) Outcome {
 			out.TimedOut, metric = true, "timeout"
 			out.Message = fmt.Sprintf("timed out after %s: the Job was cancelled", x.a.Mapping.Timeout)
 		default:
-			out.Message = "the Job was cancelled on the Hub"
+			// Someone stopped it on purpose: the run fails, and no retry starts another Job.
+			out.Message, out.Final = "the Job was cancelled on the Hub", true
 		}
 	default: // DELETED
 		out = x.result(Result{ExitCode: -1})
-		out.Message = "the Job was deleted on the Hub"
+		out.Message, out.Final = "the Job was deleted on the Hub", true
 		if status.Message != "" {
 			out.Message += " (" + status.Message + ")"
 		}

@@ -211,6 +211,20 @@ func TestHFJobsExecutor(t *testing.T) {
 		require.Zero(t, b.jobs.JobsCreated())
 	})
 
+	t.Run("CancelledOnTheHubFailsWithoutRetry", func(t *testing.T) {
+		t.Parallel()
+		b := setupHF(t, hfToken, hfMapping("elsewhere", `echo started; exec sleep 1000`, func(m *orchestrator.Mapping) {
+			m.MaxAttempts = 3
+		}))
+		runID := b.push(t, "acme/elsewhere", "refs/heads/main", shaB)
+		jobID := b.waitStage(t, runID, 1, hub.JobRunning)
+		require.NoError(t, hub.New(b.jobs.URL(), hfToken).CancelJob(context.Background(), "acme", jobID))
+		run := b.waitStatus(t, runID, 20*time.Second, orchestrator.RunFailed)
+		require.Equal(t, "the Job was cancelled on the Hub", run.Error)
+		require.Equal(t, 1, run.Attempt, "a Job someone cancelled is not started again")
+		require.Equal(t, 1, b.jobs.JobsCreated())
+	})
+
 	t.Run("TimeoutOnTheHub", func(t *testing.T) {
 		t.Parallel()
 		b := setupHF(t, hfToken, hfMapping("slow", `echo started; exec sleep 1000`, func(m *orchestrator.Mapping) {
