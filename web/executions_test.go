@@ -116,4 +116,16 @@ func TestExecutions(t *testing.T) {
 	require.Equal(t, "$0.42", resp["cost"])
 	require.Equal(t, float64(416675), resp["cost_micro_usd"])
 	require.Equal(t, "acme", resp["mapping"].(map[string]any)["hf_jobs"].(map[string]any)["namespace"])
+
+	// The console's edit form, which does not carry the executor, keeps it.
+	basic := map[string]string{"Authorization": "Basic " + basicAuth("me", adminToken)}
+	values := mappingFormValues(t, b.getPage(t, "/mappings/tickets", basic))
+	values.Set("max_attempts", "3")
+	answer := b.postPage(t, "/mappings/tickets", values, basic)
+	require.Equal(t, http.StatusSeeOther, answer.status, answer.raw)
+	after, err := b.store.MappingGetByName(ctx, "tickets")
+	require.NoError(t, err)
+	require.Equal(t, 3, after.MaxAttempts)
+	require.Equal(t, orchestrator.ExecutorHFJobs, after.Executor)
+	require.Equal(t, stored.HFJobs, after.HFJobs)
 }
