@@ -98,7 +98,10 @@ type Mapping struct {
 	Paths       []string
 	IgnorePaths []string
 	// Notify lists where notifications of the runs' final statuses go.
-	Notify    []NotifyTarget
+	Notify []NotifyTarget
+	// Executor says where the commands run; HFJobs holds the settings of ExecutorHFJobs, nil otherwise.
+	Executor  ExecutorKind
+	HFJobs    *HFJobsSettings
 	Source    MappingSource
 	Enabled   bool
 	CreatedAt time.Time
@@ -153,6 +156,10 @@ func (m Mapping) WithDefaults() Mapping {
 	if m.OnNewRevision == "" {
 		m.OnNewRevision = OnNewRevisionSupersede
 	}
+	if m.Executor == "" {
+		m.Executor = ExecutorLocal
+	}
+	m.HFJobs = m.HFJobs.withDefaults()
 	if m.QuietPeriod > 0 && m.MaxWait == 0 {
 		m.MaxWait = max(MaxWaitDefault, m.QuietPeriod)
 	}
@@ -246,7 +253,7 @@ func (m *Mapping) Validate() error {
 	if err := m.PathFilter().Validate(); err != nil {
 		return invalid("mapping %q: %s", m.Name, ErrorMessage(err))
 	}
-	return nil
+	return m.validateExecutor()
 }
 
 // PathFilter returns the mapping's paths and ignore_paths.

@@ -65,6 +65,9 @@ type MappingSpec struct {
 	IgnorePaths []string `json:"ignore_paths,omitempty" yaml:"ignore_paths"`
 	// Notify lists the targets of the runs' notifications; in an API request it replaces the mapping's targets.
 	Notify []NotifyTarget `json:"notify,omitempty" yaml:"notify"`
+	// Executor says where the commands run (local when empty); HFJobs are the settings of hf-jobs.
+	Executor ExecutorKind    `json:"executor,omitempty" yaml:"executor"`
+	HFJobs   *HFJobsSettings `json:"hf_jobs,omitempty" yaml:"hf_jobs"`
 }
 
 // Mapping returns the mapping s describes, its durations parsed and every other setting as written: no
@@ -74,7 +77,7 @@ func (s MappingSpec) Mapping() (Mapping, error) {
 		Name: s.Name, Dataset: s.Dataset, Refs: s.Refs, Command: s.Command, Workdir: s.Workdir, Env: s.Env,
 		MaxAttempts: s.MaxAttempts, Concurrency: s.Concurrency, OnNewRevision: s.OnNewRevision,
 		RunOnBaseline: s.RunOnBaseline, VerifyRevision: s.VerifyRevision, Queue: s.Queue, Notify: s.Notify,
-		Paths: s.Paths, IgnorePaths: s.IgnorePaths,
+		Paths: s.Paths, IgnorePaths: s.IgnorePaths, Executor: s.Executor, HFJobs: s.HFJobs,
 	}
 	var err error
 	if m.Timeout, err = s.Timeout.parse("timeout"); err != nil {

@@ -13,27 +13,27 @@ import (
 
 const mappingColumns = `id, name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, source, enabled,
 	created_at, updated_at, quiet_period_ms, max_wait_ms, concurrency, on_new_revision, run_on_baseline, verify_revision,
-	queue, notify, paths, ignore_paths`
+	queue, notify, paths, ignore_paths, executor, hf_jobs`
 
 // mappingDest returns the scan destinations of mappingColumns; call fromMillis after scanning.
 func mappingDest(m *Mapping) []any {
 	return []any{&m.ID, &m.Name, &m.Dataset, &m.Refs, &m.Command, &m.Workdir, &m.Env, &m.timeoutMS,
 		&m.MaxAttempts, &m.Source, &m.Enabled, &m.CreatedAt, &m.UpdatedAt, &m.quietMS, &m.maxWaitMS,
 		&m.Concurrency, &m.OnNewRevision, &m.RunOnBaseline, &m.VerifyRevision, &m.Queue, &m.Notify, &m.Paths,
-		&m.IgnorePaths}
+		&m.IgnorePaths, &m.Executor, &m.HFJobs}
 }
 
-// mappingArgs returns the settings of m as arguments $1..$18 of an insert or update.
+// mappingArgs returns the settings of m as arguments $1..$20 of an insert or update.
 func mappingArgs(m Mapping) []any {
 	return []any{m.Name, m.Dataset, m.Refs, m.Command, m.Workdir, envOrEmpty(m.Env), m.Timeout.Milliseconds(),
 		m.MaxAttempts, m.QuietPeriod.Milliseconds(), m.MaxWait.Milliseconds(), m.Concurrency, m.OnNewRevision,
 		m.RunOnBaseline, m.VerifyRevision, m.Queue, notifyOrEmpty(m.Notify), stringsOrEmpty(m.Paths),
-		stringsOrEmpty(m.IgnorePaths)}
+		stringsOrEmpty(m.IgnorePaths), executorOrLocal(m.Executor), m.HFJobs}
 }
 
 // mappingSettings lists the columns of mappingArgs, in order.
 const mappingSettings = `name, dataset, refs, command, workdir, env, timeout_ms, max_attempts, quiet_period_ms, max_wait_ms,
-	concurrency, on_new_revision, run_on_baseline, verify_revision, queue, notify, paths, ignore_paths`
+	concurrency, on_new_revision, run_on_baseline, verify_revision, queue, notify, paths, ignore_paths, executor, hf_jobs`
 
 func scanMapping(row pgx.Row) (*Mapping, error) {
 	var m Mapping
@@ -47,7 +47,7 @@ func scanMapping(row pgx.Row) (*Mapping, error) {
 // mappingUpsertFileSQL inserts or updates, by name, a mapping the configuration file declares, and enables it.
 var mappingUpsertFileSQL = `
 INSERT INTO mappings (` + mappingSettings + `, source, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, ` + sqlSourceFile + `, true)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, ` + sqlSourceFile + `, true)
 ON CONFLICT (name) DO UPDATE SET
 	dataset = EXCLUDED.dataset, refs = EXCLUDED.refs, command = EXCLUDED.command,
 	workdir = EXCLUDED.workdir, env = EXCLUDED.env, timeout_ms = EXCLUDED.timeout_ms,
@@ -56,6 +56,7 @@ ON CONFLICT (name) DO UPDATE SET
 	on_new_revision = EXCLUDED.on_new_revision, run_on_baseline = EXCLUDED.run_on_baseline,
 	verify_revision = EXCLUDED.verify_revision, queue = EXCLUDED.queue, notify = EXCLUDED.notify,
 	paths = EXCLUDED.paths, ignore_paths = EXCLUDED.ignore_paths,
+	executor = EXCLUDED.executor, hf_jobs = EXCLUDED.hf_jobs,
 	source = ` + sqlSourceFile + `, enabled = true,
 	updated_at = now()`
 
@@ -158,7 +159,7 @@ func (s *Store) MappingGetByName(ctx context.Context, name string) (*Mapping, er
 // mappingCreateSQL inserts an API mapping, enabled, unless one of its name exists.
 var mappingCreateSQL = `
 INSERT INTO mappings (` + mappingSettings + `, source, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, ` + sqlSourceAPI + `, true)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, ` + sqlSourceAPI + `, true)
 ON CONFLICT (name) DO NOTHING
 RETURNING ` + mappingColumns
 
@@ -185,7 +186,7 @@ var mappingUpdateSQL = `
 UPDATE mappings SET dataset = $2, refs = $3, command = $4, workdir = $5, env = $6, timeout_ms = $7,
 	max_attempts = $8, quiet_period_ms = $9, max_wait_ms = $10, concurrency = $11, on_new_revision = $12,
 	run_on_baseline = $13, verify_revision = $14, queue = $15, notify = $16, paths = $17, ignore_paths = $18,
-	enabled = true, updated_at = now()
+	executor = $19, hf_jobs = $20, enabled = true, updated_at = now()
 WHERE name = $1 AND source = ` + sqlSourceAPI + `
 RETURNING ` + mappingColumns
 
@@ -240,6 +241,14 @@ func (s *Store) mappingCheckEditable(ctx context.Context, name string) error {
 		return Errorf(CodeConflict, "mapping %q is declared in the configuration file; change it there", name)
 	}
 	return nil
+}
+
+// executorOrLocal returns k, or ExecutorLocal for a mapping stored without its defaults applied.
+func executorOrLocal(k ExecutorKind) ExecutorKind {
+	if k == "" {
+		return ExecutorLocal
+	}
+	return k
 }
 
 func notifyOrEmpty(targets []NotifyTarget) []NotifyTarget {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -130,6 +131,16 @@ func (s *Service) syncMappings(ctx context.Context) error {
 	mappings, err := orchestrator.LoadConfig(cfg.ConfigPath)
 	if err != nil {
 		return err
+	}
+	if cfg.runsCommands() {
+		// A Job gets its secrets from this process's environment: without them its runs could only fail.
+		lookup := func(k string) (string, bool) { v := cfg.Getenv(k); return v, v != "" }
+		for _, m := range mappings {
+			if missing := m.MissingSecrets(lookup); len(missing) > 0 {
+				return fmt.Errorf("%s: mapping %q: hf_jobs.secrets %s not set in the environment",
+					cfg.ConfigPath, m.Name, strings.Join(missing, ", "))
+			}
+		}
 	}
 	res, err := s.store.MappingSync(ctx, mappings)
 	if err != nil {
