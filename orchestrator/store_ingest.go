@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -177,6 +179,7 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	}
 
 	var jobs []RunJob
+	var created []newRun
 	for i, it := range items {
 		res, o := it.res, out[i]
 		for j := range res.Decisions {
@@ -203,14 +206,7 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 				continue
 			}
 			res.RunIDs = append(res.RunIDs, dec.RunID)
-			// A new run waits out its mapping's quiet period; older runs of its ref that have not started
-			// give way to it when a worker picks them up (RunAttemptStart), so deliveries of one dataset never
-			// wait for each other here.
-			sched, err := s.scheduleRun(ctx, tx, dec)
-			if err != nil {
-				return err
-			}
-			res.stopRunning = append(res.stopRunning, sched.stopJobs...)
+			created = append(created, newRun{res: res, dec: dec, repoID: it.p.Delivery.RepoID})
 			job := RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, Queue: dec.mapping.Queue}
 			if o.jobIDs[j] != nil {
 				job.JobID = *o.jobIDs[j]
@@ -218,11 +214,74 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 			jobs = append(jobs, job)
 		}
 	}
+	if err := lockStoppingRefs(ctx, tx, created); err != nil {
+		return err
+	}
+	for _, n := range created {
+		// A new run waits out its mapping's quiet period; older runs of its ref that have not started
+		// give way to it when a worker picks them up (RunAttemptStart), so deliveries of one dataset never
+		// wait for each other here.
+		sched, err := s.scheduleRun(ctx, tx, n.dec)
+		if err != nil {
+			return err
+		}
+		n.res.stopRunning = append(n.res.stopRunning, sched.stopJobs...)
+	}
 	if err := s.enqueueTx(ctx, tx, jobs); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// newRun is a run that a group's statement created, to schedule.
+type newRun struct {
+	res    *DeliveryInsertResult // of the delivery that created it
+	dec    *Decision
+	repoID string
+}
+
+// stopsRunning tells whether scheduling the run stops older running runs of its ref (scheduleRun).
+func (n newRun) stopsRunning() bool {
+	m := n.dec.mapping
+	return m.OnNewRevision == OnNewRevisionCancelRunning && m.PathFilter().Empty()
+}
+
+// refLockSpace is the first key of the transaction-level advisory locks (the two-key form, whose keys no
+// one-key lock shares) that group transactions take on the refs whose running runs they stop.
+const refLockSpace int32 = 0x72656673
+
+// refLockKey returns the second key of the lock of a (mapping, repository, ref): a hash, since two refs that
+// share a key only take their turns together.
+func refLockKey(mappingID int64, repoID, ref string) int32 {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d\x00%s\x00%s", mappingID, repoID, ref)
+	return int32(h.Sum32())
+}
+
+// lockStoppingRefs takes, in one round trip and in the order of their keys, the advisory lock of each ref whose
+// running runs the group's new runs stop. Those row locks are the only ones a group takes on rows that other
+// groups may lock too (runs of the same ref): under the ref's lock only one group at a time takes them, and
+// groups wait for each other's ref locks in one order, so two groups never wait for each other.
+func lockStoppingRefs(ctx context.Context, tx pgx.Tx, runs []newRun) error {
+	var keys []int32
+	for _, n := range runs {
+		if n.stopsRunning() {
+			keys = append(keys, refLockKey(n.dec.MappingID, n.repoID, n.dec.Ref))
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.Sort(keys)
+	b := &pgx.Batch{}
+	for _, k := range slices.Compact(keys) {
+		b.Queue(`SELECT pg_advisory_xact_lock($1::int, $2::int)`, refLockSpace, k)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("lock refs: %w", err)
 	}
 	return nil
 }
@@ -434,23 +493,35 @@ WITH din AS MATERIALIZED (
 	FROM unnest(@ref_dord::bigint[], @ref_position::int[], @ref_ref::text[], @ref_old_sha::text[], @ref_new_sha::text[])
 		AS u(dord, position, ref, old_sha, new_sha)
 	JOIN din ON din.dord = u.dord
+), win AS MATERIALIZED (
+	-- The runs to create get their ids here, in the order they were asked for (the subquery's order, which
+	-- nextval follows), and are inserted below in the dedup key's order.
+	SELECT nextval('runs_id_seq') AS id, w.* FROM (
+		SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, w.old_revision, din.id AS delivery_id,
+			w.max_attempts, w.job_id, w.check_files
+		FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[],
+			@run_old_revision::text[], @run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[],
+			@run_check_files::boolean[]) WITH ORDINALITY
+			AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, check_files, ord)
+		JOIN din ON din.dord = w.dord
+		-- A mapping that trains only the newest revision creates no run for one its ref's history already has
+		-- a later revision of: the push of that later revision replaced this one.
+		WHERE NOT (w.newest_only AND EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref
+			AND c.old_revision = w.revision AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id
+			AND ` + sqlMayReplace("c") + `))
+		ORDER BY w.ord) w
 ), ins AS (
-	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts,
-		job_id, files_check)
-	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''),
-		` + sqlTriggerWebhook + `, din.id, ` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id,
+	-- In the dedup key's order: a transaction that meets another's uncommitted run of the same key waits for
+	-- it to end, and two groups that wait for each other would have to have met their keys in opposing orders
+	-- (see ingestTx).
+	INSERT INTO runs (id, mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status,
+		max_attempts, job_id, files_check)
+	OVERRIDING SYSTEM VALUE
+	SELECT w.id, w.mapping_id, w.repo_name, w.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''),
+		` + sqlTriggerWebhook + `, w.delivery_id, ` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id,
 		CASE WHEN w.check_files THEN ` + sqlLiteral(FilesPending) + ` END
-	FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[],
-		@run_old_revision::text[], @run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[],
-		@run_check_files::boolean[]) WITH ORDINALITY
-		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, check_files, ord)
-	JOIN din ON din.dord = w.dord
-	-- A mapping that trains only the newest revision creates no run for one its ref's history already has a
-	-- later revision of: the push of that later revision replaced this one.
-	WHERE NOT (w.newest_only AND EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref
-		AND c.old_revision = w.revision AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id
-		AND ` + sqlMayReplace("c") + `))
-	ORDER BY w.ord
+	FROM win w
+	ORDER BY w.mapping_id, w.repo_id, w.ref, w.revision
 	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = ` + sqlTriggerWebhook + ` DO NOTHING
 	RETURNING id, mapping_id, repo_id, ref, revision, job_id
 ), x AS (
@@ -631,7 +702,7 @@ func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (sche
 	}
 	// A run that may yet be skipped for changing no watched file stops nothing until its check lets it go
 	// ahead (RunFilesRecord).
-	if m.OnNewRevision == OnNewRevisionCancelRunning && m.PathFilter().Empty() {
+	if (newRun{dec: dec}).stopsRunning() {
 		jobIDs, err := stopEarlier(ctx, tx, dec.RunID, dec.MappingID, dec.Ref)
 		if err != nil {
 			return sched, fmt.Errorf("stop older runs: %w", err)
