@@ -180,6 +180,7 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 
 	var jobs []RunJob
 	var created []newRun
+	var raced []racedDecision
 	for i, it := range items {
 		res, o := it.res, out[i]
 		for j := range res.Decisions {
@@ -200,9 +201,7 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 				continue
 			case dec.RunID == 0:
 				// Another transaction created the run after this statement began: it is a duplicate.
-				if err := s.resolveDuplicate(ctx, tx, res.DeliveryID, it.p.Delivery.RepoID, dec); err != nil {
-					return err
-				}
+				raced = append(raced, racedDecision{deliveryID: res.DeliveryID, repoID: it.p.Delivery.RepoID, dec: dec})
 				continue
 			}
 			res.RunIDs = append(res.RunIDs, dec.RunID)
@@ -213,6 +212,9 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 			}
 			jobs = append(jobs, job)
 		}
+	}
+	if err := resolveDuplicates(ctx, tx, raced); err != nil {
+		return err
 	}
 	if err := lockStoppingRefs(ctx, tx, created); err != nil {
 		return err
@@ -616,27 +618,61 @@ func olderReason(newer, ref string) string {
 	return fmt.Sprintf("older than revision %s…, already recorded for %s", newer[:min(len(newer), 12)], ref)
 }
 
-// findWebhookRunSQL finds the webhook run of a (mapping, repository, ref, revision).
-var findWebhookRunSQL = `SELECT id FROM runs
-	WHERE trigger = ` + sqlTriggerWebhook + ` AND mapping_id = $1 AND repo_id = $2 AND ref = $3 AND revision = $4`
+// racedDecision is a queued decision whose run another transaction created and committed while the group's
+// statement ran, so that the statement could neither insert nor see it: a duplicate of that run.
+type racedDecision struct {
+	deliveryID int64
+	repoID     string
+	dec        *Decision
+}
 
-// decisionMakeDuplicateSQL turns a delivery's queued decision, which found no run, into a duplicate of run $5.
-var decisionMakeDuplicateSQL = `UPDATE decisions SET decision = $6, reason = $7, run_id = $5
-	WHERE delivery_id = $1 AND mapping_id = $2 AND ref = $3 AND new_sha = $4 AND decision = ` + sqlDecisionQueued + `
-		AND run_id IS NULL`
+// decisionsMakeDuplicateSQL turns the queued decisions that found no run, of deliveries $1 for mappings $2, refs
+// $3 and revisions $4 of repositories $5, into duplicates of the webhook runs of those revisions, and returns
+// each decision's place in the arguments (from 1) and its run.
+var decisionsMakeDuplicateSQL = `UPDATE decisions d SET decision = ` + sqlDecisionDuplicate + `,
+	reason = 'duplicate of run ' || r.id, run_id = r.id
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
+		AS u(delivery_id, mapping_id, ref, sha, repo_id, ord)
+	JOIN runs r ON r.trigger = ` + sqlTriggerWebhook + ` AND r.mapping_id = u.mapping_id AND r.repo_id = u.repo_id
+		AND r.ref = u.ref AND r.revision = u.sha
+WHERE d.delivery_id = u.delivery_id AND d.mapping_id = u.mapping_id AND d.ref = u.ref AND d.new_sha = u.sha
+	AND d.decision = ` + sqlDecisionQueued + ` AND d.run_id IS NULL
+RETURNING u.ord, r.id`
 
-// resolveDuplicate records a queued decision whose run another transaction created and committed while this
-// one's statement ran (so the statement could neither insert nor see it) as a duplicate of that run.
-func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int64, repoID string, dec *Decision) error {
-	err := tx.QueryRow(ctx, findWebhookRunSQL, dec.MappingID, repoID, dec.Ref, dec.NewSha).Scan(&dec.RunID)
-	if err != nil {
-		return fmt.Errorf("find existing run: %w", err)
+// resolveDuplicates records the raced decisions as duplicates of the runs that were created for them, in one
+// round trip however many there are.
+func resolveDuplicates(ctx context.Context, tx pgx.Tx, raced []racedDecision) error {
+	if len(raced) == 0 {
+		return nil
 	}
-	dec.Decision = DecisionDuplicate
-	dec.Reason = duplicateReason(dec.RunID)
-	if _, err := tx.Exec(ctx, decisionMakeDuplicateSQL,
-		deliveryID, dec.MappingID, dec.Ref, dec.NewSha, dec.RunID, string(dec.Decision), dec.Reason); err != nil {
-		return fmt.Errorf("record duplicate: %w", err)
+	deliveryIDs, mappingIDs := make([]int64, len(raced)), make([]int64, len(raced))
+	refs, shas, repoIDs := make([]string, len(raced)), make([]string, len(raced)), make([]string, len(raced))
+	for i, r := range raced {
+		deliveryIDs[i], mappingIDs[i], refs[i], shas[i], repoIDs[i] = r.deliveryID, r.dec.MappingID, r.dec.Ref,
+			r.dec.NewSha, r.repoID
+	}
+	// Sent with the simple protocol, so that it is planned for its rows (the transaction asks for generic
+	// plans, which know nothing of how few they are).
+	rows, err := tx.Query(ctx, decisionsMakeDuplicateSQL, pgx.QueryExecModeSimpleProtocol,
+		deliveryIDs, mappingIDs, refs, shas, repoIDs)
+	if err != nil {
+		return fmt.Errorf("record duplicates: %w", err)
+	}
+	n := 0
+	var ord, runID int64
+	if _, err := pgx.ForEachRow(rows, []any{&ord, &runID}, func() error {
+		if ord < 1 || ord > int64(len(raced)) || raced[ord-1].dec.Decision == DecisionDuplicate {
+			return fmt.Errorf("record duplicates: unexpected decision %d", ord)
+		}
+		dec := raced[ord-1].dec
+		dec.Decision, dec.RunID, dec.Reason = DecisionDuplicate, runID, duplicateReason(runID)
+		n++
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record duplicates: %w", err)
+	}
+	if n != len(raced) {
+		return fmt.Errorf("record duplicates: %d of %d decisions found their run", n, len(raced))
 	}
 	return nil
 }
