@@ -81,7 +81,26 @@ func (s *Store) writeDeliveries(ctx context.Context, items []*ingestItem) error 
 
 // ingestTx records the deliveries of items, their refs and decisions, and creates and enqueues their runs, in
 // one transaction: a single round trip for its BEGIN and all the rows of all the deliveries, one for the
-// queue's jobs (River adds one for its NOTIFY, at most every few milliseconds) and one for the commit.
+// queue's jobs (River adds one for its NOTIFY, at most every few milliseconds) and one for the commit; one more
+// when another transaction created some of its runs meanwhile (resolveDuplicates), and one when its new runs
+// stop running ones (lockStoppingRefs).
+//
+// Two group transactions never wait for each other both, so PostgreSQL never has a deadlock to break between
+// them (which it does only after deadlock_timeout). They wait for each other at two places only:
+//   - a run whose dedup key the other inserted and has not committed: the group's statement inserts its runs
+//     in the key's order, so a group waiting at key k has inserted its keys before k and none after, and two
+//     groups waiting for each other would each have inserted a key the other waits at, before its own: k1 < k2
+//     and k2 < k1. The other rows the statement writes (deliveries, their refs, decisions) are new rows no
+//     other transaction can conflict with, and the rows it locks for its foreign keys (mappings, runs) are
+//     locked for key share, which no group's update of them (none of which changes a key) waits for.
+//   - a running run that both stop (cancel_running): a group takes the advisory locks of the refs whose
+//     running runs it stops first, in the locks' order, so only one group at a time locks a ref's running
+//     runs, and groups wait for each other's ref locks in one order. Only a group past its statement holds
+//     ref locks, and a group in its statement holds nothing but its keys, which only groups in their
+//     statements wait for: the two kinds of waits never make one cycle.
+//
+// The rest waits for no other group: the quiet period updates the group's own new runs, raced duplicates its
+// own decisions, and River's inserts are of jobs with ids of their own, none of them unique jobs.
 func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	gen, mappings, err := s.mappings.get(ctx, s)
 	if err != nil {
