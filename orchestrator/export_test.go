@@ -36,6 +36,9 @@ func (s *Store) IngestWriters() int {
 	return s.ingest.writers
 }
 
+// IngestDeadlocks returns how many group writes PostgreSQL failed as a deadlock.
+func (s *Store) IngestDeadlocks() int64 { return s.ingest.deadlocks.Load() }
+
 // CachedMappings returns the enabled mappings as the copy that decides deliveries holds them, reading them
 // first when it holds none.
 func (s *Store) CachedMappings(ctx context.Context) ([]Mapping, error) {

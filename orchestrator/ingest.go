@@ -2,9 +2,13 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Group commit of deliveries. Deliveries that arrive while others are being written are written together, in
@@ -33,6 +37,11 @@ type ingester struct {
 	mu      sync.Mutex
 	pending []*ingestItem // waiting for a group, oldest first
 	writers int           // the places taken, at most ingestWritersMax
+
+	// deadlocks counts the writes that PostgreSQL failed as a deadlock (SQLSTATE 40P01). Group transactions
+	// take their locks in one order (see ingestTx), so it stays zero unless another transaction breaks that
+	// order.
+	deadlocks atomic.Int64
 }
 
 // ingestItem is one delivery waiting to be written, and what came of it.
@@ -188,14 +197,23 @@ func (g *ingester) writeGroup(ctx context.Context, items []*ingestItem) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 
-	err := g.write(ctx, live)
+	err := g.countDeadlock(g.write(ctx, live))
 	if err != nil && len(live) > 1 {
 		for _, it := range live {
-			it.finish(g.write(ctx, []*ingestItem{it}))
+			it.finish(g.countDeadlock(g.write(ctx, []*ingestItem{it})))
 		}
 		return
 	}
 	for _, it := range live {
 		it.finish(err)
 	}
+}
+
+// countDeadlock counts err in g.deadlocks when PostgreSQL broke a deadlock with it, and returns it.
+func (g *ingester) countDeadlock(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "40P01" {
+		g.deadlocks.Add(1)
+	}
+	return err
 }

@@ -41,7 +41,9 @@ type AttemptExecution struct {
 const StageScheduling = "SCHEDULING"
 
 // WaitingForHardware reports whether the Job is waiting for its hardware.
-func (e *AttemptExecution) WaitingForHardware() bool { return e.Stage == StageScheduling && e.EndedAt == nil }
+func (e *AttemptExecution) WaitingForHardware() bool {
+	return e.Stage == StageScheduling && e.EndedAt == nil
+}
 
 // WaitingTime returns how long the Job waited for its hardware: until it ran, or until now (or its end) while
 // it has not.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -79,7 +81,26 @@ func (s *Store) writeDeliveries(ctx context.Context, items []*ingestItem) error 
 
 // ingestTx records the deliveries of items, their refs and decisions, and creates and enqueues their runs, in
 // one transaction: a single round trip for its BEGIN and all the rows of all the deliveries, one for the
-// queue's jobs (River adds one for its NOTIFY, at most every few milliseconds) and one for the commit.
+// queue's jobs (River adds one for its NOTIFY, at most every few milliseconds) and one for the commit; one more
+// when another transaction created some of its runs meanwhile (resolveDuplicates), and one when its new runs
+// stop running ones (lockStoppingRefs).
+//
+// Two group transactions never wait for each other both, so PostgreSQL never has a deadlock to break between
+// them (which it does only after deadlock_timeout). They wait for each other at two places only:
+//   - a run whose dedup key the other inserted and has not committed: the group's statement inserts its runs
+//     in the key's order, so a group waiting at key k has inserted its keys before k and none after, and two
+//     groups waiting for each other would each have inserted a key the other waits at, before its own: k1 < k2
+//     and k2 < k1. The other rows the statement writes (deliveries, their refs, decisions) are new rows no
+//     other transaction can conflict with, and the rows it locks for its foreign keys (mappings, runs) are
+//     locked for key share, which no group's update of them (none of which changes a key) waits for.
+//   - a running run that both stop (cancel_running): a group takes the advisory locks of the refs whose
+//     running runs it stops first, in the locks' order, so only one group at a time locks a ref's running
+//     runs, and groups wait for each other's ref locks in one order. Only a group past its statement holds
+//     ref locks, and a group in its statement holds nothing but its keys, which only groups in their
+//     statements wait for: the two kinds of waits never make one cycle.
+//
+// The rest waits for no other group: the quiet period updates the group's own new runs, raced duplicates its
+// own decisions, and River's inserts are of jobs with ids of their own, none of them unique jobs.
 func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	gen, mappings, err := s.mappings.get(ctx, s)
 	if err != nil {
@@ -177,6 +198,8 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 	}
 
 	var jobs []RunJob
+	var created []newRun
+	var raced []racedDecision
 	for i, it := range items {
 		res, o := it.res, out[i]
 		for j := range res.Decisions {
@@ -197,20 +220,11 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 				continue
 			case dec.RunID == 0:
 				// Another transaction created the run after this statement began: it is a duplicate.
-				if err := s.resolveDuplicate(ctx, tx, res.DeliveryID, it.p.Delivery.RepoID, dec); err != nil {
-					return err
-				}
+				raced = append(raced, racedDecision{deliveryID: res.DeliveryID, repoID: it.p.Delivery.RepoID, dec: dec})
 				continue
 			}
 			res.RunIDs = append(res.RunIDs, dec.RunID)
-			// A new run waits out its mapping's quiet period; older runs of its ref that have not started
-			// give way to it when a worker picks them up (RunAttemptStart), so deliveries of one dataset never
-			// wait for each other here.
-			sched, err := s.scheduleRun(ctx, tx, dec)
-			if err != nil {
-				return err
-			}
-			res.stopRunning = append(res.stopRunning, sched.stopJobs...)
+			created = append(created, newRun{res: res, dec: dec, repoID: it.p.Delivery.RepoID})
 			job := RunJob{RunID: dec.RunID, MaxAttempts: dec.mapping.MaxAttempts, Queue: dec.mapping.Queue}
 			if o.jobIDs[j] != nil {
 				job.JobID = *o.jobIDs[j]
@@ -218,11 +232,77 @@ func (s *Store) ingestTx(ctx context.Context, items []*ingestItem) error {
 			jobs = append(jobs, job)
 		}
 	}
+	if err := resolveDuplicates(ctx, tx, raced); err != nil {
+		return err
+	}
+	if err := lockStoppingRefs(ctx, tx, created); err != nil {
+		return err
+	}
+	for _, n := range created {
+		// A new run waits out its mapping's quiet period; older runs of its ref that have not started
+		// give way to it when a worker picks them up (RunAttemptStart), so deliveries of one dataset never
+		// wait for each other here.
+		sched, err := s.scheduleRun(ctx, tx, n.dec)
+		if err != nil {
+			return err
+		}
+		n.res.stopRunning = append(n.res.stopRunning, sched.stopJobs...)
+	}
 	if err := s.enqueueTx(ctx, tx, jobs); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// newRun is a run that a group's statement created, to schedule.
+type newRun struct {
+	res    *DeliveryInsertResult // of the delivery that created it
+	dec    *Decision
+	repoID string
+}
+
+// stopsRunning tells whether scheduling the run stops older running runs of its ref (scheduleRun).
+func (n newRun) stopsRunning() bool {
+	m := n.dec.mapping
+	return m.OnNewRevision == OnNewRevisionCancelRunning && m.PathFilter().Empty()
+}
+
+// refLockSpace is the first key of the transaction-level advisory locks (the two-key form, whose keys no
+// one-key lock shares) that group transactions take on the refs whose running runs they stop.
+const refLockSpace int32 = 0x72656673
+
+// refLockKey returns the second key of the lock of a (mapping, repository, ref): a hash, since two refs that
+// share a key only take their turns together.
+func refLockKey(mappingID int64, repoID, ref string) int32 {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d\x00%s\x00%s", mappingID, repoID, ref)
+	return int32(h.Sum32())
+}
+
+// lockStoppingRefs takes, in one round trip and in the order of their keys, the advisory lock of each ref whose
+// running runs the group's new runs stop. Those row locks are the only ones a group takes on rows that other
+// groups may lock too (runs of the same ref): under the ref's lock only one group at a time takes them, and
+// groups wait for each other's ref locks in one order, so two groups never wait for each other.
+func lockStoppingRefs(ctx context.Context, tx pgx.Tx, runs []newRun) error {
+	var keys []int32
+	for _, n := range runs {
+		if n.stopsRunning() {
+			keys = append(keys, refLockKey(n.dec.MappingID, n.repoID, n.dec.Ref))
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.Sort(keys)
+	b := &pgx.Batch{}
+	for _, k := range slices.Compact(keys) {
+		b.Queue(`SELECT pg_advisory_xact_lock($1::int, $2::int)`, refLockSpace, k)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("lock refs: %w", err)
 	}
 	return nil
 }
@@ -434,23 +514,35 @@ WITH din AS MATERIALIZED (
 	FROM unnest(@ref_dord::bigint[], @ref_position::int[], @ref_ref::text[], @ref_old_sha::text[], @ref_new_sha::text[])
 		AS u(dord, position, ref, old_sha, new_sha)
 	JOIN din ON din.dord = u.dord
+), win AS MATERIALIZED (
+	-- The runs to create get their ids here, in the order they were asked for (the subquery's order, which
+	-- nextval follows), and are inserted below in the dedup key's order.
+	SELECT nextval('runs_id_seq') AS id, w.* FROM (
+		SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, w.old_revision, din.id AS delivery_id,
+			w.max_attempts, w.job_id, w.check_files
+		FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[],
+			@run_old_revision::text[], @run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[],
+			@run_check_files::boolean[]) WITH ORDINALITY
+			AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, check_files, ord)
+		JOIN din ON din.dord = w.dord
+		-- A mapping that trains only the newest revision creates no run for one its ref's history already has
+		-- a later revision of: the push of that later revision replaced this one.
+		WHERE NOT (w.newest_only AND EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref
+			AND c.old_revision = w.revision AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id
+			AND ` + sqlMayReplace("c") + `))
+		ORDER BY w.ord) w
 ), ins AS (
-	INSERT INTO runs (mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status, max_attempts,
-		job_id, files_check)
-	SELECT w.mapping_id, din.repo_name, din.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''),
-		` + sqlTriggerWebhook + `, din.id, ` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id,
+	-- In the dedup key's order: a transaction that meets another's uncommitted run of the same key waits for
+	-- it to end, and two groups that wait for each other would have to have met their keys in opposing orders
+	-- (see ingestTx).
+	INSERT INTO runs (id, mapping_id, dataset, repo_id, ref, revision, old_revision, trigger, delivery_id, status,
+		max_attempts, job_id, files_check)
+	OVERRIDING SYSTEM VALUE
+	SELECT w.id, w.mapping_id, w.repo_name, w.repo_id, w.ref, w.revision, NULLIF(w.old_revision, ''),
+		` + sqlTriggerWebhook + `, w.delivery_id, ` + sqlStatus(RunQueued) + `, w.max_attempts, w.job_id,
 		CASE WHEN w.check_files THEN ` + sqlLiteral(FilesPending) + ` END
-	FROM unnest(@run_dord::bigint[], @run_mapping_id::bigint[], @run_ref::text[], @run_revision::text[],
-		@run_old_revision::text[], @run_max_attempts::int[], @run_newest_only::boolean[], @run_job_id::bigint[],
-		@run_check_files::boolean[]) WITH ORDINALITY
-		AS w(dord, mapping_id, ref, revision, old_revision, max_attempts, newest_only, job_id, check_files, ord)
-	JOIN din ON din.dord = w.dord
-	-- A mapping that trains only the newest revision creates no run for one its ref's history already has a
-	-- later revision of: the push of that later revision replaced this one.
-	WHERE NOT (w.newest_only AND EXISTS (SELECT 1 FROM runs c WHERE c.mapping_id = w.mapping_id AND c.ref = w.ref
-		AND c.old_revision = w.revision AND c.trigger = ` + sqlTriggerWebhook + ` AND c.repo_id = din.repo_id
-		AND ` + sqlMayReplace("c") + `))
-	ORDER BY w.ord
+	FROM win w
+	ORDER BY w.mapping_id, w.repo_id, w.ref, w.revision
 	ON CONFLICT (mapping_id, repo_id, ref, revision) WHERE trigger = ` + sqlTriggerWebhook + ` DO NOTHING
 	RETURNING id, mapping_id, repo_id, ref, revision, job_id
 ), x AS (
@@ -545,27 +637,61 @@ func olderReason(newer, ref string) string {
 	return fmt.Sprintf("older than revision %s…, already recorded for %s", newer[:min(len(newer), 12)], ref)
 }
 
-// findWebhookRunSQL finds the webhook run of a (mapping, repository, ref, revision).
-var findWebhookRunSQL = `SELECT id FROM runs
-	WHERE trigger = ` + sqlTriggerWebhook + ` AND mapping_id = $1 AND repo_id = $2 AND ref = $3 AND revision = $4`
+// racedDecision is a queued decision whose run another transaction created and committed while the group's
+// statement ran, so that the statement could neither insert nor see it: a duplicate of that run.
+type racedDecision struct {
+	deliveryID int64
+	repoID     string
+	dec        *Decision
+}
 
-// decisionMakeDuplicateSQL turns a delivery's queued decision, which found no run, into a duplicate of run $5.
-var decisionMakeDuplicateSQL = `UPDATE decisions SET decision = $6, reason = $7, run_id = $5
-	WHERE delivery_id = $1 AND mapping_id = $2 AND ref = $3 AND new_sha = $4 AND decision = ` + sqlDecisionQueued + `
-		AND run_id IS NULL`
+// decisionsMakeDuplicateSQL turns the queued decisions that found no run, of deliveries $1 for mappings $2, refs
+// $3 and revisions $4 of repositories $5, into duplicates of the webhook runs of those revisions, and returns
+// each decision's place in the arguments (from 1) and its run.
+var decisionsMakeDuplicateSQL = `UPDATE decisions d SET decision = ` + sqlDecisionDuplicate + `,
+	reason = 'duplicate of run ' || r.id, run_id = r.id
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
+		AS u(delivery_id, mapping_id, ref, sha, repo_id, ord)
+	JOIN runs r ON r.trigger = ` + sqlTriggerWebhook + ` AND r.mapping_id = u.mapping_id AND r.repo_id = u.repo_id
+		AND r.ref = u.ref AND r.revision = u.sha
+WHERE d.delivery_id = u.delivery_id AND d.mapping_id = u.mapping_id AND d.ref = u.ref AND d.new_sha = u.sha
+	AND d.decision = ` + sqlDecisionQueued + ` AND d.run_id IS NULL
+RETURNING u.ord, r.id`
 
-// resolveDuplicate records a queued decision whose run another transaction created and committed while this
-// one's statement ran (so the statement could neither insert nor see it) as a duplicate of that run.
-func (s *Store) resolveDuplicate(ctx context.Context, tx pgx.Tx, deliveryID int64, repoID string, dec *Decision) error {
-	err := tx.QueryRow(ctx, findWebhookRunSQL, dec.MappingID, repoID, dec.Ref, dec.NewSha).Scan(&dec.RunID)
-	if err != nil {
-		return fmt.Errorf("find existing run: %w", err)
+// resolveDuplicates records the raced decisions as duplicates of the runs that were created for them, in one
+// round trip however many there are.
+func resolveDuplicates(ctx context.Context, tx pgx.Tx, raced []racedDecision) error {
+	if len(raced) == 0 {
+		return nil
 	}
-	dec.Decision = DecisionDuplicate
-	dec.Reason = duplicateReason(dec.RunID)
-	if _, err := tx.Exec(ctx, decisionMakeDuplicateSQL,
-		deliveryID, dec.MappingID, dec.Ref, dec.NewSha, dec.RunID, string(dec.Decision), dec.Reason); err != nil {
-		return fmt.Errorf("record duplicate: %w", err)
+	deliveryIDs, mappingIDs := make([]int64, len(raced)), make([]int64, len(raced))
+	refs, shas, repoIDs := make([]string, len(raced)), make([]string, len(raced)), make([]string, len(raced))
+	for i, r := range raced {
+		deliveryIDs[i], mappingIDs[i], refs[i], shas[i], repoIDs[i] = r.deliveryID, r.dec.MappingID, r.dec.Ref,
+			r.dec.NewSha, r.repoID
+	}
+	// Sent with the simple protocol, so that it is planned for its rows (the transaction asks for generic
+	// plans, which know nothing of how few they are).
+	rows, err := tx.Query(ctx, decisionsMakeDuplicateSQL, pgx.QueryExecModeSimpleProtocol,
+		deliveryIDs, mappingIDs, refs, shas, repoIDs)
+	if err != nil {
+		return fmt.Errorf("record duplicates: %w", err)
+	}
+	n := 0
+	var ord, runID int64
+	if _, err := pgx.ForEachRow(rows, []any{&ord, &runID}, func() error {
+		if ord < 1 || ord > int64(len(raced)) || raced[ord-1].dec.Decision == DecisionDuplicate {
+			return fmt.Errorf("record duplicates: unexpected decision %d", ord)
+		}
+		dec := raced[ord-1].dec
+		dec.Decision, dec.RunID, dec.Reason = DecisionDuplicate, runID, duplicateReason(runID)
+		n++
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record duplicates: %w", err)
+	}
+	if n != len(raced) {
+		return fmt.Errorf("record duplicates: %d of %d decisions found their run", n, len(raced))
 	}
 	return nil
 }
@@ -631,7 +757,7 @@ func (s *Store) scheduleRun(ctx context.Context, tx pgx.Tx, dec *Decision) (sche
 	}
 	// A run that may yet be skipped for changing no watched file stops nothing until its check lets it go
 	// ahead (RunFilesRecord).
-	if m.OnNewRevision == OnNewRevisionCancelRunning && m.PathFilter().Empty() {
+	if (newRun{dec: dec}).stopsRunning() {
 		jobIDs, err := stopEarlier(ctx, tx, dec.RunID, dec.MappingID, dec.Ref)
 		if err != nil {
 			return sched, fmt.Errorf("stop older runs: %w", err)

@@ -3,6 +3,7 @@ package web
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/web/api"
@@ -95,8 +96,17 @@ func (s *Server) runDetail(r *http.Request) (*api.RunDetail, error) {
 	if err != nil {
 		return nil, err
 	}
+	executions, err := s.store.RunExecutions(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
 	d := &api.RunDetail{Run: *run, Attempts: attempts, Notifications: make([]api.Notification, len(notifications)),
-		Files: files}
+		Files: files, Executions: api.NewExecutions(executions, time.Now())}
+	for _, e := range d.Executions {
+		if e.Attempt == run.Attempt && !run.Status.Finished() && e.WaitingForHardware {
+			d.WaitingForHardware = true
+		}
+	}
 	if d.Attempts == nil {
 		d.Attempts = []orchestrator.Attempt{}
 	}

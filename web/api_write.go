@@ -119,7 +119,21 @@ func (s *Server) handleAPIMappingShow(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.MappingResult{Mapping: api.NewMapping(m)})
+	cost, err := s.store.MappingCost(r.Context(), m.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.NewMappingCost(m, cost))
+	return nil
+}
+
+// checkSecrets refuses a mapping whose hf_jobs secrets are not in this process's environment: its Jobs could
+// not be given them.
+func (s *Server) checkSecrets(m *orchestrator.Mapping) error {
+	if missing := m.MissingSecrets(s.lookupEnv); len(missing) > 0 {
+		return orchestrator.Errorf(orchestrator.CodeInvalid, "hf_jobs.secrets %s not set in the orchestrator's environment: set them where the orchestrator runs, then try again",
+			strings.Join(missing, ", "))
+	}
 	return nil
 }
 
@@ -136,6 +150,9 @@ func (s *Server) handleAPIMappingCreate(w http.ResponseWriter, r *http.Request) 
 	}
 	// A new mapping has no targets yet: a shortened URL copied from another mapping cannot be resolved.
 	if m.Notify, err = orchestrator.ResolveNotifyURLs(m.Notify, nil); err != nil {
+		return err
+	}
+	if err := s.checkSecrets(&m); err != nil {
 		return err
 	}
 	created, err := s.store.MappingCreate(r.Context(), m)
@@ -171,6 +188,9 @@ func (s *Server) handleAPIMappingUpdate(w http.ResponseWriter, r *http.Request) 
 		return err
 	}
 	noteAudit(r, "", notifyChanges(current.Notify, m.Notify))
+	if err := s.checkSecrets(&m); err != nil {
+		return err
+	}
 	updated, err := s.store.MappingUpdate(r.Context(), m)
 	if err != nil {
 		return err

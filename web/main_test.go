@@ -56,6 +56,8 @@ type setupOpts struct {
 	maxBody int64
 	// trustedProxies are believed about the client's address (each try of a test as a client of its own).
 	trustedProxies []netip.Prefix
+	// lookupEnv is the server's environment for the secrets of hf-jobs mappings; an empty one when nil.
+	lookupEnv func(string) (string, bool)
 }
 
 func setupWithPool(t *testing.T, pool *pgxpool.Pool, mappings ...orchestrator.Mapping) *testBundle {
@@ -86,14 +88,21 @@ func setupServer(t testing.TB, pool *pgxpool.Pool, opts setupOpts) *testBundle {
 	case maxBody < 0:
 		maxBody = 0
 	}
+	lookupEnv := opts.lookupEnv
+	if lookupEnv == nil {
+		lookupEnv = noEnv
+	}
 	srv, err := web.New(web.Config{Store: store, WebhookSecret: testSecret, MaxBodyBytes: maxBody,
 		AdminToken: opts.adminToken, AdminTokenPrevious: opts.adminTokenPrevious, ProtectReads: opts.protectReads,
-		TrustedProxies: opts.trustedProxies, Logger: quietLogger})
+		TrustedProxies: opts.trustedProxies, Logger: quietLogger, LookupEnv: lookupEnv})
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return &testBundle{pool: pool, store: store, river: client, server: ts}
 }
+
+// noEnv is an environment without variables.
+func noEnv(string) (string, bool) { return "", false }
 
 func ticketsMapping() orchestrator.Mapping {
 	return orchestrator.Mapping{

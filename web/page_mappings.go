@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/retrainhq/orchestrator/orchestrator"
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 // mappingForm is the mapping form's fields as typed.
@@ -220,6 +221,8 @@ type mappingPage struct {
 	Error    string
 	Runs     []orchestrator.Run
 	Chart    *metricsChart
+	// Cost is the estimated cost of the mapping's runs on external executors, in dollars.
+	Cost string
 }
 
 // handleMappingNew renders the form that registers a mapping. A browser without the admin token is asked for it
@@ -262,6 +265,11 @@ func (s *Server) renderMapping(w http.ResponseWriter, r *http.Request, status in
 			return err
 		}
 		page.Chart = newMetricsChart(outputs)
+		cost, err := s.store.MappingCost(r.Context(), m.ID)
+		if err != nil {
+			return err
+		}
+		page.Cost = api.Dollars(cost)
 	}
 	return s.render(w, status, "mapping.html", page)
 }
@@ -320,6 +328,8 @@ func (s *Server) handleMappingUpdateForm(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return s.formError(w, r, current, form, err)
 	}
+	// The form does not carry the executor: the mapping keeps its own, which the API changes.
+	m.Executor, m.HFJobs = current.Executor, current.HFJobs
 	noteAudit(r, "", notifyChanges(current.Notify, m.Notify))
 	if _, err := s.store.MappingUpdate(r.Context(), m); err != nil {
 		return s.formError(w, r, current, form, notifyRowError(err, rowNums))

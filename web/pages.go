@@ -57,6 +57,8 @@ var templateFuncs = template.FuncMap{
 	},
 	"ago":   func(t time.Time) string { return humanAgo(time.Since(t)) },
 	"bytes": humanBytes,
+	// seconds writes a whole number of seconds as a Go duration: "1m30s".
+	"seconds": func(s float64) string { return (time.Duration(s) * time.Second).String() },
 	"duration": func(start, end *time.Time) string {
 		if start == nil {
 			return ""

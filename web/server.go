@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -62,6 +63,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// PublicURL is the address the console is reached at; when it is https the session cookie is always Secure.
 	PublicURL string
+	// LookupEnv finds the environment variables that hf-jobs mappings name as secrets, which creating or
+	// replacing a mapping checks are set. Defaults to os.LookupEnv.
+	LookupEnv func(string) (string, bool)
 	// Logger receives request and error log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -105,6 +109,7 @@ type Server struct {
 	trustedProxies []netip.Prefix
 	publicHTTPS    bool
 	throttle       *authThrottle
+	lookupEnv      func(string) (string, bool)
 }
 
 // New returns a Server, parsing its templates; a template error fails here, at start-up.
@@ -121,12 +126,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ready == nil {
 		cfg.Ready = cfg.Store.Ping
 	}
+	if cfg.LookupEnv == nil {
+		cfg.LookupEnv = os.LookupEnv
+	}
 	templates, err := parseTemplates()
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
 	s := &Server{
 		store:          cfg.Store,
+		lookupEnv:      cfg.LookupEnv,
 		secret:         []byte(cfg.WebhookSecret),
 		previousSecret: []byte(cfg.WebhookSecretPrevious),
 		metrics:        newMetrics(cfg.Registry, cfg.Store),

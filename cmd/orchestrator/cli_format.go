@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/retrainhq/orchestrator/web/api"
 )
 
 // factWriter writes "key: value" lines with the values aligned, and "-" for an empty value.
@@ -87,4 +90,50 @@ func shortDuration(s string) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// executorFacts writes a mapping's executor and, for hf-jobs, its settings (secrets by name) and cost: the
+// answer of show carries the cost, the other answers do not.
+func executorFacts(facts *factWriter, m *api.Mapping, cost string) {
+	facts.line("executor", string(m.Executor))
+	if h := m.HFJobs; h != nil {
+		image := h.Image
+		if h.Space != "" {
+			image = "space " + h.Space
+		}
+		labels := make([]string, 0, len(h.Labels))
+		for k, v := range h.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		slices.Sort(labels)
+		facts.line("hf_jobs", fmt.Sprintf("%s, %s, %s", h.Namespace, image, h.Flavor))
+		facts.line("hf_jobs.secrets", strings.Join(h.Secrets, ", "))
+		facts.line("hf_jobs.mount_dataset", h.MountDataset)
+		facts.line("hf_jobs.labels", strings.Join(labels, ", "))
+	}
+	if cost != "" && (m.HFJobs != nil || cost != api.Dollars(0)) {
+		facts.line("cost", cost)
+	}
+}
+
+// printExecutions writes the Jobs of a run's attempts, one line each, and whether the current one waits for
+// its hardware.
+func printExecutions(w io.Writer, d *api.RunDetail) {
+	if d.WaitingForHardware {
+		fmt.Fprintln(w, "\nwaiting for hardware")
+	}
+	if len(d.Executions) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\njobs:")
+	for _, e := range d.Executions {
+		fmt.Fprintf(w, "  %d: %s %s/%s %s, waited %s, ran %s, %s\n", e.Attempt, e.Stage, e.Namespace, e.ExternalID,
+			e.Flavor, time.Duration(e.WaitingSeconds)*time.Second, time.Duration(e.RunningSeconds)*time.Second, e.Cost)
+		if e.URL != "" {
+			fmt.Fprintf(w, "     url: %s\n", e.URL)
+		}
+		if e.Message != "" {
+			fmt.Fprintf(w, "     message: %s\n", e.Message)
+		}
+	}
 }

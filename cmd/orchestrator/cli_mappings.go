@@ -85,11 +85,11 @@ func mappingsShow(ctx context.Context, args []string, getenv func(string) string
 	if printed, err := c.get(ctx, client, "/api/v1/mappings/"+url.PathEscape(name), &res, stdout); printed || err != nil {
 		return err
 	}
-	return printMapping(stdout, &res.Mapping)
+	return printMapping(stdout, &res.Mapping, res.Cost)
 }
 
-// printMapping writes a mapping as "key: value" lines.
-func printMapping(w io.Writer, m *api.Mapping) error {
+// printMapping writes a mapping as "key: value" lines, with its cost when known.
+func printMapping(w io.Writer, m *api.Mapping, cost string) error {
 	facts := newFactWriter(w)
 	facts.line("name", m.Name)
 	facts.line("dataset", m.Dataset)
@@ -123,6 +123,7 @@ func printMapping(w io.Writer, m *api.Mapping) error {
 		targets = append(targets, target)
 	}
 	facts.line("notify", strings.Join(targets, "; "))
+	executorFacts(facts, m, cost)
 	facts.line("source", string(m.Source))
 	facts.line("enabled", yesNo(m.Enabled))
 	facts.line("created", formatTime(m.CreatedAt))
@@ -173,7 +174,7 @@ func mappingsAdd(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	fmt.Fprintf(stdout, "mapping %s created\n\n", res.Mapping.Name)
-	return printMapping(stdout, &res.Mapping)
+	return printMapping(stdout, &res.Mapping, res.Cost)
 }
 
 // mappingsDisable runs "mappings disable NAME": DELETE /api/v1/mappings/{name}.

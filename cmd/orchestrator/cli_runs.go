@@ -136,6 +136,7 @@ func printRun(w io.Writer, d *api.RunDetail) error {
 	if err := facts.flush(); err != nil {
 		return err
 	}
+	printExecutions(w, d)
 	if len(d.Attempts) == 0 {
 		_, err := fmt.Fprintln(w, "\nno attempts yet")
 		return err

@@ -132,6 +132,16 @@ func (s *Service) syncMappings(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if cfg.runsCommands() {
+		// A Job gets its secrets from this process's environment: without them its runs could only fail.
+		lookup := func(k string) (string, bool) { v := cfg.Getenv(k); return v, v != "" }
+		for _, m := range mappings {
+			if missing := m.MissingSecrets(lookup); len(missing) > 0 {
+				return fmt.Errorf("%s: mapping %q: hf_jobs.secrets %s not set in the environment",
+					cfg.ConfigPath, m.Name, strings.Join(missing, ", "))
+			}
+		}
+	}
 	res, err := s.store.MappingSync(ctx, mappings)
 	if err != nil {
 		return fmt.Errorf("sync mappings: %w", err)

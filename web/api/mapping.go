@@ -33,6 +33,9 @@ type Mapping struct {
 	Notify         []orchestrator.NotifyTarget    `json:"notify"`
 	Paths          []string                       `json:"paths"`
 	IgnorePaths    []string                       `json:"ignore_paths"`
+	// Executor is where the commands run; HFJobs the settings of hf-jobs (its secrets by name only).
+	Executor orchestrator.ExecutorKind    `json:"executor"`
+	HFJobs   *orchestrator.HFJobsSettings `json:"hf_jobs,omitempty"`
 }
 
 // NewMapping returns m as the API shows it; no paths or ignore_paths are empty lists, not null.
@@ -48,7 +51,7 @@ func NewMapping(m *orchestrator.Mapping) Mapping {
 		Enabled: m.Enabled, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt,
 		Timeout: orchestrator.DurationOf(m.Timeout), QuietPeriod: orchestrator.DurationOf(m.QuietPeriod),
 		MaxWait: orchestrator.DurationOf(m.MaxWait), Notify: notify,
-		Paths: orEmpty(m.Paths), IgnorePaths: orEmpty(m.IgnorePaths),
+		Paths: orEmpty(m.Paths), IgnorePaths: orEmpty(m.IgnorePaths), Executor: m.Executor, HFJobs: m.HFJobs,
 	}
 }
 
@@ -74,9 +77,13 @@ func NewMappingList(mappings []orchestrator.Mapping) MappingList {
 	return list
 }
 
-// MappingResult is the answer of the calls about one mapping: show, create, replace and disable.
+// MappingResult is the answer of the calls about one mapping: show, create, replace and disable. Cost, in the
+// answer of show, is the estimated cost of the mapping's runs on external executors, in dollars ("$0.42"), and
+// CostMicroUSD the same in micro-USD.
 type MappingResult struct {
-	Mapping Mapping `json:"mapping"`
+	Mapping      Mapping `json:"mapping"`
+	CostMicroUSD *int64  `json:"cost_micro_usd,omitempty"`
+	Cost         string  `json:"cost,omitempty"`
 }
 
 // MappingCheckRequest is the body of POST /api/v1/mappings/{name}/check: the commit to check, the revision to
@@ -96,4 +103,9 @@ type MappingCheck struct {
 	OldRevision string                `json:"old_revision"`
 	Trigger     bool                  `json:"trigger"`
 	Files       orchestrator.RunFiles `json:"files"`
+}
+
+// NewMappingCost returns the answer of show: the mapping with the estimated cost of its runs.
+func NewMappingCost(m *orchestrator.Mapping, costMicroUSD int64) MappingResult {
+	return MappingResult{Mapping: NewMapping(m), CostMicroUSD: &costMicroUSD, Cost: Dollars(costMicroUSD)}
 }

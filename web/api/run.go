@@ -25,6 +25,10 @@ type RunDetail struct {
 	// Files is what a worker found of the files the run's revision changed (the first
 	// orchestrator.RunFilesShownMax of them, and the counts); null until a worker looked.
 	Files *orchestrator.RunFiles `json:"files"`
+	// Executions are the attempts that ran on an external executor, by attempt; WaitingForHardware says that the
+	// current attempt's Job waits for its hardware.
+	Executions         []Execution `json:"executions"`
+	WaitingForHardware bool        `json:"waiting_for_hardware"`
 }
 
 // RunResult is the answer to an action on a run: the new run of a retry or of a run on the latest revision
