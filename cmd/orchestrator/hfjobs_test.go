@@ -115,7 +115,7 @@ func TestHFJobsNeedsToken(t *testing.T) {
 	}{
 		{"NoToken", "", "", `mapping "gpu" runs on Hugging Face Jobs, but HF_TOKEN is not set`},
 		{"NoSecret", "\n      secrets: [HFJOBS_TEST_UNSET_SECRET]", hfJobsToken,
-			`mapping "gpu" sends HFJOBS_TEST_UNSET_SECRET as a Job secret, but it is not set`},
+			`mapping "gpu": hf_jobs.secrets HFJOBS_TEST_UNSET_SECRET not set in the environment`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

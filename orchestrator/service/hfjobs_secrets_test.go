@@ -41,7 +41,8 @@ func TestServiceHFJobsSecrets(t *testing.T) {
 			t.Parallel()
 			url, _ := dbtest.NewSchema(t)
 			svc, err := service.New(service.Config{DatabaseURL: url, Addr: "127.0.0.1:0", Logger: quietLogger,
-				WebhookSecret: testSecret, ConfigPath: path, Role: tc.role, Getenv: func(k string) string { return tc.env[k] }})
+				WebhookSecret: testSecret, ConfigPath: path, Role: tc.role, Getenv: func(k string) string { return tc.env[k] },
+				HFToken: tc.env["HF_TOKEN"]})
 			require.NoError(t, err)
 			t.Cleanup(func() { require.NoError(t, svc.Close(context.Background())) })
 			err = svc.Run(context.Background())

@@ -133,13 +133,8 @@ func (s *Service) syncMappings(ctx context.Context) error {
 		return err
 	}
 	if cfg.runsCommands() {
-		// A Job gets its secrets from this process's environment: without them its runs could only fail.
-		lookup := func(k string) (string, bool) { v := cfg.Getenv(k); return v, v != "" }
-		for _, m := range mappings {
-			if missing := m.MissingSecrets(lookup); len(missing) > 0 {
-				return fmt.Errorf("%s: mapping %q: hf_jobs.secrets %s not set in the environment",
-					cfg.ConfigPath, m.Name, strings.Join(missing, ", "))
-			}
+		if err := cfg.checkHFJobs(mappings); err != nil {
+			return err
 		}
 	}
 	res, err := s.store.MappingSync(ctx, mappings)
@@ -151,31 +146,23 @@ func (s *Service) syncMappings(ctx context.Context) error {
 		for _, warning := range orchestrator.MissingNotifySecrets(mappings, cfg.Getenv) {
 			logger.Warn(warning)
 		}
-		if err := cfg.checkHFJobs(mappings); err != nil {
-			return err
-		}
 	}
 	return nil
 }
 
-// checkHFJobs refuses to start a process that runs commands when a mapping of the config file runs on Hugging
-// Face Jobs without what its Jobs need: HF_TOKEN, and the environment variables it sends as secrets.
+// checkHFJobs refuses to start a process that runs commands when an hf-jobs mapping of the config file lacks
+// what its Jobs need: the variables it sends as secrets, which a Job gets from this process's environment, and
+// HF_TOKEN, which creates the Jobs. Without them its runs could only fail.
 func (c *Config) checkHFJobs(mappings []orchestrator.Mapping) error {
-	var problems []string
+	lookup := func(k string) (string, bool) { v := c.Getenv(k); return v, v != "" }
 	for _, m := range mappings {
-		if m.Executor != orchestrator.ExecutorHFJobs || !m.Enabled {
-			continue
+		if missing := m.MissingSecrets(lookup); len(missing) > 0 {
+			return fmt.Errorf("%s: mapping %q: hf_jobs.secrets %s not set in the environment",
+				c.ConfigPath, m.Name, strings.Join(missing, ", "))
 		}
-		if c.HFToken == "" {
-			problems = append(problems, fmt.Sprintf("mapping %q runs on Hugging Face Jobs, but HF_TOKEN is not set", m.Name))
+		if m.Executor == orchestrator.ExecutorHFJobs && m.Enabled && c.HFToken == "" {
+			return fmt.Errorf("%s: mapping %q runs on Hugging Face Jobs, but HF_TOKEN is not set", c.ConfigPath, m.Name)
 		}
-		lookup := func(name string) (string, bool) { v := c.Getenv(name); return v, v != "" }
-		for _, name := range m.MissingSecrets(lookup) {
-			problems = append(problems, fmt.Sprintf("mapping %q sends %s as a Job secret, but it is not set", m.Name, name))
-		}
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("cannot run the Hugging Face Jobs of the mappings: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }
