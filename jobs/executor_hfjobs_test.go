@@ -365,6 +365,11 @@ func TestHFJobsLeaseLostLeavesTheJob(t *testing.T) {
 	require.Len(t, attempts, 2)
 	require.Equal(t, orchestrator.AttemptInterrupted, attempts[0].Status)
 	require.Equal(t, 1, srv.JobsCreated(), "the next attempt adopted the Job")
-	require.Equal(t, jobID, hb.execution(t, runID, 2).ExternalID)
+	adopted := hb.execution(t, runID, 2)
+	require.Equal(t, jobID, adopted.ExternalID)
 	require.Equal(t, "started\nfinished\n", b.log(t, runID, 2))
+	require.Positive(t, hb.execution(t, runID, 1).CostMicroUSD, "the first attempt saw the Job run")
+	cost, err := b.store.MappingCost(context.Background(), run.MappingID)
+	require.NoError(t, err)
+	require.Equal(t, adopted.CostMicroUSD, cost, "the Job both attempts followed is counted once")
 }

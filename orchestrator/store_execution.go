@@ -140,10 +140,14 @@ func (s *Store) RunExecutions(ctx context.Context, runID int64) ([]AttemptExecut
 }
 
 // mappingCostSQL sums the estimated cost of every execution of the runs of mapping $1.
+// A Job adopted by a later attempt (after a crash or a shutdown) is recorded by each attempt that followed it:
+// it counts once, at the most any of them saw.
 const mappingCostSQL = `
-SELECT coalesce(sum(e.cost_micro_usd), 0)::bigint
-FROM attempt_executions e JOIN runs r ON r.id = e.run_id
-WHERE r.mapping_id = $1`
+SELECT coalesce(sum(cost), 0)::bigint FROM (
+	SELECT max(e.cost_micro_usd) AS cost
+	FROM attempt_executions e JOIN runs r ON r.id = e.run_id
+	WHERE r.mapping_id = $1
+	GROUP BY e.run_id, e.executor, e.external_id) jobs`
 
 // MappingCost returns the estimated cost, in micro-USD, of every execution of the mapping's runs.
 func (s *Store) MappingCost(ctx context.Context, mappingID int64) (int64, error) {

@@ -87,6 +87,7 @@ func TestAttemptExecution(t *testing.T) {
 		require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: 2, Argv: []string{"x"}}))
 		first, second := job(id), job(id)
 		first.CostMicroUSD, second.Attempt, second.CostMicroUSD = 1000, 2, 2500
+		second.ExternalID = "687fb701029421ae5549d999"
 		require.NoError(t, b.store.AttemptExecutionRecord(ctx, second))
 		require.NoError(t, b.store.AttemptExecutionRecord(ctx, first))
 		list, err := b.store.RunExecutions(ctx, id)
@@ -99,6 +100,17 @@ func TestAttemptExecution(t *testing.T) {
 		cost, err = b.store.MappingCost(ctx, b.mappingID(t, "other"))
 		require.NoError(t, err)
 		require.Zero(t, cost)
+
+		// A third attempt that adopted the second's Job records it too: the Job counts once, at its most.
+		require.NoError(t, b.store.RunAttemptFinish(ctx, orchestrator.RunAttemptFinishParams{RunID: id, Attempt: 2,
+			Transition: orchestrator.TransitionInterrupt, NoTargets: true}))
+		require.NoError(t, b.store.RunAttemptStart(ctx, orchestrator.RunAttemptStartParams{RunID: id, Attempt: 3, Argv: []string{"x"}}))
+		adopted := second
+		adopted.Attempt, adopted.CostMicroUSD = 3, 4000
+		require.NoError(t, b.store.AttemptExecutionRecord(ctx, adopted))
+		cost, err = b.store.MappingCost(ctx, b.mappingID(t, "tickets"))
+		require.NoError(t, err)
+		require.Equal(t, int64(5000), cost)
 	})
 
 	t.Run("Refused", func(t *testing.T) {
