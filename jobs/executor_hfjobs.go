@@ -35,6 +35,9 @@ const (
 	hfCreateBackoff = time.Second
 	// hfRetryAfterMax bounds a Retry-After the executor waits out before a create.
 	hfRetryAfterMax = 5 * time.Minute
+	// hfCallTimeout bounds the calls to the Hub that give an attempt its Job, which the attempt's end does not
+	// cut short.
+	hfCallTimeout = 2 * time.Minute
 	// hfPricesTTL is how long the Hub's prices of hardware are kept.
 	hfPricesTTL = time.Hour
 )
@@ -177,33 +180,38 @@ func (e *hfJobsExecutor) unitCost(ctx context.Context, flavor string) int64 {
 
 // createOrAdopt gives the attempt its Job: the one found by its labels, or a new one. A create whose answer
 // leaves it unclear whether the Job was created is followed by another look by labels, and only then by
-// another create.
+// another create. The calls to the Hub are not cut short by ctx (each is bounded by hfCallTimeout): a Job whose
+// create was sent is known by its id, so that a cancel can stop it, and a shutdown leave it to the next attempt.
 func (x *hfExecution) createOrAdopt(ctx context.Context, spec hub.JobSpec) error {
 	e, a := x.e, x.a
-	if found, err := x.adoptable(ctx, spec.Labels[orchestrator.LabelInstance]); err != nil {
+	instance := spec.Labels[orchestrator.LabelInstance]
+	calls, cancel := context.WithTimeout(context.WithoutCancel(ctx), hfCallTimeout)
+	defer cancel()
+	if found, err := x.adoptable(calls, instance); err != nil {
 		return err
 	} else if found != nil {
 		a.Logger.InfoContext(ctx, "adopting the attempt's Job found by its labels", "job", found.ID,
 			"stage", found.Status.Stage, "job_attempt", found.Labels[orchestrator.LabelAttempt])
 		x.adopted = true
-		return x.begin(ctx, found)
+		return x.begin(calls, found)
 	}
 	wait := hfCreateBackoff
 	for try := 1; ; try++ {
-		job, err := e.client.RunJob(ctx, x.namespace, spec)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("create the Job: %w", err)
+		}
+		job, err := e.client.RunJob(calls, x.namespace, spec)
 		if err == nil {
 			a.Logger.InfoContext(ctx, "created the Job", "job", job.ID, "url", job.URL, "flavor", job.Flavor)
-			return x.begin(ctx, job)
+			return x.begin(calls, job)
 		}
 		var se *hub.StatusError
 		switch {
-		case ctx.Err() != nil:
-			return fmt.Errorf("create the Job: %w", err)
 		case hub.IsAuthError(err):
 			return &FinalError{fmt.Errorf("the Hub refused the token: %w", err)}
 		case !hub.JobMayExist(err) && errors.As(err, &se):
 			return &FinalError{fmt.Errorf("the Hub refused the Job: %w", err)}
-		case try == hfCreateTries && !hub.JobMayExist(err):
+		case !hub.JobMayExist(err) && (try == hfCreateTries || ctx.Err() != nil):
 			return fmt.Errorf("create the Job (%d tries): %w", try, err)
 		}
 		pause := wait
@@ -212,22 +220,21 @@ func (x *hfExecution) createOrAdopt(ctx context.Context, spec hub.JobSpec) error
 		}
 		a.Logger.WarnContext(ctx, "the Job's create failed; looking it up by its labels before another",
 			"error", err, "may_exist", hub.JobMayExist(err), "wait", pause)
-		if err := sleepCtx(ctx, pause); err != nil {
-			return fmt.Errorf("create the Job: %w", err)
-		}
+		stopped := sleepCtx(ctx, pause) != nil
 		wait *= 2
 		if !hub.JobMayExist(err) {
 			continue
 		}
-		found, lerr := x.adoptable(ctx, spec.Labels[orchestrator.LabelInstance])
+		// Looked up even when ctx ended meanwhile: a Job that was created must be known to be cancelled or left.
+		found, lerr := x.adoptable(calls, instance)
 		if lerr != nil {
 			return lerr
 		}
 		if found != nil {
 			a.Logger.InfoContext(ctx, "the failed create did create the Job: following it", "job", found.ID)
-			return x.begin(ctx, found)
+			return x.begin(calls, found)
 		}
-		if try == hfCreateTries {
+		if try == hfCreateTries || stopped {
 			return fmt.Errorf("create the Job (%d tries, none found by its labels after): %w", try, err)
 		}
 	}
