@@ -373,3 +373,32 @@ func TestHFJobsLeaseLostLeavesTheJob(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, adopted.CostMicroUSD, cost, "the Job both attempts followed is counted once")
 }
+
+// TestHFJobsAdoptedJobIsNotAdoptedTwice: an interrupted attempt's Job, adopted by the next attempt and followed
+// to a failure, is spent: the retry after it creates a Job of its own rather than adopting the failed one again
+// (whose attempt label still names the interrupted attempt).
+func TestHFJobsAdoptedJobIsNotAdoptedTwice(t *testing.T) {
+	t.Parallel()
+	b := setupHF(t, hfToken, hfMapping("spent", `echo "attempt $RUN_ATTEMPT"; [ "$RUN_ATTEMPT" != 1 ]`,
+		func(m *orchestrator.Mapping) { m.MaxAttempts = 3 }))
+	b.jobs.HoldScheduling(true)
+	runID := b.push(t, "acme/spent", "refs/heads/main", shaB)
+	first := b.waitStage(t, runID, 1, hub.JobScheduling)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, b.client.StopAndCancel(ctx))
+	b.waitStatus(t, runID, 20*time.Second, orchestrator.RunQueued)
+
+	b.jobs.HoldScheduling(false)
+	b.start(t)
+	b.waitStage(t, runID, 2, hub.JobScheduling)
+	b.jobs.Release(first) // the Job made for attempt 1 fails
+	run := b.waitStatus(t, runID, 30*time.Second, orchestrator.RunSucceeded, orchestrator.RunFailed)
+	require.Equal(t, orchestrator.RunSucceeded, run.Status, run.Error)
+	require.Equal(t, 3, run.Attempt)
+	require.Equal(t, 2, b.jobs.JobsCreated(), "the interrupted attempt's Job, adopted once, then the retry's own")
+	require.Equal(t, first, b.execution(t, runID, 2).ExternalID)
+	require.NotEqual(t, first, b.execution(t, runID, 3).ExternalID)
+	require.Equal(t, "attempt 1\n", b.log(t, runID, 2))
+	require.Equal(t, "attempt 3\n", b.log(t, runID, 3))
+}
