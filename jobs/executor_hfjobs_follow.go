@@ -175,7 +175,8 @@ func (x *hfExecution) Wait(ctx context.Context) Outcome {
 			stopLogs()
 			<-logsDone
 			out := x.result(Result{})
-			out.Message, out.Final = "the Hub refused the token: "+err.Error(), true
+			out.Message = fmt.Sprintf("the Hub refused the token: %v (the Job %s may still run: see %s)", err, x.job.ID, x.job.URL)
+			out.Final = true
 			return out
 		case errors.As(err, &se) && se.Status == http.StatusNotFound:
 			gone := *x.job
