@@ -37,6 +37,8 @@ type Row struct {
 	// Met is nil when the row has no target.
 	Met  *bool  `json:"met,omitempty"`
 	Note string `json:"note,omitempty"`
+	// noRatio leaves Ratio unset: the row's figure is a difference from its limit, not a multiple of it.
+	noRatio bool
 }
 
 // Plan is a query plan the status pages ran with, as PostgreSQL logged it.
@@ -62,9 +64,10 @@ type Report struct {
 	Plans     []Plan         `json:"plans,omitempty"`
 }
 
-// add appends a row, computing its ratio.
+// add appends a row, computing its ratio unless the row has one already or, as a share of a latency (ours less
+// the limit), has none that means anything.
 func (r *Report) add(row Row) {
-	if row.Limit != nil && row.Limit.Value > 0 {
+	if row.Ratio == nil && !row.noRatio && row.Limit != nil && row.Limit.Value > 0 {
 		ratio := row.Ours.Value / row.Limit.Value
 		row.Ratio = &ratio
 	}
