@@ -95,3 +95,21 @@ func TestPgbenchWindow(t *testing.T) {
 
 	require.Zero(t, pgbenchWindow(nil, time.Second, time.Second).ops)
 }
+
+func TestReportTargets(t *testing.T) {
+	t.Parallel()
+	r := &Report{}
+	r.add(Row{Name: "a", Ours: Figure{Value: 1, Unit: "x"}, Target: "t", Met: ptr(true)})
+	r.add(Row{Name: "b", Ours: Figure{Value: 1, Unit: "x"}, Target: "t", Met: ptr(false)})
+	r.add(Row{Name: "c", Ours: Figure{Value: 1, Unit: "x"}})
+	r.add(Row{Name: "d", Ours: Figure{Value: 1, Unit: "ms"}, Limit: &Figure{Value: 2, Unit: "ms"}, noRatio: true})
+	r.add(Row{Name: "e", Ours: Figure{Value: 1, Unit: "x"}, Limit: &Figure{Value: 4, Unit: "x"}, Ratio: ptr(0.3)})
+	r.add(Row{Name: "f", Ours: Figure{Value: 1, Unit: "x"}, Limit: &Figure{Value: 4, Unit: "x"}})
+	met, missed := r.targets()
+	require.Equal(t, []string{"a"}, met)
+	require.Equal(t, []string{"b"}, missed)
+	require.Nil(t, r.Row("d").Ratio, "a share has no ratio")
+	require.InDelta(t, 0.3, *r.Row("e").Ratio, 1e-9, "a ratio given is kept")
+	require.InDelta(t, 0.25, *r.Row("f").Ratio, 1e-9)
+	require.Contains(t, r.Table(), "targets: 1 met, 1 missed (b)")
+}

@@ -28,7 +28,7 @@ type Figure struct {
 type Row struct {
 	Name string `json:"name"`
 	Ours Figure `json:"ours"`
-	// LimitName says what the limit is, e.g. "1 KiB JSONB insert + commit".
+	// LimitName says what the limit is, e.g. "fork/exec of true, 4 at once".
 	LimitName string  `json:"limit_name,omitempty"`
 	Limit     *Figure `json:"limit,omitempty"`
 	// Ratio is Ours.Value / Limit.Value.
@@ -137,7 +137,27 @@ func (r *Report) Table() string {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", row.Name, row.Ours.String(), limit, ratio, target, met)
 	}
 	_ = tw.Flush()
+	met, missed := r.targets()
+	fmt.Fprintf(&buf, "targets: %d met, %d missed", len(met), len(missed))
+	if len(missed) > 0 {
+		fmt.Fprintf(&buf, " (%s)", strings.Join(missed, "; "))
+	}
+	buf.WriteString("\n")
 	return buf.String()
+}
+
+// targets returns the names of the rows whose target was met and of those whose target was missed.
+func (r *Report) targets() (met, missed []string) {
+	for _, row := range r.Rows {
+		switch {
+		case row.Met == nil:
+		case *row.Met:
+			met = append(met, row.Name)
+		default:
+			missed = append(missed, row.Name)
+		}
+	}
+	return met, missed
 }
 
 // Markdown renders the rows as a Markdown table.
