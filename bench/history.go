@@ -33,7 +33,7 @@ func (b *bench) history(ctx context.Context) error {
 	b.report.detail("history_runs_in_tables", total)
 	c := b.sizes.IngestLevels[len(b.sizes.IngestLevels)-1]
 	cs := b.workersCase(fmt.Sprintf(ingestRowHistory, c, thousands(n)), c)
-	if err := b.interleave(ctx, c, []ingestCase{cs}); err != nil {
+	if err := b.interleave(ctx, PhaseHistory, c, []ingestCase{cs}); err != nil {
 		return err
 	}
 	return b.env.exec(ctx, `VACUUM (ANALYZE)`)

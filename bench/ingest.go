@@ -78,7 +78,7 @@ func (b *bench) ingest(ctx context.Context) error {
 			}}, cases...)
 			cases = append(cases, b.duplicateCase(c))
 		}
-		if err := b.interleave(ctx, c, cases); err != nil {
+		if err := b.interleave(ctx, PhaseIngest, c, cases); err != nil {
 			return err
 		}
 	}
@@ -168,10 +168,10 @@ func ingestTarget(withRatio bool) func(row *Row) {
 	}
 }
 
-// interleave measures cases at concurrency c for IngestRounds rounds each, in the sequence pgbench, first
+// interleave measures cases of the phase at concurrency c for IngestRounds rounds each, in the sequence pgbench, first
 // case, pgbench, second case, pgbench, … pgbench, and adds a row per case: its pooled rate and latencies, the
 // pooled pgbench rounds beside its own, and the median of its rounds' ratios.
-func (b *bench) interleave(ctx context.Context, c int, cases []ingestCase) error {
+func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ingestCase) error {
 	s := b.sizes
 	pg, err := newPgbench(b.env.dir, b.env.cluster.URL())
 	if err != nil {
@@ -183,7 +183,7 @@ func (b *bench) interleave(ctx context.Context, c int, cases []ingestCase) error
 	var limits []loadResult
 	var limitCPU cpuUse
 	pgRound := func() error {
-		b.logf("ingest at c=%d: pgbench round %d, %s", c, len(limits)+1, s.IngestWarmup+s.IngestDuration)
+		b.logf("%s at c=%d: pgbench round %d, %s", phase, c, len(limits)+1, s.IngestWarmup+s.IngestDuration)
 		cpu0 := b.env.cpu()
 		res, err := pg.round(ctx, c, s.IngestWarmup, s.IngestDuration)
 		if err != nil {
@@ -239,8 +239,8 @@ func (b *bench) interleave(ctx context.Context, c int, cases []ingestCase) error
 	for _, l := range limits {
 		commits += l.ops
 	}
-	b.report.detail(fmt.Sprintf("pgbench_c%d_cpu_per_commit", c), limitCPU.perOp(scaleToRound(commits, s)))
-	b.report.detail(fmt.Sprintf("pgbench_c%d_rounds_commits_per_s", c), rates(limits))
+	b.report.detail(fmt.Sprintf("%s_pgbench_c%d_cpu_per_commit", phase, c), limitCPU.perOp(scaleToRound(commits, s)))
+	b.report.detail(fmt.Sprintf("%s_pgbench_c%d_commits_per_s_of_each_round", phase, c), rates(limits))
 	for i, cs := range cases {
 		r := got[i]
 		var lim loadResult
@@ -262,10 +262,11 @@ func (b *bench) interleave(ctx context.Context, c int, cases []ingestCase) error
 			cs.target(&row)
 		}
 		b.report.add(row)
-		b.report.detail(row.Name+": cpu per delivery", r.cpu.perOp(scaleToRound(r.ours.ops, s)))
-		b.report.detail(row.Name+": ratio of each round", r.ratios)
+		key := detailKey(row.Name)
+		b.report.detail(key+"_cpu_per_delivery", r.cpu.perOp(scaleToRound(r.ours.ops, s)))
+		b.report.detail(key+"_ratio_of_each_round", r.ratios)
 		if cs.executed != nil {
-			b.report.detail(row.Name+": runs executed per second", float64(r.executed)/(s.IngestWarmup+s.IngestDuration).Seconds()/float64(s.IngestRounds))
+			b.report.detail(key+"_runs_executed_per_s", float64(r.executed)/(s.IngestWarmup+s.IngestDuration).Seconds()/float64(s.IngestRounds))
 		}
 	}
 	return nil

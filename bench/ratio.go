@@ -2,6 +2,7 @@ package bench
 
 import (
 	"slices"
+	"strings"
 )
 
 // rate returns the operations per second of the load's window; 0 for an empty window.
@@ -51,4 +52,23 @@ func share(ours, bound Latencies) Figure {
 	p50 := ms(ours.Percentile(50) - bound.Percentile(50))
 	p99 := ms(ours.Percentile(99) - bound.Percentile(99))
 	return Figure{Value: p50, Unit: "ms", P50Ms: &p50, P99Ms: &p99, N: len(ours)}
+}
+
+// detailKey turns a row's name into a key of the report's details: lower case, each run of other characters
+// than letters and digits one underscore, e.g. "ingest c=32, web only" into "ingest_c_32_web_only".
+func detailKey(name string) string {
+	var b strings.Builder
+	gap := false
+	for _, r := range strings.ToLower(name) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			if gap && b.Len() > 0 {
+				b.WriteByte('_')
+			}
+			b.WriteRune(r)
+			gap = false
+			continue
+		}
+		gap = true
+	}
+	return b.String()
 }

@@ -113,3 +113,14 @@ func TestReportTargets(t *testing.T) {
 	require.InDelta(t, 0.25, *r.Row("f").Ratio, 1e-9)
 	require.Contains(t, r.Table(), "targets: 1 met, 1 missed (b)")
 }
+
+func TestDetailKey(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"ingest c=32, web only (--role web)":                                 "ingest_c_32_web_only_role_web",
+		"ingest c=32, workers running, 1,000,000 runs already in the tables": "ingest_c_32_workers_running_1_000_000_runs_already_in_the_tables",
+		"—": "",
+	} {
+		require.Equal(t, want, detailKey(in), in)
+	}
+}
