@@ -45,6 +45,7 @@ type caseRounds struct {
 	neighbour map[int]loadResult // pgbench's rounds beside ours, by their place in the sequence
 	ratios    []float64          // each round's deliveries/s over the mean of its two neighbours' commits/s
 	executed  int                // runs the workers finished during the rounds
+	wal       walUse
 }
 
 // ingest measures deliveries per second and the latency of their answers from several connections at once,
@@ -182,14 +183,24 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 	}
 	var limits []loadResult
 	var limitCPU cpuUse
+	var limitWAL walUse
 	pgRound := func() error {
 		b.logf("%s at c=%d: pgbench round %d, %s", phase, c, len(limits)+1, s.IngestWarmup+s.IngestDuration)
 		cpu0 := b.env.cpu()
+		wal0, err := b.env.wal(ctx)
+		if err != nil {
+			return err
+		}
 		res, err := pg.round(ctx, c, s.IngestWarmup, s.IngestDuration)
 		if err != nil {
 			return err
 		}
 		limitCPU = limitCPU.add(b.env.cpu().sub(cpu0))
+		wal1, err := b.env.wal(ctx)
+		if err != nil {
+			return err
+		}
+		limitWAL = limitWAL.add(wal1.sub(wal0))
 		limits = append(limits, res)
 		return nil
 	}
@@ -207,8 +218,16 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 				}
 			}
 			cpu0 := b.env.cpu()
+			wal0, err := b.env.wal(ctx)
+			if err != nil {
+				return err
+			}
 			res := closedLoopMulti(ctx, cs.c, s.IngestWarmup, s.IngestDuration, cs.op)
 			cpu := b.env.cpu().sub(cpu0)
+			wal1, err := b.env.wal(ctx)
+			if err != nil {
+				return err
+			}
 			if err := res.check(cs.name); err != nil {
 				return err
 			}
@@ -227,7 +246,7 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 			}
 			prev, next := len(limits)-2, len(limits)-1
 			r := &got[i]
-			r.ours, r.cpu = r.ours.merge(res), r.cpu.add(cpu)
+			r.ours, r.cpu, r.wal = r.ours.merge(res), r.cpu.add(cpu), r.wal.add(wal1.sub(wal0))
 			if r.neighbour == nil {
 				r.neighbour = map[int]loadResult{}
 			}
@@ -241,6 +260,7 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 	}
 	b.report.detail(fmt.Sprintf("%s_pgbench_c%d_cpu_per_commit", phase, c), limitCPU.perOp(scaleToRound(commits, s)))
 	b.report.detail(fmt.Sprintf("%s_pgbench_c%d_commits_per_s_of_each_round", phase, c), rates(limits))
+	b.report.detail(fmt.Sprintf("%s_pgbench_c%d_wal_per_commit", phase, c), limitWAL.perOp(scaleToRound(commits, s)))
 	for i, cs := range cases {
 		r := got[i]
 		var lim loadResult
@@ -265,6 +285,7 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 		key := detailKey(row.Name)
 		b.report.detail(key+"_cpu_per_delivery", r.cpu.perOp(scaleToRound(r.ours.ops, s)))
 		b.report.detail(key+"_ratio_of_each_round", r.ratios)
+		b.report.detail(key+"_wal_per_delivery", r.wal.perOp(scaleToRound(r.ours.ops, s)))
 		if cs.executed != nil {
 			b.report.detail(key+"_runs_executed_per_s", float64(r.executed)/(s.IngestWarmup+s.IngestDuration).Seconds()/float64(s.IngestRounds))
 		}

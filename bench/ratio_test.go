@@ -124,3 +124,10 @@ func TestDetailKey(t *testing.T) {
 		require.Equal(t, want, detailKey(in), in)
 	}
 }
+
+func TestWALUsePerOp(t *testing.T) {
+	t.Parallel()
+	u := walUse{records: 110, fpi: 12, bytes: 5000}.sub(walUse{records: 10, fpi: 2, bytes: 1000}).add(walUse{bytes: 1000})
+	require.Equal(t, map[string]float64{"records": 10, "full_page_images": 1, "bytes": 500}, u.perOp(10))
+	require.Nil(t, u.perOp(0))
+}
