@@ -165,18 +165,20 @@ func (e *env) benchMapping(m orchestrator.Mapping) orchestrator.Mapping {
 // serviceConfig returns the configuration the benchmark runs the orchestrator with, on the database at dbURL in
 // the given role: the serve command's defaults, built by the same package, with what the benchmark sets
 // deliberately: its database, its worker count, a logger that formats the lines and drops them, the binary's
-// own watchdog (as serve sets it), and workers that wait for StartWorkers. Catch-up and tracing are off, as in a
-// Config that does not turn them on.
+// own watchdog and the audit retention (as serve sets them), and workers that wait for StartWorkers. Catch-up,
+// tracing and the changed-file look for runs of mappings without paths are off, as in a Config that does not turn
+// them on: there is no Hub to ask.
 func (e *env) serviceConfig(dbURL string, role service.Role) service.Config {
 	return service.Config{
-		Addr:          "127.0.0.1:0",
-		DatabaseURL:   dbURL,
-		WebhookSecret: webhookSecret,
-		MaxWorkers:    e.workers,
-		Role:          role,
-		Watchdog:      []string{e.binary, jobs.WatchdogCommand},
-		Logger:        e.logger,
-		DeferWorkers:  true,
+		Addr:           "127.0.0.1:0",
+		DatabaseURL:    dbURL,
+		WebhookSecret:  webhookSecret,
+		MaxWorkers:     e.workers,
+		Role:           role,
+		Watchdog:       []string{e.binary, jobs.WatchdogCommand},
+		AuditRetention: orchestrator.AuditRetentionDefault,
+		Logger:         e.logger,
+		DeferWorkers:   true,
 	}
 }
 
