@@ -42,15 +42,15 @@ build: ## Build bin/orchestrator
 	go build -o bin/orchestrator ./cmd/orchestrator
 
 .PHONY: bench
-bench: ## Run the benchmark, short mode (about a minute): docs/BENCHMARKS.md says what it measures
+bench: ## Run the benchmark, short mode (about two minutes): docs/BENCHMARKS.md says what it measures
 	go test -count=1 -run TestBench -v -timeout 30m ./bench/
 
 .PHONY: bench-full
-bench-full: ## Run the full benchmark (5 to 15 minutes) and write its figures to docs/benchmarks.json
+bench-full: ## Run the full benchmark (10 to 25 minutes) and write its figures to docs/benchmarks.json
 	BENCH_MODE=full BENCH_OUT=$(CURDIR)/docs/benchmarks.json go test -count=1 -run TestBench -v -timeout 120m ./bench/
 
 .PHONY: deps
-deps: ## Install the PostgreSQL server binaries when missing (as root, with apt)
+deps: ## Install the PostgreSQL server binaries and pgbench when missing (as root, with apt)
 	@.ci/deps
 
 .PHONY: fmt

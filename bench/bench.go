@@ -86,18 +86,20 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	}
 
 	b := &bench{sizes: sizes, env: e, report: report, logf: opts.Logf, tb: opts.TB}
-	// The order matters: ingest and the backlog need the workers stopped, the other phases running; the status
-	// pages show the run of the log capture; the files phase runs a service of its own beside the stack; the
-	// footprint runs once the in-process stack is stopped.
+	// The order matters: the backlog needs the workers stopped, so it comes first, the other phases start them;
+	// the status pages show the run of the log capture; the history phase reuses the status pages' rows; the
+	// files phase runs a service of its own beside the stack; the footprint runs once the in-process stack is
+	// stopped.
 	phases := []struct {
 		name string
 		run  func(context.Context) error
 	}{
-		{PhaseIngest, b.ingest},
 		{PhaseRuns, b.runThroughput},
+		{PhaseIngest, b.ingest},
 		{PhaseTrigger, b.trigger},
 		{PhaseLog, b.logCapture},
 		{PhaseStatus, b.statusPages},
+		{PhaseHistory, b.history},
 		{PhaseFiles, b.files},
 		{PhaseFootprint, func(ctx context.Context) error {
 			if err := e.stopStack(ctx); err != nil {

@@ -22,8 +22,9 @@ const (
 
 // Sizes are the counts and durations of one run.
 type Sizes struct {
-	IngestLevels     []int         // concurrencies of the ingest figures
-	IngestRounds     int           // rounds of each ingest level: ours, then the limit, in turn
+	IngestLevels     []int         // concurrencies of the ingest figures with the workers running; the last also web-only and with duplicates
+	IngestRounds     int           // rounds of each ingest case, each between two pgbench rounds
+	HistoryRuns      int           // runs (and deliveries) in the tables for the ingest figure with history
 	IngestWarmup     time.Duration // load before each round of each side, not counted
 	IngestDuration   time.Duration // measured time of each round of each side
 	TriggerSpread    int           // deliveries sent one at a time, for the trigger latency
@@ -47,6 +48,7 @@ func SizesFor(mode Mode) (Sizes, error) {
 	case ModeFull:
 		return Sizes{
 			IngestLevels: []int{1, 8, 32}, IngestRounds: 3, IngestWarmup: time.Second, IngestDuration: 5 * time.Second,
+			HistoryRuns:   1_000_000,
 			TriggerSpread: 500, TriggerBursts: 10, TriggerBurstSize: 50,
 			Backlog: 5000, BacklogTimeLimit: 5 * time.Minute, LogBytes: 1 << 30, StatusRows: 1_000_000, StatusSamples: 500,
 			FootprintIngest: 10 * time.Second, ReadyStarts: 5,
@@ -54,7 +56,8 @@ func SizesFor(mode Mode) (Sizes, error) {
 		}, nil
 	case ModeShort:
 		return Sizes{
-			IngestLevels: []int{1, 8, 32}, IngestRounds: 1, IngestWarmup: 500 * time.Millisecond, IngestDuration: 3 * time.Second,
+			IngestLevels: []int{32}, IngestRounds: 1, IngestWarmup: 500 * time.Millisecond, IngestDuration: 2500 * time.Millisecond,
+			HistoryRuns:   100_000,
 			TriggerSpread: 100, TriggerBursts: 2, TriggerBurstSize: 50,
 			Backlog: 500, BacklogTimeLimit: 90 * time.Second, LogBytes: 64 << 20, StatusRows: 100_000, StatusSamples: 100,
 			FootprintIngest: 3 * time.Second, ReadyStarts: 3,
@@ -62,7 +65,8 @@ func SizesFor(mode Mode) (Sizes, error) {
 		}, nil
 	case ModeSmoke:
 		return Sizes{
-			IngestLevels: []int{1, 8, 32}, IngestRounds: 1, IngestWarmup: 200 * time.Millisecond, IngestDuration: time.Second,
+			IngestLevels: []int{32}, IngestRounds: 1, IngestWarmup: 200 * time.Millisecond, IngestDuration: 800 * time.Millisecond,
+			HistoryRuns:   10_000,
 			TriggerSpread: 20, TriggerBursts: 1, TriggerBurstSize: 20,
 			Backlog: 100, BacklogTimeLimit: time.Minute, LogBytes: 8 << 20, StatusRows: 10_000, StatusSamples: 20,
 			FootprintIngest: time.Second, ReadyStarts: 1,
@@ -74,17 +78,18 @@ func SizesFor(mode Mode) (Sizes, error) {
 
 // Phases of a run, in the order they run.
 const (
-	PhaseIngest    = "ingest"
 	PhaseRuns      = "runs"
+	PhaseIngest    = "ingest"
 	PhaseTrigger   = "trigger"
 	PhaseLog       = "log"
 	PhaseStatus    = "status"
+	PhaseHistory   = "history"
 	PhaseFiles     = "files"
 	PhaseFootprint = "footprint"
 )
 
 // AllPhases lists every phase.
-var AllPhases = []string{PhaseIngest, PhaseRuns, PhaseTrigger, PhaseLog, PhaseStatus, PhaseFiles, PhaseFootprint}
+var AllPhases = []string{PhaseRuns, PhaseIngest, PhaseTrigger, PhaseLog, PhaseStatus, PhaseHistory, PhaseFiles, PhaseFootprint}
 
 // ParsePhases parses a comma-separated list of phases; empty means all of them.
 func ParsePhases(s string) (map[string]bool, error) {

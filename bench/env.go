@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/retrainhq/orchestrator/jobs"
 	"github.com/retrainhq/orchestrator/orchestrator"
 	"github.com/retrainhq/orchestrator/orchestrator/pgcluster"
 	"github.com/retrainhq/orchestrator/orchestrator/service"
@@ -161,23 +162,50 @@ func (e *env) benchMapping(m orchestrator.Mapping) orchestrator.Mapping {
 	return m.WithDefaults()
 }
 
-// startStack starts the orchestrator in this process through the package the serve command runs it with, so
-// that the figures are those of the production wiring: pool, schema, store, sweeper, reaper, River client and
-// workers, River's UI, metrics and the HTTP server with its timeouts. What the benchmark sets deliberately: its
-// own database, its worker count, a logger that formats the lines and drops them, a tracer on the orchestrator's
-// pool that counts round trips, and workers that wait for startWorkers. Catch-up and tracing are off, as in a
-// Config that does not turn them on. The mappings are registered through the service's store; the benchmark's own
-// pool, for setup and figures, is opened beside it.
+// serviceConfig returns the configuration the benchmark runs the orchestrator with, on the database at dbURL in
+// the given role: the serve command's defaults, built by the same package, with what the benchmark sets
+// deliberately: its database, its worker count, a logger that formats the lines and drops them, the binary's
+// own watchdog and the audit retention (as serve sets them), and workers that wait for StartWorkers. Catch-up,
+// tracing and the changed-file look for runs of mappings without paths are off, as in a Config that does not turn
+// them on: there is no Hub to ask.
+func (e *env) serviceConfig(dbURL string, role service.Role) service.Config {
+	return service.Config{
+		Addr:           "127.0.0.1:0",
+		DatabaseURL:    dbURL,
+		WebhookSecret:  webhookSecret,
+		MaxWorkers:     e.workers,
+		Role:           role,
+		Watchdog:       []string{e.binary, jobs.WatchdogCommand},
+		AuditRetention: orchestrator.AuditRetentionDefault,
+		Logger:         e.logger,
+		DeferWorkers:   true,
+	}
+}
+
+// createDatabase creates the database name in the cluster and returns its URL.
+func (e *env) createDatabase(ctx context.Context, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, e.cluster.AdminURL())
+	if err != nil {
+		return "", fmt.Errorf("connect to create database %s: %w", name, err)
+	}
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return databaseURL(e.cluster.URL(), name)
+}
+
+// startStack starts the orchestrator in this process through the package the serve command runs it with, in
+// the serve command's default role (all: webhooks, pages and workers), so that the figures are those of the
+// production wiring: pool, schema, store, sweeper, reaper, River client and workers, River's UI, metrics and the
+// HTTP server with its timeouts. Besides serviceConfig's settings, a tracer on the orchestrator's pool counts
+// round trips. The mappings are registered through the service's store; the benchmark's own pool, for setup and
+// figures, is opened beside it.
 func (e *env) startStack(ctx context.Context) error {
-	svc, err := service.New(service.Config{
-		Addr:          "127.0.0.1:0",
-		DatabaseURL:   e.cluster.URL(),
-		WebhookSecret: webhookSecret,
-		MaxWorkers:    e.workers,
-		Logger:        e.logger,
-		PoolTracer:    e.trips,
-		DeferWorkers:  true,
-	})
+	cfg := e.serviceConfig(e.cluster.URL(), service.RoleAll)
+	cfg.PoolTracer = e.trips
+	svc, err := service.New(cfg)
 	if err != nil {
 		return fmt.Errorf("configure the orchestrator: %w", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strconv"
 	"testing"
@@ -104,30 +103,13 @@ func (b *bench) files(ctx context.Context) (err error) {
 // databaseFiles, asking the Hub at hubURL, with the mappings of the webhook's conditions and its workers
 // deferred.
 func (e *env) startFilesService(ctx context.Context, hubURL string) (*service.Service, error) {
-	conn, err := pgx.Connect(ctx, e.cluster.AdminURL())
+	dbURL, err := e.createDatabase(ctx, databaseFiles)
 	if err != nil {
-		return nil, fmt.Errorf("connect to create the files database: %w", err)
+		return nil, err
 	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{databaseFiles}.Sanitize())
-	conn.Close(context.WithoutCancel(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("create the files database: %w", err)
-	}
-	u, err := url.Parse(e.cluster.URL())
-	if err != nil {
-		return nil, fmt.Errorf("database URL: %w", err)
-	}
-	u.Path = "/" + databaseFiles
-	svc, err := service.New(service.Config{
-		Addr:          "127.0.0.1:0",
-		DatabaseURL:   u.String(),
-		WebhookSecret: webhookSecret,
-		MaxWorkers:    e.workers,
-		Logger:        e.logger,
-		DeferWorkers:  true,
-		HFEndpoint:    hubURL,
-		ChangedFiles:  service.ChangedFilesFiltered,
-	})
+	cfg := e.serviceConfig(dbURL, service.RoleAll)
+	cfg.HFEndpoint, cfg.ChangedFiles = hubURL, service.ChangedFilesFiltered
+	svc, err := service.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("configure the files orchestrator: %w", err)
 	}

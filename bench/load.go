@@ -51,36 +51,46 @@ func deliver(ctx context.Context, client *http.Client, baseURL, repo, sha string
 
 // deliverMove is deliver for a main branch that moved from oldSha to sha.
 func deliverMove(ctx context.Context, client *http.Client, baseURL, repo, oldSha, sha string) (int64, time.Time, error) {
+	runs, answered, err := deliverAny(ctx, client, baseURL, repo, oldSha, sha)
+	if err != nil {
+		return 0, answered, err
+	}
+	if len(runs) != 1 {
+		return 0, answered, fmt.Errorf("delivery of %s created %d runs, want 1", sha, len(runs))
+	}
+	return runs[0], answered, nil
+}
+
+// deliverAny posts a delivery as deliverMove does and returns the runs its answer names, none for a duplicate.
+// Anything but a 200 is an error.
+func deliverAny(ctx context.Context, client *http.Client, baseURL, repo, oldSha, sha string) ([]int64, time.Time, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/webhooks/huggingface",
 		bytes.NewReader(webhookBody(repo, oldSha, sha)))
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("build request: %w", err)
+		return nil, time.Time{}, fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Webhook-Secret", webhookSecret)
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("post delivery: %w", err)
+		return nil, time.Time{}, fmt.Errorf("post delivery: %w", err)
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	answered := time.Now()
 	if err != nil {
-		return 0, answered, fmt.Errorf("read answer: %w", err)
+		return nil, answered, fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, answered, fmt.Errorf("delivery answered %s: %s", resp.Status, bytes.TrimSpace(body))
+		return nil, answered, fmt.Errorf("delivery answered %s: %s", resp.Status, bytes.TrimSpace(body))
 	}
 	var answer struct {
 		Runs []int64 `json:"runs"`
 	}
 	if err := json.Unmarshal(body, &answer); err != nil {
-		return 0, answered, fmt.Errorf("decode answer: %w", err)
+		return nil, answered, fmt.Errorf("decode answer: %w", err)
 	}
-	if len(answer.Runs) != 1 {
-		return 0, answered, fmt.Errorf("delivery created %d runs, want 1: %s", len(answer.Runs), bytes.TrimSpace(body))
-	}
-	return answer.Runs[0], answered, nil
+	return answer.Runs, answered, nil
 }
 
 // concurrently calls op with 0 to n-1, from c goroutines at once, and returns the first error. After an error,
@@ -126,6 +136,18 @@ type loadResult struct {
 // closedLoop runs op from c goroutines, each starting the next operation when the previous one is done, for
 // warmup and then for window. Only operations started within the window are counted.
 func closedLoop(ctx context.Context, c int, warmup, window time.Duration, op func(ctx context.Context) error) loadResult {
+	return closedLoopMulti(ctx, c, warmup, window, func(ctx context.Context) (Latencies, error) {
+		t0 := time.Now()
+		if err := op(ctx); err != nil {
+			return nil, err
+		}
+		return Latencies{time.Since(t0)}, nil
+	})
+}
+
+// closedLoopMulti is closedLoop for operations that each make several requests at once (a delivery and its
+// duplicate): op returns the latency of each request it made, and each counts as an operation.
+func closedLoopMulti(ctx context.Context, c int, warmup, window time.Duration, op func(ctx context.Context) (Latencies, error)) loadResult {
 	start := time.Now()
 	from, until := start.Add(warmup), start.Add(warmup+window)
 	var mu sync.Mutex
@@ -143,8 +165,7 @@ func closedLoop(ctx context.Context, c int, warmup, window time.Duration, op fun
 				if !t0.Before(until) {
 					break
 				}
-				err := op(ctx)
-				d := time.Since(t0)
+				l, err := op(ctx)
 				if t0.Before(from) {
 					continue
 				}
@@ -155,7 +176,7 @@ func closedLoop(ctx context.Context, c int, warmup, window time.Duration, op fun
 					}
 					continue
 				}
-				lat = append(lat, d)
+				lat = append(lat, l...)
 			}
 			mu.Lock()
 			defer mu.Unlock()

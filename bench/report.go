@@ -28,7 +28,7 @@ type Figure struct {
 type Row struct {
 	Name string `json:"name"`
 	Ours Figure `json:"ours"`
-	// LimitName says what the limit is, e.g. "1 KiB JSONB insert + commit".
+	// LimitName says what the limit is, e.g. "fork/exec of true, 4 at once".
 	LimitName string  `json:"limit_name,omitempty"`
 	Limit     *Figure `json:"limit,omitempty"`
 	// Ratio is Ours.Value / Limit.Value.
@@ -37,6 +37,8 @@ type Row struct {
 	// Met is nil when the row has no target.
 	Met  *bool  `json:"met,omitempty"`
 	Note string `json:"note,omitempty"`
+	// noRatio leaves Ratio unset: the row's figure is a difference from its limit, not a multiple of it.
+	noRatio bool
 }
 
 // Plan is a query plan the status pages ran with, as PostgreSQL logged it.
@@ -62,9 +64,10 @@ type Report struct {
 	Plans     []Plan         `json:"plans,omitempty"`
 }
 
-// add appends a row, computing its ratio.
+// add appends a row, computing its ratio unless the row has one already or, as a share of a latency (ours less
+// the limit), has none that means anything.
 func (r *Report) add(row Row) {
-	if row.Limit != nil && row.Limit.Value > 0 {
+	if row.Ratio == nil && !row.noRatio && row.Limit != nil && row.Limit.Value > 0 {
 		ratio := row.Ours.Value / row.Limit.Value
 		row.Ratio = &ratio
 	}
@@ -134,7 +137,27 @@ func (r *Report) Table() string {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", row.Name, row.Ours.String(), limit, ratio, target, met)
 	}
 	_ = tw.Flush()
+	met, missed := r.targets()
+	fmt.Fprintf(&buf, "targets: %d met, %d missed", len(met), len(missed))
+	if len(missed) > 0 {
+		fmt.Fprintf(&buf, " (%s)", strings.Join(missed, "; "))
+	}
+	buf.WriteString("\n")
 	return buf.String()
+}
+
+// targets returns the names of the rows whose target was met and of those whose target was missed.
+func (r *Report) targets() (met, missed []string) {
+	for _, row := range r.Rows {
+		switch {
+		case row.Met == nil:
+		case *row.Met:
+			met = append(met, row.Name)
+		default:
+			missed = append(missed, row.Name)
+		}
+	}
+	return met, missed
 }
 
 // Markdown renders the rows as a Markdown table.
