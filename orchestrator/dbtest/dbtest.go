@@ -41,15 +41,24 @@ const (
 	// EnvURL names the environment variable holding the connection string
 	// of an existing server to test against.
 	EnvURL = "TEST_DATABASE_URL"
+	// EnvImage names the environment variable holding the PostgreSQL image
+	// run on a Docker engine, DefaultImage when unset. The image must keep
+	// the official image's contract: POSTGRES_HOST_AUTH_METHOD=trust lets
+	// the postgres user in without a password, on port 5432.
+	EnvImage = "TEST_POSTGRES_IMAGE"
+	// DefaultImage is the PostgreSQL image run on a Docker engine when
+	// TEST_POSTGRES_IMAGE is unset.
+	DefaultImage = "postgres:16-alpine"
 
 	// tempDirPattern names the directories of throwaway clusters.
 	tempDirPattern = "orchestrator-test-pg-*"
 	// ownerFile, inside a throwaway cluster's directory, holds the pid of
 	// the test process using it.
 	ownerFile = "owner.pid"
-	// containerExpiry is how many seconds a container lives at most, in case
-	// the test process dies before removing it.
-	containerExpiry = 600
+	// ownerLabel and hostLabel, on a container, hold the pid of the test
+	// process using it and the name of its machine.
+	ownerLabel = "org.retrainhq.orchestrator.dbtest.owner"
+	hostLabel  = "org.retrainhq.orchestrator.dbtest.host"
 	// schemaTimeout bounds creating and dropping a schema.
 	schemaTimeout = 10 * time.Second
 )
@@ -126,7 +135,8 @@ func release() {
 // started at most once per test process. It uses, in order:
 //
 //  1. the server named by TEST_DATABASE_URL, when set;
-//  2. a postgres:16-alpine container, when a Docker engine answers;
+//  2. a postgres:16-alpine container (or the image TEST_POSTGRES_IMAGE
+//     names), when a Docker engine answers;
 //  3. a throwaway cluster run from the locally installed PostgreSQL server
 //     binaries.
 //
@@ -183,9 +193,17 @@ func startServer() (*server, error) {
 		"What was tried:\n  - %s", EnvURL, strings.Join(problems, "\n  - "))
 }
 
-// startContainer runs postgres:16-alpine on a Docker engine, when one
-// answers.
+// startContainer runs postgres:16-alpine, or the image TEST_POSTGRES_IMAGE
+// names, on a Docker engine, when one answers.
 func startContainer() (*server, error) {
+	image := os.Getenv(EnvImage)
+	if image == "" {
+		image = DefaultImage
+	}
+	repository, tag, err := splitImage(image)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := dockertest.NewPool("")
 	if err != nil {
 		return nil, fmt.Errorf("connect to Docker: %w", err)
@@ -195,32 +213,64 @@ func startContainer() (*server, error) {
 	if err := pool.Client.PingWithContext(ctx); err != nil {
 		return nil, fmt.Errorf("no Docker engine answers: %w", err)
 	}
+	host, _ := os.Hostname()
+	reclaimContainers(pool, host)
 
 	res, err := pool.RunWithOptions(&dockertest.RunOptions{
-		Repository: "postgres",
-		Tag:        "16-alpine",
+		Repository: repository,
+		Tag:        tag,
 		Env:        []string{"POSTGRES_HOST_AUTH_METHOD=trust"},
+		Labels:     map[string]string{ownerLabel: strconv.Itoa(os.Getpid()), hostLabel: host},
 	}, func(hc *docker.HostConfig) {
 		hc.AutoRemove = true
 		hc.RestartPolicy = docker.NeverRestart()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("run postgres:16-alpine: %w", err)
-	}
-	// Should this process die before Main removes the container, the
-	// engine stops (and so removes) it after the expiry.
-	if err := res.Expire(containerExpiry); err != nil {
-		_ = pool.Purge(res)
-		return nil, fmt.Errorf("set container expiry: %w", err)
+		return nil, fmt.Errorf("run %s: %w", image, err)
 	}
 
 	u := "postgres://postgres@" + res.GetHostPort("5432/tcp") + "/postgres?sslmode=disable"
 	pool.MaxWait = time.Minute
 	if err := pool.Retry(func() error { return ping(u) }); err != nil {
 		_ = pool.Purge(res)
-		return nil, fmt.Errorf("wait for the postgres container: %w", err)
+		return nil, fmt.Errorf("wait for the %s container: %w", image, err)
 	}
 	return &server{url: u, stop: func() { _ = pool.Purge(res) }}, nil
+}
+
+// splitImage splits an image reference into its repository and tag, the tag
+// being "latest" when the reference has none.
+func splitImage(image string) (repository, tag string, err error) {
+	if strings.Contains(image, "@") || strings.ContainsAny(image, " \t\n") {
+		return "", "", fmt.Errorf("%s=%q: want repository[:tag], without a digest or spaces", EnvImage, image)
+	}
+	repository, tag = image, "latest"
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		repository, tag = image[:i], image[i+1:]
+	}
+	if repository == "" || tag == "" {
+		return "", "", fmt.Errorf("%s=%q: want repository[:tag]", EnvImage, image)
+	}
+	return repository, tag, nil
+}
+
+// reclaimContainers removes the containers of test processes of this machine
+// that died without removing theirs (killed, or timed out).
+func reclaimContainers(pool *dockertest.Pool, host string) {
+	containers, err := pool.Client.ListContainers(docker.ListContainersOptions{
+		All:     true,
+		Filters: map[string][]string{"label": {ownerLabel}},
+	})
+	if err != nil {
+		return
+	}
+	for _, c := range containers {
+		pid, err := strconv.Atoi(c.Labels[ownerLabel])
+		if err != nil || c.Labels[hostLabel] != host || pid <= 0 || processExists(pid) {
+			continue
+		}
+		_ = pool.Client.RemoveContainer(docker.RemoveContainerOptions{ID: c.ID, Force: true, RemoveVolumes: true})
+	}
 }
 
 // startCluster runs a throwaway cluster from the local server binaries.
