@@ -59,6 +59,9 @@ const (
 	// process using it and the name of its machine.
 	ownerLabel = "org.retrainhq.orchestrator.dbtest.owner"
 	hostLabel  = "org.retrainhq.orchestrator.dbtest.host"
+	// sourceDocker and sourceLocal name where a started server runs.
+	sourceDocker = "Docker"
+	sourceLocal  = "local PostgreSQL"
 	// schemaTimeout bounds creating and dropping a schema.
 	schemaTimeout = 10 * time.Second
 )
@@ -66,6 +69,9 @@ const (
 // server is the PostgreSQL server the tests of this process share.
 type server struct {
 	url string
+	// source says where the server comes from: EnvURL, sourceDocker or
+	// sourceLocal.
+	source string
 	// stop releases the server when this process started it; nil
 	// otherwise.
 	stop func()
@@ -170,7 +176,7 @@ func sharedServer() (*server, error) {
 // startServer finds or starts a server.
 func startServer() (*server, error) {
 	if u := os.Getenv(EnvURL); u != "" {
-		return &server{url: u}, nil
+		return &server{url: u, source: EnvURL}, nil
 	}
 
 	var problems []string
@@ -178,13 +184,13 @@ func startServer() (*server, error) {
 	if err == nil {
 		return s, nil
 	}
-	problems = append(problems, "Docker: "+err.Error())
+	problems = append(problems, sourceDocker+": "+err.Error())
 
 	s, err = startCluster()
 	if err == nil {
 		return s, nil
 	}
-	problems = append(problems, "local PostgreSQL: "+err.Error())
+	problems = append(problems, sourceLocal+": "+err.Error())
 
 	return nil, fmt.Errorf("no PostgreSQL server for the tests. Get one in any of these ways:\n"+
 		"  - install the PostgreSQL server binaries: apt-get install -y postgresql\n"+
@@ -220,7 +226,9 @@ func startContainer() (*server, error) {
 		Repository: repository,
 		Tag:        tag,
 		Env:        []string{"POSTGRES_HOST_AUTH_METHOD=trust"},
-		Labels:     map[string]string{ownerLabel: strconv.Itoa(os.Getpid()), hostLabel: host},
+		// Durability is not what the tests are about: the same settings as a throwaway local cluster's.
+		Cmd:    []string{"postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"},
+		Labels: map[string]string{ownerLabel: strconv.Itoa(os.Getpid()), hostLabel: host},
 	}, func(hc *docker.HostConfig) {
 		hc.AutoRemove = true
 		hc.RestartPolicy = docker.NeverRestart()
@@ -235,7 +243,7 @@ func startContainer() (*server, error) {
 		_ = pool.Purge(res)
 		return nil, fmt.Errorf("wait for the %s container: %w", image, err)
 	}
-	return &server{url: u, stop: func() { _ = pool.Purge(res) }}, nil
+	return &server{url: u, source: sourceDocker, stop: func() { _ = pool.Purge(res) }}, nil
 }
 
 // splitImage splits an image reference into its repository and tag, the tag
@@ -304,7 +312,7 @@ func startCluster() (*server, error) {
 		}
 		_ = os.RemoveAll(dir)
 	}
-	return &server{url: c.URL(), stop: stop}, nil
+	return &server{url: c.URL(), source: sourceLocal, stop: stop}, nil
 }
 
 // reclaimAbandoned stops the servers of throwaway clusters whose test process
