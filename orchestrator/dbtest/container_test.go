@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/ory/dockertest/v3"
 	"github.com/stretchr/testify/require"
 )
@@ -47,8 +48,8 @@ func TestUnpullableImageFallsBack(t *testing.T) {
 	require.NoError(t, ping(s.url))
 }
 
-// TestNamedImageRuns runs the image TEST_POSTGRES_IMAGE names, when it is set and an engine answers, and
-// connects to it: the Docker path itself, which the shared server of these tests may not take when
+// TestNamedImageRuns runs the image TEST_POSTGRES_IMAGE names, when it is set and an engine answers, connects
+// to it and finds the UTF8 encoding: the Docker path itself, which the shared server of these tests may not take when
 // TEST_DATABASE_URL is set too.
 func TestNamedImageRuns(t *testing.T) {
 	image := os.Getenv(EnvImage)
@@ -63,6 +64,16 @@ func TestNamedImageRuns(t *testing.T) {
 	require.Equal(t, sourceDocker, s.source)
 	require.NoError(t, ping(s.url))
 	require.NoError(t, execOnce(s.url, "CREATE TABLE docker_path (id int)"))
+
+	// pgx's simple protocol, which the store uses, needs UTF8 as the official image has it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.url)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var encoding string
+	require.NoError(t, conn.QueryRow(ctx, "SHOW server_encoding").Scan(&encoding))
+	require.Equal(t, "UTF8", encoding)
 }
 
 func TestSplitImage(t *testing.T) {

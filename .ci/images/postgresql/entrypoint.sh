@@ -1,7 +1,7 @@
 #!/bin/sh
 # Initializes the data directory on first start from POSTGRES_USER (default postgres), POSTGRES_PASSWORD,
-# POSTGRES_DB (default: the user's name) and POSTGRES_HOST_AUTH_METHOD (default scram-sha-256), then runs the
-# server as the postgres user, listening on every address.
+# POSTGRES_DB (default: the user's name) and POSTGRES_HOST_AUTH_METHOD (default scram-sha-256), with the UTF8
+# encoding as in the official image, then runs the server as the postgres user, listening on every address.
 set -eu
 
 if [ "${1:-}" != postgres ]; then
@@ -27,9 +27,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   trap 'rm -f "$pwfile"' EXIT
   printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
   if [ -n "${POSTGRES_PASSWORD:-}" ]; then
-    initdb --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host="$auth" -D "$PGDATA" >/dev/null
+    initdb --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host="$auth" --encoding=UTF8 --locale=C.UTF-8 -D "$PGDATA" >/dev/null
   else
-    initdb --username="$user" --auth-local=trust --auth-host="$auth" -D "$PGDATA" >/dev/null
+    initdb --username="$user" --auth-local=trust --auth-host="$auth" --encoding=UTF8 --locale=C.UTF-8 -D "$PGDATA" >/dev/null
   fi
   rm -f "$pwfile"
   trap - EXIT
