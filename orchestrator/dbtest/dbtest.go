@@ -241,7 +241,7 @@ func startContainer() (*server, error) {
 	pool.MaxWait = time.Minute
 	if err := pool.Retry(func() error { return ping(u) }); err != nil {
 		_ = pool.Purge(res)
-		return nil, fmt.Errorf("wait for the %s container: %w", image, err)
+		return nil, fmt.Errorf("wait for the postgres container: %w", err)
 	}
 	return &server{url: u, source: sourceDocker, stop: func() { _ = pool.Purge(res) }}, nil
 }
