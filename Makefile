@@ -37,6 +37,10 @@ test: deps lint ## Run the linters, every test (real PostgreSQL and Chromium, in
 	go test -run '^$$' -fuzz FuzzParseAndDecide -fuzztime $(FUZZ_TIME) ./orchestrator/
 	go test -run '^$$' -fuzz FuzzParsePayload -fuzztime $(FUZZ_TIME) ./orchestrator/hub/
 
+.PHONY: docker-check
+docker-check: ## Build the image and run the compose stack on a local Docker engine (root; installs Docker when missing)
+	.ci/docker-check
+
 .PHONY: build
 build: ## Build bin/orchestrator
 	go build -o bin/orchestrator ./cmd/orchestrator

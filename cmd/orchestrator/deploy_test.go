@@ -17,6 +17,7 @@ import (
 
 // composeService is the part of a docker-compose.yml service the tests read.
 type composeService struct {
+	Image         string            `yaml:"image"`
 	Build         string            `yaml:"build"`
 	ContainerName string            `yaml:"container_name"`
 	Environment   map[string]string `yaml:"environment"`
@@ -34,7 +35,7 @@ type composeService struct {
 	} `yaml:"deploy"`
 }
 
-// TestDockerCompose checks docker-compose.yml, which no engine runs here: PostgreSQL and its health-gated start,
+// TestDockerCompose checks docker-compose.yml (.ci/docker-check runs it on an engine): PostgreSQL and its health-gated start,
 // the web and worker services with their roles and environment, and that the configuration they mount exists,
 // is valid and only names queues the workers serve.
 func TestDockerCompose(t *testing.T) {
@@ -66,6 +67,7 @@ func TestDockerCompose(t *testing.T) {
 	require.ElementsMatch(t, []string{"postgres", "web", "worker"}, services)
 
 	pg := compose.Services["postgres"]
+	require.Equal(t, "${POSTGRES_IMAGE:-postgres:16}", pg.Image, "the official image unless POSTGRES_IMAGE names another")
 	require.Contains(t, pg.Healthcheck.Test, "pg_isready -U orchestrator -d orchestrator")
 	require.Contains(t, compose.Volumes, "pgdata")
 	require.Contains(t, pg.Volumes, "pgdata:/var/lib/postgresql/data")
@@ -87,7 +89,7 @@ func TestDockerCompose(t *testing.T) {
 		// timeout; the container must outlive both.
 		runsCommands bool
 	}{
-		{service: "web", role: "web", ports: []string{"8080:8080"}, adminToken: "${ORCHESTRATOR_ADMIN_TOKEN:-}"},
+		{service: "web", role: "web", ports: []string{"${ORCHESTRATOR_PUBLISH:-8080}:8080"}, adminToken: "${ORCHESTRATOR_ADMIN_TOKEN:-}"},
 		{service: "worker", role: "worker", queues: "runs", runsCommands: true},
 	}
 	for _, tt := range tests {
@@ -146,7 +148,8 @@ func TestDockerCompose(t *testing.T) {
 	}
 }
 
-// TestDockerfile checks that the image builds the command with the Go version go.mod asks for.
+// TestDockerfile checks that the image builds the command with the Go version go.mod asks for, runs it as a
+// user of its own and checks its health. .ci/docker-check builds and runs it.
 func TestDockerfile(t *testing.T) {
 	t.Parallel()
 	root := filepath.Join("..", "..")
@@ -156,7 +159,14 @@ func TestDockerfile(t *testing.T) {
 	require.NoError(t, err)
 	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(gomod)
 	require.NotNil(t, goVersion)
-	require.Contains(t, string(dockerfile), "FROM golang:"+string(goVersion[1])+"-")
+	// The base images are build arguments whose defaults are the official images.
+	require.Contains(t, string(dockerfile), "ARG GO_IMAGE=golang:"+string(goVersion[1])+"-bookworm\n")
+	require.Contains(t, string(dockerfile), "ARG BASE_IMAGE=debian:bookworm-slim\n")
+	require.Contains(t, string(dockerfile), "FROM ${GO_IMAGE} AS build\n")
+	require.Contains(t, string(dockerfile), "FROM ${BASE_IMAGE}\n")
+	// Not root, and healthy only when the server answers.
+	require.Contains(t, string(dockerfile), "USER orchestrator\n")
+	require.Regexp(t, `(?m)^HEALTHCHECK .*CMD \["orchestrator", "healthcheck"\]$`, string(dockerfile))
 	require.Contains(t, string(dockerfile), "go build -trimpath -ldflags=\"-s -w\" -o /out/orchestrator ./cmd/orchestrator")
 	require.Contains(t, string(dockerfile), `CMD ["serve"]`)
 }

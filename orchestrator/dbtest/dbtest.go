@@ -41,15 +41,27 @@ const (
 	// EnvURL names the environment variable holding the connection string
 	// of an existing server to test against.
 	EnvURL = "TEST_DATABASE_URL"
+	// EnvImage names the environment variable holding the PostgreSQL image
+	// run on a Docker engine, DefaultImage when unset. The image must keep
+	// the official image's contract: POSTGRES_HOST_AUTH_METHOD=trust lets
+	// the postgres user in without a password, on port 5432.
+	EnvImage = "TEST_POSTGRES_IMAGE"
+	// DefaultImage is the PostgreSQL image run on a Docker engine when
+	// TEST_POSTGRES_IMAGE is unset.
+	DefaultImage = "postgres:16-alpine"
 
 	// tempDirPattern names the directories of throwaway clusters.
 	tempDirPattern = "orchestrator-test-pg-*"
 	// ownerFile, inside a throwaway cluster's directory, holds the pid of
 	// the test process using it.
 	ownerFile = "owner.pid"
-	// containerExpiry is how many seconds a container lives at most, in case
-	// the test process dies before removing it.
-	containerExpiry = 600
+	// ownerLabel and hostLabel, on a container, hold the pid of the test
+	// process using it and the name of its machine.
+	ownerLabel = "org.retrainhq.orchestrator.dbtest.owner"
+	hostLabel  = "org.retrainhq.orchestrator.dbtest.host"
+	// sourceDocker and sourceLocal name where a started server runs.
+	sourceDocker = "Docker"
+	sourceLocal  = "local PostgreSQL"
 	// schemaTimeout bounds creating and dropping a schema.
 	schemaTimeout = 10 * time.Second
 )
@@ -57,6 +69,9 @@ const (
 // server is the PostgreSQL server the tests of this process share.
 type server struct {
 	url string
+	// source says where the server comes from: EnvURL, sourceDocker or
+	// sourceLocal.
+	source string
 	// stop releases the server when this process started it; nil
 	// otherwise.
 	stop func()
@@ -126,7 +141,8 @@ func release() {
 // started at most once per test process. It uses, in order:
 //
 //  1. the server named by TEST_DATABASE_URL, when set;
-//  2. a postgres:16-alpine container, when a Docker engine answers;
+//  2. a postgres:16-alpine container (or the image TEST_POSTGRES_IMAGE
+//     names), when a Docker engine answers;
 //  3. a throwaway cluster run from the locally installed PostgreSQL server
 //     binaries.
 //
@@ -160,7 +176,7 @@ func sharedServer() (*server, error) {
 // startServer finds or starts a server.
 func startServer() (*server, error) {
 	if u := os.Getenv(EnvURL); u != "" {
-		return &server{url: u}, nil
+		return &server{url: u, source: EnvURL}, nil
 	}
 
 	var problems []string
@@ -168,13 +184,13 @@ func startServer() (*server, error) {
 	if err == nil {
 		return s, nil
 	}
-	problems = append(problems, "Docker: "+err.Error())
+	problems = append(problems, sourceDocker+": "+err.Error())
 
 	s, err = startCluster()
 	if err == nil {
 		return s, nil
 	}
-	problems = append(problems, "local PostgreSQL: "+err.Error())
+	problems = append(problems, sourceLocal+": "+err.Error())
 
 	return nil, fmt.Errorf("no PostgreSQL server for the tests. Get one in any of these ways:\n"+
 		"  - install the PostgreSQL server binaries: apt-get install -y postgresql\n"+
@@ -183,9 +199,17 @@ func startServer() (*server, error) {
 		"What was tried:\n  - %s", EnvURL, strings.Join(problems, "\n  - "))
 }
 
-// startContainer runs postgres:16-alpine on a Docker engine, when one
-// answers.
+// startContainer runs postgres:16-alpine, or the image TEST_POSTGRES_IMAGE
+// names, on a Docker engine, when one answers.
 func startContainer() (*server, error) {
+	image := os.Getenv(EnvImage)
+	if image == "" {
+		image = DefaultImage
+	}
+	repository, tag, err := splitImage(image)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := dockertest.NewPool("")
 	if err != nil {
 		return nil, fmt.Errorf("connect to Docker: %w", err)
@@ -195,23 +219,22 @@ func startContainer() (*server, error) {
 	if err := pool.Client.PingWithContext(ctx); err != nil {
 		return nil, fmt.Errorf("no Docker engine answers: %w", err)
 	}
+	host, _ := os.Hostname()
+	reclaimContainers(pool, host)
 
 	res, err := pool.RunWithOptions(&dockertest.RunOptions{
-		Repository: "postgres",
-		Tag:        "16-alpine",
+		Repository: repository,
+		Tag:        tag,
 		Env:        []string{"POSTGRES_HOST_AUTH_METHOD=trust"},
+		// Durability is not what the tests are about: the same settings as a throwaway local cluster's.
+		Cmd:    []string{"postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"},
+		Labels: map[string]string{ownerLabel: strconv.Itoa(os.Getpid()), hostLabel: host},
 	}, func(hc *docker.HostConfig) {
 		hc.AutoRemove = true
 		hc.RestartPolicy = docker.NeverRestart()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("run postgres:16-alpine: %w", err)
-	}
-	// Should this process die before Main removes the container, the
-	// engine stops (and so removes) it after the expiry.
-	if err := res.Expire(containerExpiry); err != nil {
-		_ = pool.Purge(res)
-		return nil, fmt.Errorf("set container expiry: %w", err)
+		return nil, fmt.Errorf("run %s: %w", image, err)
 	}
 
 	u := "postgres://postgres@" + res.GetHostPort("5432/tcp") + "/postgres?sslmode=disable"
@@ -220,7 +243,42 @@ func startContainer() (*server, error) {
 		_ = pool.Purge(res)
 		return nil, fmt.Errorf("wait for the postgres container: %w", err)
 	}
-	return &server{url: u, stop: func() { _ = pool.Purge(res) }}, nil
+	return &server{url: u, source: sourceDocker, stop: func() { _ = pool.Purge(res) }}, nil
+}
+
+// splitImage splits an image reference into its repository and tag, the tag
+// being "latest" when the reference has none.
+func splitImage(image string) (repository, tag string, err error) {
+	if strings.Contains(image, "@") || strings.ContainsAny(image, " \t\n") {
+		return "", "", fmt.Errorf("%s=%q: want repository[:tag], without a digest or spaces", EnvImage, image)
+	}
+	repository, tag = image, "latest"
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		repository, tag = image[:i], image[i+1:]
+	}
+	if repository == "" || tag == "" {
+		return "", "", fmt.Errorf("%s=%q: want repository[:tag]", EnvImage, image)
+	}
+	return repository, tag, nil
+}
+
+// reclaimContainers removes the containers of test processes of this machine
+// that died without removing theirs (killed, or timed out).
+func reclaimContainers(pool *dockertest.Pool, host string) {
+	containers, err := pool.Client.ListContainers(docker.ListContainersOptions{
+		All:     true,
+		Filters: map[string][]string{"label": {ownerLabel}},
+	})
+	if err != nil {
+		return
+	}
+	for _, c := range containers {
+		pid, err := strconv.Atoi(c.Labels[ownerLabel])
+		if err != nil || c.Labels[hostLabel] != host || pid <= 0 || processExists(pid) {
+			continue
+		}
+		_ = pool.Client.RemoveContainer(docker.RemoveContainerOptions{ID: c.ID, Force: true, RemoveVolumes: true})
+	}
 }
 
 // startCluster runs a throwaway cluster from the local server binaries.
@@ -254,7 +312,7 @@ func startCluster() (*server, error) {
 		}
 		_ = os.RemoveAll(dir)
 	}
-	return &server{url: c.URL(), stop: stop}, nil
+	return &server{url: c.URL(), source: sourceLocal, stop: stop}, nil
 }
 
 // reclaimAbandoned stops the servers of throwaway clusters whose test process
