@@ -68,7 +68,12 @@ func (e *UnorderedError) Error() string {
 // and COMMIT travel in one pipelined batch. The statements run in order, so the decision's snapshot is taken
 // after the locks were granted and sees every start committed before: the mapping's row lock serializes the
 // starts of its runs across processes, and the counts hold. The lock is held for the decision and the commit
-// alone, never across a round trip.
+// alone, never across a round trip, and not across the commit's flush to disk either: the transaction commits
+// without waiting for its flush (which releases the mapping's lock at once), and the flush is waited for by a
+// second commit in the same batch (see startFlushSQL), before RunAttemptStart returns. The next start of the
+// mapping's runs thus waits for a decision, not for an fsync, and a start is still durable before its command
+// runs. A start seen by another transaction before its flush is in the WAL before anything that transaction
+// commits, so no durable decision rests on a start a crash could lose.
 func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -85,6 +90,7 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 	var d startDecision
 	batch := &pgx.Batch{}
 	batch.Queue(`BEGIN`)
+	batch.Queue(noFlushWaitSQL)
 	// The decision reads a few rows through ordered index scans that stop early.
 	batch.Queue(noBitmapScansSQL)
 	// Planning the decision costs more than running it (about 2.5 ms against 0.7): its plan is made once per
@@ -98,6 +104,7 @@ func (s *Store) RunAttemptStart(ctx context.Context, p RunAttemptStartParams) er
 			&d.newer, &d.newerRevision, &d.other, &d.otherRevision, &d.previous)
 	})
 	batch.Queue(`COMMIT`)
+	batch.Queue(startFlushSQL)
 	err = conn.SendBatch(ctx, batch).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Errorf(CodeNotFound, "run %d not found", p.RunID)
@@ -114,6 +121,13 @@ const (
 	noBitmapScansSQL = `SET LOCAL enable_bitmapscan = off`
 	// runLockWithMappingSQL locks the run $1 and its mapping.
 	runLockWithMappingSQL = `SELECT 1 FROM runs r JOIN mappings m ON m.id = r.mapping_id WHERE r.id = $1 FOR NO KEY UPDATE OF r, m`
+	// noFlushWaitSQL lets the transaction's commit return, and release its locks, before its WAL is flushed.
+	noFlushWaitSQL = `SET LOCAL synchronous_commit = off`
+	// startFlushSQL, sent after the COMMIT, runs in a transaction of its own (the implicit one that ends with
+	// the batch) and takes a transaction id, so that its commit writes a commit record and waits, with the
+	// session's synchronous_commit, for the WAL to be flushed up to it: the start committed before it is then
+	// durable too. The batch's answer comes after that commit.
+	startFlushSQL = `SELECT pg_current_xact_id()`
 )
 
 // startDecision is what runAttemptStartSQL decided, and the figures behind it.
