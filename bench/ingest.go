@@ -46,6 +46,7 @@ type caseRounds struct {
 	ratios    []float64          // each round's deliveries/s over the mean of its two neighbours' commits/s
 	executed  int                // runs the workers finished during the rounds
 	wal       walUse
+	deadlocks int64 // deadlocks PostgreSQL detected in the cluster during the rounds
 }
 
 // ingest measures deliveries per second and the latency of their answers from several connections at once,
@@ -221,6 +222,10 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 			if err != nil {
 				return err
 			}
+			dead0, err := b.env.deadlocks(ctx)
+			if err != nil {
+				return err
+			}
 			res := closedLoopMulti(ctx, cs.c, s.IngestWarmup, s.IngestDuration, cs.op)
 			cpu := b.env.cpu().sub(cpu0)
 			wal1, err := b.env.wal(ctx)
@@ -230,6 +235,11 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 			if err := res.check(cs.name); err != nil {
 				return err
 			}
+			dead1, err := b.env.deadlocks(ctx)
+			if err != nil {
+				return err
+			}
+			got[i].deadlocks += dead1 - dead0
 			if cs.executed != nil {
 				after, err := cs.executed(ctx)
 				if err != nil {
@@ -285,6 +295,7 @@ func (b *bench) interleave(ctx context.Context, phase string, c int, cases []ing
 		b.report.detail(key+"_cpu_per_delivery", r.cpu.perOp(scaleToRound(r.ours.ops, s)))
 		b.report.detail(key+"_ratio_of_each_round", r.ratios)
 		b.report.detail(key+"_wal_per_delivery", r.wal.perOp(scaleToRound(r.ours.ops, s)))
+		b.report.detail(key+"_deadlocks", r.deadlocks)
 		if cs.executed != nil {
 			b.report.detail(key+"_runs_executed_per_s", float64(r.executed)/(s.IngestWarmup+s.IngestDuration).Seconds()/float64(s.IngestRounds))
 		}

@@ -37,3 +37,14 @@ func (u walUse) perOp(n int) map[string]float64 {
 	f := float64(n)
 	return map[string]float64{"records": float64(u.records) / f, "full_page_images": float64(u.fpi) / f, "bytes": float64(u.bytes) / f}
 }
+
+// deadlocks reads how many deadlocks PostgreSQL has detected in every database of the cluster so far
+// (pg_stat_database), so that a case can report the ones it caused: each costs its transactions
+// deadlock_timeout (1 s) of waiting.
+func (e *env) deadlocks(ctx context.Context) (int64, error) {
+	var n int64
+	if err := e.observer.QueryRow(ctx, `SELECT coalesce(sum(deadlocks), 0)::bigint FROM pg_stat_database`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read pg_stat_database: %w", err)
+	}
+	return n, nil
+}
