@@ -50,7 +50,7 @@ bench: ## Run the benchmark, short mode (about two minutes): docs/BENCHMARKS.md 
 	go test -count=1 -run TestBench -v -timeout 30m ./bench/
 
 .PHONY: bench-full
-bench-full: ## Run the full benchmark (10 to 25 minutes) and write its figures to docs/benchmarks.json
+bench-full: ## Run the full benchmark (about 8 minutes on a quiet 2-core machine) and write its figures to docs/benchmarks.json
 	BENCH_MODE=full BENCH_OUT=$(CURDIR)/docs/benchmarks.json go test -count=1 -run TestBench -v -timeout 120m ./bench/
 
 .PHONY: deps
