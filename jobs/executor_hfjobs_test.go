@@ -225,6 +225,23 @@ func TestHFJobsExecutor(t *testing.T) {
 		require.Equal(t, 1, b.jobs.JobsCreated())
 	})
 
+	t.Run("DeletedOnTheHubFailsWithoutRetry", func(t *testing.T) {
+		t.Parallel()
+		b := setupHF(t, hfToken, hfMapping("deleted", `echo started; exec sleep 1000`, func(m *orchestrator.Mapping) {
+			m.MaxAttempts = 3
+		}))
+		runID := b.push(t, "acme/deleted", "refs/heads/main", shaB)
+		jobID := b.waitStage(t, runID, 1, hub.JobRunning)
+		b.jobs.Delete(jobID)
+		run := b.waitStatus(t, runID, 20*time.Second, orchestrator.RunFailed)
+		require.Equal(t, "the Job was deleted on the Hub", run.Error)
+		require.Equal(t, 1, run.Attempt, "a Job someone deleted is not started again")
+		require.Equal(t, 1, b.jobs.JobsCreated())
+		job, ok := b.jobs.Job(jobID)
+		require.True(t, ok)
+		require.Equal(t, "DELETED", job.Stage)
+	})
+
 	t.Run("TimeoutOnTheHub", func(t *testing.T) {
 		t.Parallel()
 		b := setupHF(t, hfToken, hfMapping("slow", `echo started; exec sleep 1000`, func(m *orchestrator.Mapping) {

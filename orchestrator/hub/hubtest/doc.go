@@ -38,11 +38,12 @@
 // "exit code N", or "Job timeout" once timeoutSeconds (30 minutes when absent) passed; the whole process group
 // is killed when the main process ends, on timeout, on cancel and when the test ends. Faults: FailCreates (create
 // the Job, answer 500), RateLimit (429 with Retry-After), DropLogStreams (break a stream after N lines),
-// KeepLogStreamsOpen (no end after the last line), and the bearer token NewJobsServer was given (401 without).
+// KeepLogStreamsOpen (no end after the last line), Delete (the Job deleted on the Hub: DELETED), and the bearer
+// token NewJobsServer was given (401 without).
 //
 // What the JobsServer does not model: containers and images (the command runs on the test's machine, the image
 // and Space are only recorded), volumes (recorded, not mounted), flavors' hardware (recorded; the prices are
-// illustrative), DELETED and other stages, scheduled Jobs, the Hub's id and cursor formats, log lines the Hub
+// illustrative), stages other than those above, scheduled Jobs, the Hub's id and cursor formats, log lines the Hub
 // itself adds other than the banner, and a 401 versus 403 distinction.
 //
 // {rev} is one path segment (URL-escaped): a full commit id, a branch or tag name, or a full ref name

@@ -26,7 +26,7 @@ type fakeJob struct {
 	message  string
 	started  bool   // its process was started, or it was canceled before
 	pid      int    // of the process and its group
-	ending   string // why the process group was killed: "CANCELED" or "timeout"
+	ending   string // why the process group was killed: "CANCELED", "DELETED" or "timeout"
 	lines    []logLine
 	finished bool          // the log has its last line
 	changed  chan struct{} // closed and replaced on every change
@@ -138,6 +138,30 @@ func (s *JobsServer) cancel(j *fakeJob) {
 	j.mu.Unlock()
 }
 
+// Delete deletes the Job id as someone on the Hub may: one held in SCHEDULING ends DELETED at once, a running
+// one when its process group is dead. Deleting a Job that has ended changes nothing.
+func (s *JobsServer) Delete(id string) {
+	s.mu.Lock()
+	j := s.jobs[id]
+	s.mu.Unlock()
+	if j == nil {
+		return
+	}
+	j.mu.Lock()
+	switch {
+	case j.finished || j.ending != "":
+	case !j.started:
+		j.started = true
+		j.end("DELETED", "")
+	default:
+		j.ending = "DELETED"
+		if j.pid > 0 {
+			_ = syscall.Kill(-j.pid, syscall.SIGKILL)
+		}
+	}
+	j.mu.Unlock()
+}
+
 // start runs the Job's command, unless it was started (or canceled) already.
 func (s *JobsServer) start(j *fakeJob) {
 	j.mu.Lock()
@@ -241,8 +265,8 @@ func (s *JobsServer) run(j *fakeJob) {
 	defer j.mu.Unlock()
 	var exitErr *exec.ExitError
 	switch {
-	case j.ending == "CANCELED":
-		j.end("CANCELED", "")
+	case j.ending == "CANCELED", j.ending == "DELETED":
+		j.end(j.ending, "")
 	case j.ending == "timeout":
 		j.end("ERROR", "Job timeout")
 	case isClosed(s.done):
