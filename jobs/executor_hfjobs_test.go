@@ -322,6 +322,31 @@ func TestHFJobsCancel(t *testing.T) {
 	}
 }
 
+// TestHFJobsCancelRunning: with on_new_revision cancel_running, a newer revision of the ref cancels the older
+// run's Job on the Hub, and the newer run gets a Job of its own.
+func TestHFJobsCancelRunning(t *testing.T) {
+	t.Parallel()
+	b := setupHF(t, hfToken, hfMapping("fresh", `echo "rev $DATASET_REVISION"; exec sleep 1000`, func(m *orchestrator.Mapping) {
+		m.OnNewRevision = orchestrator.OnNewRevisionCancelRunning
+	}))
+	older := b.push(t, "acme/fresh", "refs/heads/main", newRevision())
+	olderJob := b.waitStage(t, older, 1, hub.JobRunning)
+	newer := b.push(t, "acme/fresh", "refs/heads/main", newRevision())
+	run := b.waitStatus(t, older, 20*time.Second, orchestrator.RunSuperseded, orchestrator.RunCancelled, orchestrator.RunFailed)
+	require.Equal(t, orchestrator.RunSuperseded, run.Status, run.Error)
+	require.Equal(t, newer, *run.SupersededBy)
+	require.Eventually(t, func() bool {
+		job, ok := b.jobs.Job(olderJob)
+		return ok && job.Stage == "CANCELED"
+	}, 20*time.Second, 20*time.Millisecond, "the older run's Job is cancelled on the Hub")
+	newerJob := b.waitStage(t, newer, 1, hub.JobRunning)
+	require.NotEqual(t, olderJob, newerJob)
+	require.Equal(t, 2, b.jobs.JobsCreated())
+	_, err := b.store.RunCancel(context.Background(), newer)
+	require.NoError(t, err)
+	b.waitStatus(t, newer, 20*time.Second, orchestrator.RunCancelled)
+}
+
 func TestHFJobsShutdownLeavesTheJobForTheNextWorker(t *testing.T) {
 	t.Parallel()
 	b := setupHF(t, hfToken, hfMapping("restart", `echo "attempt $RUN_ATTEMPT"; echo finished`,
