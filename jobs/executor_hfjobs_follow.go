@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -218,7 +219,7 @@ func (x *hfExecution) outcome(ctx context.Context) Outcome {
 			out.TimedOut, metric = true, "timeout"
 			out.Message = fmt.Sprintf("timed out after %s on Hugging Face Jobs (%s)", x.a.Mapping.Timeout, status.Message)
 		} else {
-			out.Message = "the Job failed on Hugging Face Jobs: " + orDefault(status.Message, "no reason given")
+			out.Message = "the Job failed on Hugging Face Jobs: " + cmp.Or(status.Message, "no reason given")
 		}
 	case hub.JobCanceled:
 		out = x.result(Result{ExitCode: -1})
@@ -250,14 +251,6 @@ func (x *hfExecution) count(outcome string) {
 	}
 	x.counted = true
 	x.e.metrics.observeHFJob(outcome, x.rec.CostMicroUSD)
-}
-
-// orDefault returns s, or def when s is empty.
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Cancel implements Execution: it asks the Hub to cancel the Job (safe to repeat, and for a Job that ended)

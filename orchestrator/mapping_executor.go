@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/retrainhq/orchestrator/orchestrator/hub"
 )
 
 // ExecutorKind says where a mapping's commands run.
@@ -25,15 +27,17 @@ var ExecutorKinds = []ExecutorKind{ExecutorLocal, ExecutorHFJobs}
 // Valid reports whether k is a known executor.
 func (k ExecutorKind) Valid() bool { return slices.Contains(ExecutorKinds, k) }
 
-// HFJobsFlavorDefault is the hardware of a Job whose mapping names none.
-const HFJobsFlavorDefault = "cpu-basic"
+// HFJobsFlavorDefault is the hardware of a Job whose mapping names none: the Hub's own default.
+const HFJobsFlavorDefault = hub.JobFlavorDefault
 
 // HFJobsFlavors lists the hardware flavors a Job may ask for, as huggingface_hub's SpaceHardware names them.
 var HFJobsFlavors = []string{
-	"cpu-basic", "cpu-upgrade",
+	"cpu-basic", "cpu-upgrade", "cpu-performance", "cpu-xl", "sprx8",
 	"zero-a10g",
 	"t4-small", "t4-medium", "l4x1", "l4x4", "l40sx1", "l40sx4", "l40sx8",
 	"a10g-small", "a10g-large", "a10g-largex2", "a10g-largex4", "a100-large", "a100x4", "a100x8",
+	"h200", "h200x2", "h200x4", "h200x8",
+	"inf2x6",
 }
 
 // The labels the orchestrator puts on every Job it creates, to find its Jobs again after a restart.

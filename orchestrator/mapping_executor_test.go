@@ -40,6 +40,8 @@ func TestMappingExecutorValidate(t *testing.T) {
 		{"LocalDefault", func(m *orchestrator.Mapping) { m.Executor, m.HFJobs = "", nil }, ""},
 		{"Space", func(m *orchestrator.Mapping) { m.HFJobs.Image, m.HFJobs.Space = "", "acme/trainer" }, ""},
 		{"Flavor", func(m *orchestrator.Mapping) { m.HFJobs.Flavor = "a10g-large" }, ""},
+		{"FlavorH200", func(m *orchestrator.Mapping) { m.HFJobs.Flavor = "h200" }, ""},
+		{"FlavorCPUXL", func(m *orchestrator.Mapping) { m.HFJobs.Flavor = "cpu-xl" }, ""},
 		{"NoLabelsNoSecrets", func(m *orchestrator.Mapping) { m.HFJobs.Labels, m.HFJobs.Secrets, m.HFJobs.MountDataset = nil, nil, "" }, ""},
 		{"UnknownExecutor", func(m *orchestrator.Mapping) { m.Executor = "k8s" }, `executor "k8s" must be`},
 		{"SettingsWithLocal", func(m *orchestrator.Mapping) { m.Executor = orchestrator.ExecutorLocal }, "hf_jobs is set but executor is \"local\""},
